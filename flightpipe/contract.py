@@ -1,0 +1,234 @@
+"""The flight record: the one data contract every part of flightpipe derives from.
+
+`FlightEvent` is the message publishers send (a JSON object). From this single definition come:
+
+* validation of incoming messages (`decode_event`, msgspec: ~1 µs a message);
+* the warehouse columns (`COLUMNS`): the contract's fields plus the three the pipeline adds
+  (`message_id`, `publish_time`, `ingest_time`);
+* the DuckDB DDL (`duckdb_columns_ddl`), the BigQuery table schema (`bigquery_schema`), the Arrow
+  schema (`arrow_schema`) and the JSON Schema published for producers (`json_schema`).
+
+Unknown fields are ignored; a missing required field, a wrong type, a value outside its pattern or
+malformed JSON makes the message invalid (`InvalidEvent` carries a one-line reason).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+import msgspec.inspect as mi
+
+Status = Literal["scheduled", "departed", "arrived", "cancelled", "diverted"]
+STATUSES: Final[tuple[str, ...]] = ("scheduled", "departed", "arrived", "cancelled", "diverted")
+
+UtcTimestamp = Annotated[
+    dt.datetime,
+    msgspec.Meta(tz=True, description="RFC 3339 timestamp with a UTC offset"),
+]
+AirportCode = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Z0-9]{3}$", description="3-letter IATA/FAA airport code")
+]
+Minutes = Annotated[int, msgspec.Meta(ge=-100_000, le=100_000)]
+FLIGHT_ID_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}-[A-Z0-9]{2}\d{1,5}-[A-Z0-9]{3}$"
+
+
+class FlightEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One observation of a flight's state, as published to the topic."""
+
+    event_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=128,
+            description="Idempotency key: the same event always carries the same id",
+        ),
+    ]
+    flight_id: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=FLIGHT_ID_PATTERN,
+            max_length=32,
+            description="YYYY-MM-DD-<carrier><flight_number>-<origin>, e.g. 2013-01-01-UA1545-EWR",
+        ),
+    ]
+    event_time: Annotated[
+        dt.datetime, msgspec.Meta(tz=True, description="When the source observed this state (UTC)")
+    ]
+    flight_date: Annotated[dt.date, msgspec.Meta(description="Local scheduled departure date")]
+    carrier: Annotated[
+        str, msgspec.Meta(pattern=r"^[A-Z0-9]{2}$", description="2-character airline code")
+    ]
+    flight_number: Annotated[int, msgspec.Meta(ge=0, le=99_999, description="Flight number")]
+    tail_number: Annotated[str, msgspec.Meta(max_length=16, description="Aircraft tail")] | None = (
+        None
+    )
+    origin: AirportCode
+    dest: AirportCode
+    scheduled_departure: UtcTimestamp
+    actual_departure: UtcTimestamp | None = None
+    dep_delay_min: Minutes | None = None
+    scheduled_arrival: UtcTimestamp | None = None
+    actual_arrival: UtcTimestamp | None = None
+    arr_delay_min: Minutes | None = None
+    air_time_min: Annotated[int, msgspec.Meta(ge=0, le=2_000)] | None = None
+    distance_mi: Annotated[int, msgspec.Meta(ge=0, le=20_000)] | None = None
+    status: Annotated[Status, msgspec.Meta(description="Lifecycle state of the flight")]
+
+
+class InvalidEvent(ValueError):
+    """A message that can never become a valid flight record (dead-letter it, do not retry)."""
+
+
+_decoder: Final = msgspec.json.Decoder(FlightEvent)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def decode_event(data: bytes) -> FlightEvent:
+    """Validate one message body against the contract; raise InvalidEvent with the reason."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(f"schema: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"malformed json: {exc}") from None
+
+
+def encode_event(event: FlightEvent) -> bytes:
+    """Serialise an event as the JSON body publishers send."""
+    return _encoder.encode(event)
+
+
+# --- Columns: the contract's fields plus what the pipeline adds ------------------------------
+
+Kind = Literal["string", "int", "timestamp", "date"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One warehouse column, in a technology-neutral form."""
+
+    name: str
+    kind: Kind
+    nullable: bool
+    description: str
+
+
+def _unwrap(t: mi.Type) -> tuple[mi.Type, str]:
+    """Strip msgspec Metadata wrappers, keeping the first description found."""
+    description = ""
+    while isinstance(t, mi.Metadata):
+        extra = t.extra_json_schema or {}
+        description = description or str(extra.get("description", ""))
+        t = t.type
+    return t, description
+
+
+def _kind(t: mi.Type) -> Kind:
+    if isinstance(t, mi.StrType | mi.LiteralType):
+        return "string"
+    if isinstance(t, mi.IntType):
+        return "int"
+    if isinstance(t, mi.DateTimeType):
+        return "timestamp"
+    if isinstance(t, mi.DateType):
+        return "date"
+    raise TypeError(f"no warehouse type for {t!r}")  # a new field type needs a mapping here
+
+
+def _contract_columns() -> list[Column]:
+    info = mi.type_info(FlightEvent)
+    if not isinstance(info, mi.StructType):  # pragma: no cover - FlightEvent is a Struct
+        raise TypeError("FlightEvent must be a msgspec Struct")
+    columns = []
+    for field in info.fields:
+        t, description = _unwrap(field.type)
+        nullable = False
+        if isinstance(t, mi.UnionType):
+            (t,) = [m for m in t.types if not isinstance(m, mi.NoneType)]
+            t, inner = _unwrap(t)
+            description = description or inner
+            nullable = True
+        columns.append(Column(field.name, _kind(t), nullable, description))
+    return columns
+
+
+CONTRACT_COLUMNS: Final[tuple[Column, ...]] = tuple(_contract_columns())
+PIPELINE_COLUMNS: Final[tuple[Column, ...]] = (
+    Column("message_id", "string", False, "Broker message id"),
+    Column("publish_time", "timestamp", False, "When the broker accepted the message"),
+    Column("ingest_time", "timestamp", False, "When the warehouse committed the row"),
+)
+COLUMNS: Final[tuple[Column, ...]] = CONTRACT_COLUMNS + PIPELINE_COLUMNS
+COLUMN_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in COLUMNS)
+FIELD_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in CONTRACT_COLUMNS)
+
+_DUCKDB_TYPES: Final[dict[Kind, str]] = {
+    "string": "VARCHAR",
+    "int": "BIGINT",
+    "timestamp": "TIMESTAMPTZ",
+    "date": "DATE",
+}
+_BIGQUERY_TYPES: Final[dict[Kind, str]] = {
+    "string": "STRING",
+    "int": "INT64",
+    "timestamp": "TIMESTAMP",
+    "date": "DATE",
+}
+
+
+def duckdb_columns_ddl() -> str:
+    """Column definitions for a DuckDB CREATE TABLE (without the surrounding parentheses)."""
+    return ",\n  ".join(
+        f"{c.name} {_DUCKDB_TYPES[c.kind]}{'' if c.nullable else ' NOT NULL'}" for c in COLUMNS
+    )
+
+
+def bigquery_schema() -> list[dict[str, str]]:
+    """The BigQuery table schema as REST `TableFieldSchema` objects (the Pulumi program's input)."""
+    return [
+        {
+            "name": c.name,
+            "type": _BIGQUERY_TYPES[c.kind],
+            "mode": "NULLABLE" if c.nullable else "REQUIRED",
+            "description": c.description,
+        }
+        for c in COLUMNS
+    ]
+
+
+def bigquery_schema_json() -> str:
+    """`bigquery_schema()` as the JSON string `gcp.bigquery.Table(schema=...)` takes."""
+    return json.dumps(bigquery_schema(), indent=2)
+
+
+def arrow_schema() -> Any:
+    """The Arrow schema of a warehouse batch (pyarrow is imported lazily: the API needs none)."""
+    import pyarrow as pa
+
+    types = {
+        "string": pa.string(),
+        "int": pa.int64(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "date": pa.date32(),
+    }
+    return pa.schema([pa.field(c.name, types[c.kind], nullable=c.nullable) for c in COLUMNS])
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) document publishers validate against."""
+    schema, components = msgspec.json.schema_components([FlightEvent])
+    body: dict[str, Any] = dict(components["FlightEvent"])
+    body.update(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "urn:flightpipe:schema:flight-event:v1",
+            "title": "FlightEvent",
+            "description": "One observation of a flight's state, published to the flights topic.",
+        }
+    )
+    del schema
+    return body

@@ -1,0 +1,114 @@
+"""Configuration: environment variables read once at start-up, validated, failing loudly.
+
+Every variable the services read is a field of `Settings`; its environment name is the field name
+in UPPER_SNAKE (`ENV_VARS` lists them; the Pulumi program injects exactly these names and a test
+checks that). A missing or contradictory setting raises `ConfigError` with one line naming the
+variable, which the entrypoints print on stderr before exiting non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or contradicts another one."""
+
+
+BrokerKind = Literal["embedded", "pubsub"]
+WarehouseKind = Literal["duckdb", "bigquery"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+TraceExporter = Literal["none", "console", "gcp"]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+def _env_name(field: str) -> str:
+    # PORT, GOOGLE_CLOUD_PROJECT and PUBSUB_EMULATOR_HOST are platform names and keep them.
+    if field in {"port", "google_cloud_project", "pubsub_emulator_host"}:
+        return field.upper()
+    return f"FLIGHTPIPE_{field.upper()}"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
+    """Everything a flightpipe process can be told, with defaults for the embedded stack."""
+
+    broker: BrokerKind = "embedded"
+    warehouse: WarehouseKind = "duckdb"
+    data_dir: str = "data"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
+    log_level: LogLevel = "INFO"
+    # Names shared with the cloud resources (the Pulumi program creates them).
+    google_cloud_project: str | None = None
+    pubsub_emulator_host: str | None = None
+    topic: str = "flights"
+    subscription: str = "flights-subscriber"
+    dead_letter_topic: str = "flights-dead-letter"
+    dead_letter_subscription: str = "flights-dead-letter-inspect"
+    dataset: str = "flights"
+    bigquery_location: str = "US"
+    bigquery_max_bytes_billed: Positive = 1_000_000_000
+    # Subscriber tuning.
+    batch_size: Positive = 5000
+    max_inflight_messages: Positive = 20_000
+    max_inflight_bytes: Positive = 64 * 1024 * 1024
+    ack_deadline_seconds: Annotated[int, msgspec.Meta(ge=10, le=600)] = 60
+    max_delivery_attempts: Annotated[int, msgspec.Meta(ge=5, le=100)] = 5
+    shutdown_grace_seconds: Annotated[float, msgspec.Meta(ge=0.5, le=60)] = 8.0
+    # API.
+    query_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    api_keys: str = ""
+    trace_exporter: TraceExporter = "none"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_path / "warehouse.duckdb"
+
+    @property
+    def broker_path(self) -> Path:
+        return self.data_path / "broker.sqlite3"
+
+
+ENV_VARS: Final[tuple[str, ...]] = tuple(
+    _env_name(f.name) for f in msgspec.structs.fields(Settings)
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read the settings from the environment (or `environ`), then apply explicit overrides."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {name: env[name] for name in ENV_VARS if env.get(name, "") != ""}
+    for field, value in overrides.items():
+        if value is not None:
+            raw[_env_name(field)] = value
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        # msgspec says e.g. "Expected `int` >= 1 - at `$.FLIGHTPIPE_BATCH_SIZE`".
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(s: Settings) -> None:
+    if s.broker == "pubsub" and not s.google_cloud_project:
+        raise ConfigError("FLIGHTPIPE_BROKER=pubsub needs GOOGLE_CLOUD_PROJECT")
+    if s.warehouse == "bigquery" and not s.google_cloud_project:
+        raise ConfigError("FLIGHTPIPE_WAREHOUSE=bigquery needs GOOGLE_CLOUD_PROJECT")
+    if s.pubsub_emulator_host and s.broker != "pubsub":
+        raise ConfigError(
+            "PUBSUB_EMULATOR_HOST is set but FLIGHTPIPE_BROKER is not 'pubsub'; "
+            "set FLIGHTPIPE_BROKER=pubsub or unset PUBSUB_EMULATOR_HOST"
+        )
+    if s.topic == s.dead_letter_topic:
+        raise ConfigError("FLIGHTPIPE_DEAD_LETTER_TOPIC must differ from FLIGHTPIPE_TOPIC")
+    if s.batch_size > s.max_inflight_messages:
+        raise ConfigError("FLIGHTPIPE_BATCH_SIZE must not exceed FLIGHTPIPE_MAX_INFLIGHT_MESSAGES")

@@ -1,0 +1,115 @@
+"""Metrics and logs shared by the subscriber and the API.
+
+Metrics are Prometheus collectors on the default registry (`/metrics` serves them; in the cloud the
+Cloud Run sidecar or Managed Service for Prometheus scrapes the same endpoint). Logs are JSON lines
+on stdout with `severity`, `message` and, when known, the trace and request id, which Cloud Logging
+reads as structured logs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any, Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+MESSAGES_RECEIVED: Final = Counter(
+    "flightpipe_messages_received_total", "Messages pulled from the subscription."
+)
+MESSAGES_WRITTEN: Final = Counter(
+    "flightpipe_messages_written_total",
+    "Valid messages committed to the warehouse and acked (duplicates included).",
+)
+MESSAGES_DUPLICATE: Final = Counter(
+    "flightpipe_messages_duplicate_total",
+    "Messages whose event_id was already stored (redeliveries and re-publishes).",
+)
+MESSAGES_DEAD_LETTERED: Final = Counter(
+    "flightpipe_messages_dead_lettered_total",
+    "Messages sent to the dead-letter topic, by reason.",
+    ["reason"],
+)
+WRITE_FAILURES: Final = Counter(
+    "flightpipe_warehouse_write_failures_total",
+    "Batch writes that failed and were retried.",
+)
+BATCH_WRITE_SECONDS: Final = Histogram(
+    "flightpipe_batch_write_seconds",
+    "Time to commit one batch to the warehouse.",
+    buckets=_LATENCY_BUCKETS,
+)
+BATCH_SIZE: Final = Histogram(
+    "flightpipe_batch_size_messages",
+    "Messages per pulled batch.",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000),
+)
+END_TO_END_LATENCY: Final = Histogram(
+    "flightpipe_end_to_end_latency_seconds",
+    "From publish_time to the committed warehouse write.",
+    buckets=_LATENCY_BUCKETS,
+)
+DATA_FRESHNESS: Final = Gauge(
+    "flightpipe_data_freshness_seconds",
+    "Now minus the newest committed publish_time.",
+)
+LAST_COMMIT_PUBLISH_TIME: Final = Gauge(
+    "flightpipe_last_committed_publish_time_seconds",
+    "Unix time of the newest committed publish_time (freshness = time() - this).",
+)
+HTTP_REQUESTS: Final = Counter(
+    "flightpipe_http_requests_total", "HTTP requests served.", ["route", "status"]
+)
+HTTP_DURATION: Final = Histogram(
+    "flightpipe_http_request_duration_seconds",
+    "HTTP request duration.",
+    ["route"],
+    buckets=_HTTP_BUCKETS,
+)
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+trace_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, in the shape Cloud Logging parses."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname,
+            "message": record.getMessage(),
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "logger": record.name,
+        }
+        if (request_id := request_id_var.get()) is not None:
+            entry["request_id"] = request_id
+        if (trace := trace_var.get()) is not None:
+            entry["logging.googleapis.com/trace"] = trace
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            entry.update(extra)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send JSON log lines to stdout (idempotent)."""
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        root.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Werkzeug's own access log duplicates ours.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
