@@ -1,3 +1,3 @@
-"""flightpipe: publish/subscribe ingestion of flight events, stored for analytics, served over HTTP."""
+"""flightpipe: flight events over publish/subscribe, stored for analytics, served over HTTP."""
 
 __version__ = "0.1.0"
