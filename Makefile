@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
         security images deploy preview bench clean
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(STAMP): requirements/dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,8 @@ typecheck: setup
 
 bench: setup ## Ingest benchmark (see docs/benchmarks.md).
 	$(BIN)/python bench/ingest.py --data-dir $(DATA_DIR)-bench
+
+-include mk/*.mk
 
 clean: ## Remove the virtual environment, caches and local data.
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DATA_DIR) $(DATA_DIR)-bench

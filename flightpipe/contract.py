@@ -25,15 +25,18 @@ import msgspec.inspect as mi
 Status = Literal["scheduled", "departed", "arrived", "cancelled", "diverted"]
 STATUSES: Final[tuple[str, ...]] = ("scheduled", "departed", "arrived", "cancelled", "diverted")
 
-UtcTimestamp = Annotated[
-    dt.datetime,
-    msgspec.Meta(tz=True, description="RFC 3339 timestamp with a UTC offset"),
-]
-AirportCode = Annotated[
-    str, msgspec.Meta(pattern=r"^[A-Z0-9]{3}$", description="3-letter IATA/FAA airport code")
-]
-Minutes = Annotated[int, msgspec.Meta(ge=-100_000, le=100_000)]
 FLIGHT_ID_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}-[A-Z0-9]{2}\d{1,5}-[A-Z0-9]{3}$"
+_AIRPORT: Final = r"^[A-Z0-9]{3}$"
+
+
+# Reusable constrained types; each field adds its own description with a second Meta.
+Utc = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+Minutes = Annotated[int, msgspec.Meta(ge=-100_000, le=100_000)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=20_000)]
+
+
+def _d(description: str) -> msgspec.Meta:
+    return msgspec.Meta(description=description)
 
 
 class FlightEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,27 +58,29 @@ class FlightEvent(msgspec.Struct, frozen=True, kw_only=True):
             description="YYYY-MM-DD-<carrier><flight_number>-<origin>, e.g. 2013-01-01-UA1545-EWR",
         ),
     ]
-    event_time: Annotated[
-        dt.datetime, msgspec.Meta(tz=True, description="When the source observed this state (UTC)")
-    ]
+    event_time: Annotated[Utc, _d("When the source observed this state, UTC (RFC 3339)")]
     flight_date: Annotated[dt.date, msgspec.Meta(description="Local scheduled departure date")]
     carrier: Annotated[
         str, msgspec.Meta(pattern=r"^[A-Z0-9]{2}$", description="2-character airline code")
     ]
     flight_number: Annotated[int, msgspec.Meta(ge=0, le=99_999, description="Flight number")]
-    tail_number: Annotated[str, msgspec.Meta(max_length=16, description="Aircraft tail")] | None = (
+    tail_number: (
+        Annotated[str, msgspec.Meta(max_length=16, description="Aircraft tail number")] | None
+    ) = None
+    origin: Annotated[str, msgspec.Meta(pattern=_AIRPORT, description="Origin airport code")]
+    dest: Annotated[str, msgspec.Meta(pattern=_AIRPORT, description="Destination airport code")]
+    scheduled_departure: Annotated[Utc, _d("Scheduled departure, UTC (RFC 3339)")]
+    actual_departure: Annotated[Utc, _d("Actual departure, UTC (RFC 3339)")] | None = None
+    dep_delay_min: Annotated[Minutes, _d("Departure delay in minutes (negative: early)")] | None = (
         None
     )
-    origin: AirportCode
-    dest: AirportCode
-    scheduled_departure: UtcTimestamp
-    actual_departure: UtcTimestamp | None = None
-    dep_delay_min: Minutes | None = None
-    scheduled_arrival: UtcTimestamp | None = None
-    actual_arrival: UtcTimestamp | None = None
-    arr_delay_min: Minutes | None = None
-    air_time_min: Annotated[int, msgspec.Meta(ge=0, le=2_000)] | None = None
-    distance_mi: Annotated[int, msgspec.Meta(ge=0, le=20_000)] | None = None
+    scheduled_arrival: Annotated[Utc, _d("Scheduled arrival, UTC (RFC 3339)")] | None = None
+    actual_arrival: Annotated[Utc, _d("Actual arrival, UTC (RFC 3339)")] | None = None
+    arr_delay_min: Annotated[Minutes, _d("Arrival delay in minutes (negative: early)")] | None = (
+        None
+    )
+    air_time_min: Annotated[Count, _d("Minutes in the air")] | None = None
+    distance_mi: Annotated[Count, _d("Distance between the airports in miles")] | None = None
     status: Annotated[Status, msgspec.Meta(description="Lifecycle state of the flight")]
 
 

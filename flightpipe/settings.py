@@ -53,8 +53,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     bigquery_location: str = "US"
     bigquery_max_bytes_billed: Positive = 1_000_000_000
     # Subscriber tuning.
-    batch_size: Positive = 5000
-    max_inflight_messages: Positive = 20_000
+    batch_size: Positive = 10_000
+    max_inflight_messages: Positive = 40_000
     max_inflight_bytes: Positive = 64 * 1024 * 1024
     ack_deadline_seconds: Annotated[int, msgspec.Meta(ge=10, le=600)] = 60
     max_delivery_attempts: Annotated[int, msgspec.Meta(ge=5, le=100)] = 5
@@ -62,6 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # API.
     query_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     api_keys: str = ""
+    api_rate_limit: str = "1200/minute"  # per API key, per instance (limits notation)
+    api_cache_ttl_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0  # 0: no cache
     trace_exporter: TraceExporter = "none"
 
     @property

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
 from typing import Any, Final
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -62,6 +63,30 @@ DATA_FRESHNESS: Final = Gauge(
 LAST_COMMIT_PUBLISH_TIME: Final = Gauge(
     "flightpipe_last_committed_publish_time_seconds",
     "Unix time of the newest committed publish_time (freshness = time() - this).",
+)
+_last_commit_publish_time = 0.0
+
+
+def record_commit(newest_publish_time: float) -> None:
+    """Note the newest committed publish_time (Unix seconds); freshness is computed from it."""
+    global _last_commit_publish_time  # noqa: PLW0603 - one process-wide watermark
+    _last_commit_publish_time = max(_last_commit_publish_time, newest_publish_time)
+    LAST_COMMIT_PUBLISH_TIME.set(_last_commit_publish_time)
+
+
+# Computed at scrape time, so freshness keeps growing when commits stop (a stuck subscriber).
+# Zero until the first commit of this process: there is no watermark to age yet.
+DATA_FRESHNESS.set_function(
+    lambda: max(0.0, time.time() - _last_commit_publish_time) if _last_commit_publish_time else 0.0
+)
+
+SUBSCRIPTION_BACKLOG: Final = Gauge(
+    "flightpipe_subscription_backlog_messages",
+    "Undelivered messages on the subscription (set by the subscriber).",
+)
+SUBSCRIPTION_OLDEST_UNACKED_AGE: Final = Gauge(
+    "flightpipe_subscription_oldest_unacked_age_seconds",
+    "Age of the oldest unacknowledged message on the subscription (set by the subscriber).",
 )
 HTTP_REQUESTS: Final = Counter(
     "flightpipe_http_requests_total", "HTTP requests served.", ["route", "status"]

@@ -1,0 +1,65 @@
+"""Choose the broker and warehouse adapters from the settings.
+
+The cloud adapters are imported lazily so the embedded stack never loads the Google clients.
+"""
+
+from __future__ import annotations
+
+from flightpipe.broker import Broker, SubscriptionConfig
+from flightpipe.settings import Settings
+from flightpipe.warehouse import Warehouse
+
+
+def make_broker(settings: Settings) -> Broker:
+    """The broker named by FLIGHTPIPE_BROKER."""
+    if settings.broker == "pubsub":
+        from flightpipe.broker.pubsub import PubSubBroker
+
+        return PubSubBroker(project=settings.google_cloud_project or "")
+    from flightpipe.broker.embedded import EmbeddedBroker
+
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    return EmbeddedBroker(settings.broker_path)
+
+
+def make_warehouse(settings: Settings, *, read_only: bool = False) -> Warehouse:
+    """The warehouse named by FLIGHTPIPE_WAREHOUSE."""
+    if settings.warehouse == "bigquery":
+        from flightpipe.warehouse.bigquery import BigQueryWarehouse
+
+        return BigQueryWarehouse(
+            project=settings.google_cloud_project or "",
+            dataset=settings.dataset,
+            location=settings.bigquery_location,
+            max_bytes_billed=settings.bigquery_max_bytes_billed,
+            query_timeout=settings.query_timeout_seconds,
+        )
+    from flightpipe.warehouse.duckdb import DuckDBWarehouse
+
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    return DuckDBWarehouse(settings.duckdb_path, read_only=read_only)
+
+
+def may_create_resources(settings: Settings) -> bool:
+    """Topics and subscriptions are created here only locally: in the cloud Pulumi owns them."""
+    return settings.broker == "embedded" or bool(settings.pubsub_emulator_host)
+
+
+def ensure_topology(broker: Broker, settings: Settings) -> None:
+    """Create the topic, dead-letter topic and both subscriptions if they are missing."""
+    if not may_create_resources(settings):
+        return
+    broker.create_topic(settings.topic)
+    broker.create_topic(settings.dead_letter_topic)
+    broker.create_subscription(
+        settings.subscription,
+        SubscriptionConfig(
+            topic=settings.topic,
+            ack_deadline_seconds=settings.ack_deadline_seconds,
+            dead_letter_topic=settings.dead_letter_topic,
+            max_delivery_attempts=settings.max_delivery_attempts,
+        ),
+    )
+    broker.create_subscription(
+        settings.dead_letter_subscription, SubscriptionConfig(topic=settings.dead_letter_topic)
+    )

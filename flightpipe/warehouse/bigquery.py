@@ -1,0 +1,272 @@
+"""`BigQueryWarehouse`: the warehouse port on BigQuery (table `events`, view `flights_current`).
+
+Writes use the streaming `insertAll` API with `insertId = event_id` (BigQuery drops a repeated
+insertId on a best-effort basis; the view deduplicates by `event_id` for good). A batch is split
+into requests under 9 MB and 50,000 rows. Transient failures (429, 5xx, rate limits, deadlines,
+connection errors) are retried with exponential backoff; when the retries run out `write` raises
+`WarehouseUnavailable` and the caller must not ack. Rows BigQuery rejects (`insertErrors`) do not
+stop the others (`skipInvalidRows`): `write` then raises `RowErrors` naming each rejected event
+and its reason; every other row of the batch is stored.
+
+Reads are parameterised queries on `flights_current` through `jobs.query` in the short-query mode
+(`JOB_CREATION_OPTIONAL`), with a `maximumBytesBilled` cap, a job timeout and the query cache.
+Their SQL lives in `bigquery_sql` and is also run on DuckDB by the test suite.
+
+`write` returns how many rows BigQuery accepted; unlike DuckDB it cannot tell a duplicate apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, TypeVar
+
+import msgspec
+import requests
+import tenacity
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery
+
+from flightpipe.warehouse import bigquery_sql as q
+from flightpipe.warehouse import query
+from flightpipe.warehouse.port import (
+    DEFAULT_SORT,
+    DelayStats,
+    Envelope,
+    FlightFilter,
+    GroupBy,
+    PageKey,
+    RowErrors,
+    Sort,
+    WarehouseError,
+    WarehouseUnavailable,
+)
+
+__all__ = ["BigQueryWarehouse", "RowErrors"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_REQUEST_BYTES: Final = 9_000_000  # insertAll's limit is 10 MB per request
+MAX_REQUEST_ROWS: Final = 50_000
+# Per-row overhead of the request around the row's JSON: {"insertId": "...", "json": ...},
+_ROW_OVERHEAD: Final = 32
+_TRANSIENT: Final = (
+    gexc.TooManyRequests,
+    gexc.InternalServerError,
+    gexc.BadGateway,
+    gexc.ServiceUnavailable,
+    gexc.GatewayTimeout,
+    gexc.DeadlineExceeded,
+    requests.ConnectionError,
+    requests.Timeout,
+)
+# BigQuery answers some throttling with 403 and one of these reasons.
+_THROTTLE_REASONS: Final = frozenset({"rateLimitExceeded", "backendError"})
+_encoder: Final = msgspec.json.Encoder()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _TRANSIENT):
+        return True
+    if isinstance(exc, gexc.Forbidden):
+        return any(e.get("reason") in _THROTTLE_REASONS for e in exc.errors or ())
+    return False
+
+
+def _row(envelope: Envelope, ingest_time: str) -> dict[str, Any]:
+    row: dict[str, Any] = msgspec.to_builtins(envelope.event)
+    row["message_id"] = envelope.message_id
+    row["publish_time"] = envelope.publish_time.astimezone(dt.UTC).isoformat()
+    row["ingest_time"] = ingest_time
+    return row
+
+
+def _chunks(
+    rows: list[dict[str, Any]], ids: list[str], max_bytes: int, max_rows: int
+) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+    """Split rows into requests under `max_bytes` (estimated from the rows' JSON) and `max_rows`."""
+    start, size = 0, 0
+    for i, row in enumerate(rows):
+        row_size = len(_encoder.encode(row)) + len(ids[i]) + _ROW_OVERHEAD
+        if i > start and (size + row_size > max_bytes or i - start >= max_rows):
+            yield rows[start:i], ids[start:i]
+            start, size = i, 0
+        size += row_size
+    if start < len(rows):
+        yield rows[start:], ids[start:]
+
+
+class BigQueryWarehouse:
+    """The warehouse port on BigQuery (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        dataset: str,
+        location: str = "US",
+        max_bytes_billed: int = 1_000_000_000,
+        query_timeout: float = 10.0,
+        client: bigquery.Client | None = None,
+        write_attempts: int = 6,
+        write_timeout: float = 60.0,
+        backoff_initial: float = 0.5,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_request_rows: int = MAX_REQUEST_ROWS,
+    ) -> None:
+        self.project = project
+        self.location = location
+        self.max_bytes_billed = max_bytes_billed
+        self.query_timeout = query_timeout
+        self.events_table = q.table_ref(project, dataset, q.EVENTS_TABLE)
+        self.view = q.table_ref(project, dataset, q.CURRENT_VIEW)
+        self._insert_table = f"{project}.{dataset}.{q.EVENTS_TABLE}"
+        self._client = client or bigquery.Client(project=project, location=location)
+        # Short queries may skip creating a job: lower latency, and no job quota spent.
+        self._client.default_job_creation_mode = "JOB_CREATION_OPTIONAL"
+        self._write_attempts = write_attempts
+        self._write_timeout = write_timeout
+        self._backoff_initial = backoff_initial
+        self._max_request_bytes = max_request_bytes
+        self._max_request_rows = max_request_rows
+
+    # --- retries -----------------------------------------------------------------------------
+
+    def _retrying(self, call: Callable[[], T], *, attempts: int, budget: float, what: str) -> T:
+        """Run `call`, retrying transient errors with exponential backoff (full jitter)."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_is_transient),
+            stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(budget),
+            wait=tenacity.wait_random_exponential(multiplier=self._backoff_initial, max=8.0),
+            before_sleep=lambda state: log.warning(
+                "retrying BigQuery %s", what, extra={"attempt": state.attempt_number}
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(call)
+        except Exception as exc:
+            if _is_transient(exc) or isinstance(exc, TimeoutError):
+                raise WarehouseUnavailable(f"BigQuery {what}: {exc}") from exc
+            if isinstance(exc, gexc.GoogleAPIError):
+                raise WarehouseError(f"BigQuery {what}: {exc}") from exc
+            raise
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def write(self, batch: Sequence[Envelope]) -> int:
+        """Stream the batch into `events`; return rows accepted; raise RowErrors for rejects."""
+        if not batch:
+            return 0
+        ingest_time = dt.datetime.now(dt.UTC).isoformat()
+        rows = [_row(e, ingest_time) for e in batch]
+        ids = [e.event.event_id for e in batch]
+        errors: dict[str, str] = {}
+        for chunk_rows, chunk_ids in _chunks(
+            rows, ids, self._max_request_bytes, self._max_request_rows
+        ):
+            result = self._retrying(
+                self._insert_call(chunk_rows, chunk_ids),
+                attempts=self._write_attempts,
+                budget=self._write_timeout * self._write_attempts,
+                what="insertAll",
+            )
+            for failure in result:
+                reasons = [
+                    f"{e.get('reason', 'invalid')}: {e.get('message', '')}".strip()
+                    for e in failure.get("errors", ())
+                ]
+                errors[chunk_ids[int(failure["index"])]] = "; ".join(reasons) or "invalid"
+        written = len(batch) - len(errors)
+        if errors:
+            log.warning("BigQuery rejected rows", extra={"rejected": len(errors)})
+            raise RowErrors(errors, written)
+        return written
+
+    def _insert_call(
+        self, rows: list[dict[str, Any]], ids: list[str]
+    ) -> Callable[[], Sequence[dict[str, Any]]]:
+        def call() -> Sequence[dict[str, Any]]:
+            return self._client.insert_rows_json(
+                self._insert_table,
+                rows,
+                row_ids=ids,
+                skip_invalid_rows=True,
+                # tenacity retries, with one policy for every call (None is accepted at runtime).
+                retry=None,  # type: ignore[arg-type]
+                timeout=self._write_timeout,
+            )
+
+        return call
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def _query(self, query: q.Query) -> list[dict[str, Any]]:
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter(p.name, p.type, p.value) for p in query.params
+            ],
+            maximum_bytes_billed=self.max_bytes_billed,
+            use_query_cache=True,
+            job_timeout_ms=int(self.query_timeout * 1000),
+        )
+
+        def run() -> list[dict[str, Any]]:
+            rows = self._client.query_and_wait(
+                query.sql,
+                job_config=config,
+                location=self.location,
+                api_timeout=self.query_timeout,
+                wait_timeout=self.query_timeout,
+                retry=None,  # type: ignore[arg-type]
+                job_retry=None,  # type: ignore[arg-type]
+            )
+            return [dict(row.items()) for row in rows]
+
+        return self._retrying(run, attempts=2, budget=self.query_timeout, what="query")
+
+    def list_flights(
+        self,
+        flt: FlightFilter,
+        limit: int,
+        after: PageKey | None = None,
+        sort: Sort = DEFAULT_SORT,
+        columns: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Current states matching `flt` by (sort field, flight_id), after `after`."""
+        return self._query(q.list_flights(self.view, flt, limit, after, sort=sort, columns=columns))
+
+    def get_flight(self, flight_id: str) -> dict[str, Any] | None:
+        """The current state of one flight, or None."""
+        rows = self._query(q.get_flight(self.view, flight_id))
+        return rows[0] if rows else None
+
+    def flight_events(self, flight_id: str) -> list[dict[str, Any]]:
+        """Every distinct stored event of one flight, in event-time order."""
+        return self._query(q.flight_events(self.events_table, flight_id))
+
+    def delay_stats(
+        self, flt: FlightFilter, group_by: GroupBy | Sequence[GroupBy]
+    ) -> list[DelayStats]:
+        """Delay statistics over current states, one row per group, ordered by the group keys."""
+        fields = query.group_fields(group_by)
+        rows = self._query(q.delay_stats(self.view, flt, fields))  # type: ignore[arg-type]
+        return [query.delay_stats_row(r, fields) for r in rows]
+
+    def newest_publish_time(self) -> dt.datetime | None:
+        """The newest committed publish_time: the ingest watermark (None while empty)."""
+        rows = self._query(q.newest_publish_time(self.events_table))
+        return q.as_utc(rows[0]["t"]) if rows else None
+
+    def ping(self) -> None:
+        """Raise WarehouseUnavailable unless a trivial query succeeds."""
+        try:
+            self._query(q.PING)
+        except WarehouseError as exc:
+            raise WarehouseUnavailable(str(exc)) from exc
+
+    def close(self) -> None:
+        """Release the HTTP session."""
+        self._client.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,196 @@
+"""The BigQuery adapter's SQL, written once in BigQuery's dialect.
+
+Every function returns a `Query`: the SQL text plus its named parameters (`@name`) as
+(name, BigQuery type, value). Values are never formatted into the text; identifiers come from
+allow-lists here or from `table_ref`, which validates project and dataset names. The same text is
+transpiled with sqlglot and run on DuckDB by tests/integration/test_bigquery_sql_on_duckdb.py, so
+its results are checked against the DuckDB adapter's.
+
+Semantics (equal to `DuckDBWarehouse`): an event stored more than once (insertAll deduplicates only
+on a best-effort basis) counts once, as its first arrival; a flight's current state is its event
+with the latest `event_time`, then `publish_time`, then `event_id`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from flightpipe.contract import COLUMN_NAMES
+from flightpipe.warehouse import query
+from flightpipe.warehouse.port import (
+    DEFAULT_SORT,
+    ON_TIME_MINUTES,
+    FlightFilter,
+    GroupBy,
+    PageKey,
+    Sort,
+    WarehouseError,
+)
+
+EVENTS_TABLE: Final = "events"
+CURRENT_VIEW: Final = "flights_current"
+COLUMNS: Final = ", ".join(COLUMN_NAMES)
+# BigQuery project ids and dataset names (the subset flightpipe's settings can produce).
+_PROJECT: Final = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_DATASET: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One named query parameter: `@name` in the SQL, with its BigQuery type."""
+
+    name: str
+    type: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """SQL text in BigQuery's dialect and the parameters it binds."""
+
+    sql: str
+    params: tuple[Param, ...] = ()
+
+
+def table_ref(project: str | None, dataset: str, table: str) -> str:
+    """The quoted reference `project.dataset.table` (`dataset.table` when project is None)."""
+    if project is not None and not _PROJECT.match(project):
+        raise WarehouseError(f"not a BigQuery project id: {project!r}")
+    if not _DATASET.match(dataset) or not _DATASET.match(table):
+        raise WarehouseError(f"not a BigQuery dataset/table name: {dataset!r}.{table!r}")
+    return f"`{project}.{dataset}.{table}`" if project else f"`{dataset}.{table}`"
+
+
+def current_view_sql(events: str) -> str:
+    """The `flights_current` view over the `events` table reference `events`.
+
+    `flight_date` is part of both window partitions although `flight_id` determines it (the id
+    starts with the date): BigQuery pushes a filter through a window function only on the
+    window's partition columns, so this lets date filters on the view prune table partitions.
+    """
+    return (
+        f"SELECT {COLUMNS} FROM (\n"
+        f"  SELECT {COLUMNS} FROM {events}\n"
+        "  QUALIFY ROW_NUMBER() OVER (\n"
+        "    PARTITION BY flight_date, flight_id, event_id ORDER BY publish_time, message_id\n"
+        "  ) = 1\n"
+        ")\n"
+        "QUALIFY ROW_NUMBER() OVER (\n"
+        "  PARTITION BY flight_date, flight_id\n"
+        "  ORDER BY event_time DESC, publish_time DESC, event_id DESC\n"
+        ") = 1"
+    )
+
+
+def _params(bound: list[query.Bound]) -> list[Param]:
+    return [Param(b.name, b.type, b.value) for b in bound]
+
+
+def _where_sql(clauses: list[str]) -> str:
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def list_flights(
+    view: str,
+    flt: FlightFilter,
+    limit: int,
+    after: PageKey | None,
+    *,
+    sort: Sort = DEFAULT_SORT,
+    columns: Sequence[str] | None = None,
+) -> Query:
+    """Current states matching `flt`, ordered by (sort field, flight_id), after `after`."""
+    clauses, bound = query.where(flt, "@")
+    if after is not None:
+        clause, more = query.after_clause(sort, after, "@")
+        clauses.append(clause)
+        bound += more
+    params = _params(bound)
+    params.append(Param("limit", "INT64", limit))
+    sql = (
+        f"SELECT {query.select_columns(columns)} FROM {view}{_where_sql(clauses)}"
+        f" {query.order_by(sort)} LIMIT @limit"
+    )
+    return Query(sql, tuple(params))
+
+
+def get_flight(view: str, flight_id: str) -> Query:
+    """The current state of one flight."""
+    return Query(
+        f"SELECT {COLUMNS} FROM {view} WHERE flight_id = @flight_id",
+        (Param("flight_id", "STRING", flight_id),),
+    )
+
+
+def flight_events(events: str, flight_id: str) -> Query:
+    """Every distinct event of one flight (first arrival of a duplicate), in event-time order.
+
+    The flight_date predicate (the id starts with it) lets BigQuery prune to one partition.
+    """
+    try:
+        day: dt.date | None = dt.date.fromisoformat(flight_id[:10])
+    except ValueError:
+        day = None  # matches no partition: no rows, as for any unknown id
+    return Query(
+        f"SELECT {COLUMNS} FROM {events} WHERE flight_id = @flight_id"
+        " AND flight_date = @flight_date"
+        " QUALIFY ROW_NUMBER() OVER ("
+        "PARTITION BY event_id ORDER BY publish_time, message_id) = 1"
+        " ORDER BY event_time, publish_time, event_id",
+        (Param("flight_id", "STRING", flight_id), Param("flight_date", "DATE", day)),
+    )
+
+
+def delay_stats(view: str, flt: FlightFilter, group_by: GroupBy | Sequence[GroupBy]) -> Query:
+    """Per-group counts, means, medians and 90th percentiles over current states.
+
+    Columns: the group fields, flights, cancelled, avg_dep, avg_arr, on_time, med_dep, p90_dep,
+    med_arr, p90_arr. BigQuery has PERCENTILE_CONT only as an analytic function, so the inner
+    query computes it per group (one window per percentile) and the outer one takes any value.
+    """
+    fields = query.group_fields(group_by)
+    clauses, bound = query.where(flt, "@")
+    keys = ", ".join(f"{query.GROUP_EXPRESSIONS[f]} AS {f}" for f in fields)
+    names = ", ".join(fields)
+    window = f"OVER (PARTITION BY {', '.join(query.GROUP_EXPRESSIONS[f] for f in fields)})"
+    percentiles = ", ".join(
+        f"PERCENTILE_CONT({column}, {fraction}) {window} AS {alias}"
+        for column, fraction, alias in (
+            ("dep_delay_min", 0.5, "med_dep"),
+            ("dep_delay_min", 0.9, "p90_dep"),
+            ("arr_delay_min", 0.5, "med_arr"),
+            ("arr_delay_min", 0.9, "p90_arr"),
+        )
+    )
+    sql = (
+        f"SELECT {names}, COUNT(*) AS flights,"
+        " COUNTIF(status = 'cancelled') AS cancelled,"
+        " AVG(dep_delay_min) AS avg_dep, AVG(arr_delay_min) AS avg_arr,"
+        f" AVG(CASE WHEN arr_delay_min <= {ON_TIME_MINUTES} THEN 1.0"
+        " WHEN arr_delay_min IS NOT NULL THEN 0.0 END) AS on_time,"
+        " ANY_VALUE(med_dep) AS med_dep, ANY_VALUE(p90_dep) AS p90_dep,"
+        " ANY_VALUE(med_arr) AS med_arr, ANY_VALUE(p90_arr) AS p90_arr"
+        f" FROM (SELECT {keys}, status, dep_delay_min, arr_delay_min, {percentiles}"
+        f" FROM {view}{_where_sql(clauses)})"
+        f" GROUP BY {names} ORDER BY {names}"
+    )
+    return Query(sql, tuple(_params(bound)))
+
+
+def newest_publish_time(events: str) -> Query:
+    """The ingest watermark: the newest stored publish_time (NULL while empty)."""
+    return Query(f"SELECT MAX(publish_time) AS t FROM {events}")
+
+
+PING: Final = Query("SELECT 1 AS ok")
+
+
+def as_utc(value: Any) -> dt.datetime | None:
+    """A TIMESTAMP result as an aware UTC datetime (None stays None)."""
+    if not isinstance(value, dt.datetime):
+        return None
+    return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)

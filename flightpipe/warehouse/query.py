@@ -1,0 +1,165 @@
+"""Dialect-neutral SQL fragments of the read queries, shared by the DuckDB and BigQuery adapters.
+
+Both adapters build their WHERE, ORDER BY, keyset and GROUP BY clauses here so they cannot drift
+apart. Values are never formatted into the text: each fragment names its parameters (`$name` for
+DuckDB, `@name` for BigQuery, chosen by `mark`) and returns them as `Bound` values with their
+BigQuery type. Identifiers come only from the allow-lists below and in `port`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from flightpipe.contract import COLUMN_NAMES
+from flightpipe.warehouse.port import (
+    GROUP_BY_FIELDS,
+    NULLABLE_SORT_FIELDS,
+    SORT_FIELDS,
+    DelayStats,
+    FlightFilter,
+    GroupBy,
+    PageKey,
+    Sort,
+    WarehouseError,
+)
+
+# (FlightFilter attribute, column, operator, BigQuery type of the value)
+FILTERS: Final[tuple[tuple[str, str, str, str], ...]] = (
+    ("date_from", "flight_date", ">=", "DATE"),
+    ("date_to", "flight_date", "<=", "DATE"),
+    ("carrier", "carrier", "=", "STRING"),
+    ("flight_number", "flight_number", "=", "INT64"),
+    ("tail_number", "tail_number", "=", "STRING"),
+    ("origin", "origin", "=", "STRING"),
+    ("dest", "dest", "=", "STRING"),
+    ("status", "status", "=", "STRING"),
+    ("min_dep_delay", "dep_delay_min", ">=", "INT64"),
+    ("max_dep_delay", "dep_delay_min", "<=", "INT64"),
+    ("min_arr_delay", "arr_delay_min", ">=", "INT64"),
+    ("max_arr_delay", "arr_delay_min", "<=", "INT64"),
+)
+SORT_TYPES: Final[dict[str, str]] = {
+    "scheduled_departure": "TIMESTAMP",
+    "flight_date": "DATE",
+    "carrier": "STRING",
+    "flight_number": "INT64",
+    "origin": "STRING",
+    "dest": "STRING",
+    "dep_delay_min": "INT64",
+    "arr_delay_min": "INT64",
+    "air_time_min": "INT64",
+    "distance_mi": "INT64",
+}
+# Group keys as SQL expressions valid in both dialects (EXTRACT on a timestamp is UTC in both).
+GROUP_EXPRESSIONS: Final[dict[str, str]] = {
+    "carrier": "carrier",
+    "origin": "origin",
+    "dest": "dest",
+    "flight_date": "flight_date",
+    "hour": "EXTRACT(HOUR FROM scheduled_departure)",
+}
+_COLUMN_SET: Final = frozenset(COLUMN_NAMES)
+assert set(SORT_TYPES) == set(SORT_FIELDS), "every sort field needs a type"  # noqa: S101
+assert set(GROUP_EXPRESSIONS) == set(GROUP_BY_FIELDS), "every group needs an expression"  # noqa: S101
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A named parameter and its BigQuery type (DuckDB infers the type from the value)."""
+
+    name: str
+    type: str
+    value: Any
+
+
+def where(flt: FlightFilter, mark: str) -> tuple[list[str], list[Bound]]:
+    """The filter's predicates (to AND together) and their parameters."""
+    clauses: list[str] = []
+    bound: list[Bound] = []
+    for attribute, column, op, kind in FILTERS:
+        value = getattr(flt, attribute)
+        if value is not None:
+            clauses.append(f"{column} {op} {mark}{attribute}")
+            bound.append(Bound(attribute, kind, value))
+    return clauses, bound
+
+
+def check_sort(sort: Sort) -> None:
+    """Refuse a sort column outside the allow-list."""
+    if sort.field not in SORT_TYPES:
+        raise WarehouseError(f"cannot sort by {sort.field!r}")
+
+
+def order_by(sort: Sort) -> str:
+    """`ORDER BY` text: the sort column (NULLs last either way), then flight_id."""
+    check_sort(sort)
+    direction = " DESC" if sort.descending else ""
+    nulls = " NULLS LAST" if sort.field in NULLABLE_SORT_FIELDS else ""
+    return f"ORDER BY {sort.field}{direction}{nulls}, flight_id{direction}"
+
+
+def after_clause(sort: Sort, after: PageKey, mark: str) -> tuple[str, list[Bound]]:
+    """The keyset predicate: rows strictly after `after` in the `order_by(sort)` order."""
+    check_sort(sort)
+    col, value, last_id = sort.field, after[0], after[1]
+    cmp = "<" if sort.descending else ">"
+    id_bound = Bound("after_flight_id", "STRING", last_id)
+    id_after = f"flight_id {cmp} {mark}after_flight_id"
+    if value is None:
+        if col not in NULLABLE_SORT_FIELDS:
+            raise WarehouseError(f"{col} is never NULL")
+        return f"({col} IS NULL AND {id_after})", [id_bound]
+    bound = [Bound("after_value", SORT_TYPES[col], value), id_bound]
+    v = f"{mark}after_value"
+    clause = f"{col} {cmp} {v} OR ({col} = {v} AND {id_after})"
+    if col in NULLABLE_SORT_FIELDS:
+        clause = f"{col} IS NULL OR {clause}"
+    return f"({clause})", bound
+
+
+def select_columns(columns: Sequence[str] | None) -> str:
+    """The SELECT list: every warehouse column, or the allowed subset asked for, in that order."""
+    if columns is None:
+        return ", ".join(COLUMN_NAMES)
+    unknown = [c for c in columns if c not in _COLUMN_SET]
+    if unknown or not columns:
+        raise WarehouseError(f"unknown or no columns: {unknown!r}")
+    return ", ".join(columns)
+
+
+def group_fields(group_by: GroupBy | Sequence[GroupBy]) -> tuple[str, ...]:
+    """The group keys as a tuple, checked against GROUP_BY_FIELDS (no repeats)."""
+    fields: tuple[str, ...] = (group_by,) if isinstance(group_by, str) else tuple(group_by)
+    if not fields or len(set(fields)) != len(fields):
+        raise WarehouseError(f"cannot group by {group_by!r}")
+    for name in fields:
+        if name not in GROUP_EXPRESSIONS:
+            raise WarehouseError(f"cannot group by {name!r}")
+    return fields
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def delay_stats_row(row: dict[str, Any], fields: Sequence[str]) -> DelayStats:
+    """One result row of either adapter's statistics query as `DelayStats`.
+
+    Columns: the group fields, flights, cancelled, avg_dep, avg_arr, on_time, med_dep, p90_dep,
+    med_arr, p90_arr. The hour comes back as an integer (BigQuery INT64, DuckDB BIGINT).
+    """
+    key = {f: int(row[f]) if f == "hour" and row[f] is not None else row[f] for f in fields}
+    return DelayStats(
+        key=key,
+        flights=int(row["flights"]),
+        cancelled=int(row["cancelled"]),
+        avg_dep_delay_min=_float(row["avg_dep"]),
+        avg_arr_delay_min=_float(row["avg_arr"]),
+        on_time_rate=_float(row["on_time"]),
+        median_dep_delay_min=_float(row["med_dep"]),
+        p90_dep_delay_min=_float(row["p90_dep"]),
+        median_arr_delay_min=_float(row["med_arr"]),
+        p90_arr_delay_min=_float(row["p90_arr"]),
+    )

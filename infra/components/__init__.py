@@ -1,0 +1,1 @@
+"""One `pulumi.ComponentResource` per concern; `__main__.py` wires them together."""

@@ -1,0 +1,118 @@
+"""Identity: one service account per service, each granted only what it uses, on that resource.
+
+- subscriber: `pubsub.subscriber` on its subscription, `pubsub.publisher` on the dead-letter topic
+  (it dead-letters messages that fail the contract straight away), `bigquery.dataEditor` on the
+  dataset; it does not exist in `bigquery-subscription` mode, where Pub/Sub writes the table.
+- api: `bigquery.dataViewer` on the dataset and `bigquery.jobUser` on the project (a query is a
+  job, and jobs only exist at project level).
+Tracing to Cloud Trace adds `cloudtrace.agent`, which reads no data. No keys are ever created:
+Cloud Run hands each revision its account's short-lived tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+from config import IngestMode
+
+
+@dataclass(frozen=True)
+class IdentityArgs:
+    project: str
+    ingest_mode: IngestMode
+    subscription: pulumi.Input[str]
+    dead_letter_topic: pulumi.Input[str]
+    dataset_id: pulumi.Input[str]
+    trace_to_cloud_trace: bool
+
+
+class Identity(pulumi.ComponentResource):
+    """The runtime service accounts and their resource-level grants."""
+
+    def __init__(
+        self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("flightpipe:infra:Identity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.grants: list[pulumi.Resource] = []
+
+        self.api = gcp.serviceaccount.Account(
+            f"{name}-api",
+            project=args.project,
+            account_id="flightpipe-api",
+            display_name="flightpipe API (Cloud Run)",
+            opts=child,
+        )
+        self.grants += [
+            gcp.bigquery.DatasetIamMember(
+                f"{name}-api-data-viewer",
+                project=args.project,
+                dataset_id=args.dataset_id,
+                role="roles/bigquery.dataViewer",
+                member=self.api.member,
+                opts=child,
+            ),
+            gcp.projects.IAMMember(
+                f"{name}-api-job-user",
+                project=args.project,
+                role="roles/bigquery.jobUser",
+                member=self.api.member,
+                opts=child,
+            ),
+        ]
+        accounts = [("api", self.api)]
+
+        self.subscriber: gcp.serviceaccount.Account | None = None
+        if args.ingest_mode == "subscriber":
+            self.subscriber = gcp.serviceaccount.Account(
+                f"{name}-subscriber",
+                project=args.project,
+                account_id="flightpipe-subscriber",
+                display_name="flightpipe subscriber (Cloud Run worker pool)",
+                opts=child,
+            )
+            member = self.subscriber.member
+            self.grants += [
+                gcp.pubsub.SubscriptionIAMMember(
+                    f"{name}-subscriber-subscription",
+                    project=args.project,
+                    subscription=args.subscription,
+                    role="roles/pubsub.subscriber",
+                    member=member,
+                    opts=child,
+                ),
+                gcp.pubsub.TopicIAMMember(
+                    f"{name}-subscriber-dlq-publisher",
+                    project=args.project,
+                    topic=args.dead_letter_topic,
+                    role="roles/pubsub.publisher",
+                    member=member,
+                    opts=child,
+                ),
+                gcp.bigquery.DatasetIamMember(
+                    f"{name}-subscriber-data-editor",
+                    project=args.project,
+                    dataset_id=args.dataset_id,
+                    role="roles/bigquery.dataEditor",
+                    member=member,
+                    opts=child,
+                ),
+            ]
+            accounts.append(("subscriber", self.subscriber))
+
+        if args.trace_to_cloud_trace:
+            for short, account in accounts:
+                self.grants.append(
+                    gcp.projects.IAMMember(
+                        f"{name}-{short}-trace",
+                        project=args.project,
+                        role="roles/cloudtrace.agent",
+                        member=account.member,
+                        opts=child,
+                    )
+                )
+        self.register_outputs(
+            {short: account.email for short, account in accounts},
+        )

@@ -1,0 +1,148 @@
+"""Messaging: the flights topic, its subscription, and the dead-letter path.
+
+The source subscription is either a pull subscription (ingest mode `subscriber`: the Cloud Run
+subscriber pulls it) or Pub/Sub's native BigQuery subscription (`bigquery-subscription`: Pub/Sub
+writes each message into the `events` table itself). Both carry the same delivery contract: ack
+deadline, exponential retry, retention, and a dead-letter policy after `max_delivery_attempts` to a
+dead-letter topic whose own pull subscription keeps failed messages for inspection
+(`flightpipe dlq list`).
+
+Dead-lettering is done by the Pub/Sub service agent, not by the subscriber: it must be allowed to
+publish to the dead-letter topic and to subscribe (ack) on the source subscription, or failed
+messages are silently redelivered forever. In BigQuery-subscription mode the agent also writes the
+table, so it gets `bigquery.dataEditor` on the dataset only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+from config import IngestMode
+
+
+@dataclass(frozen=True)
+class MessagingArgs:
+    project: str
+    topic: str
+    subscription: str
+    dead_letter_topic: str
+    dead_letter_subscription: str
+    ack_deadline_seconds: int
+    max_delivery_attempts: int
+    message_retention: str
+    ingest_mode: IngestMode
+    labels: dict[str, str]
+    # Only for `bigquery-subscription`: where Pub/Sub writes (`project.dataset.table`).
+    table_ref: pulumi.Input[str] | None = None
+    dataset_id: pulumi.Input[str] | None = None
+
+
+class Messaging(pulumi.ComponentResource):
+    """Topic, source subscription, dead-letter topic and its inspection subscription."""
+
+    def __init__(
+        self, name: str, args: MessagingArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("flightpipe:infra:Messaging", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.topic = gcp.pubsub.Topic(
+            f"{name}-topic",
+            project=args.project,
+            name=args.topic,
+            message_retention_duration=args.message_retention,
+            labels=args.labels,
+            opts=child,
+        )
+        self.dead_letter_topic = gcp.pubsub.Topic(
+            f"{name}-dlq",
+            project=args.project,
+            name=args.dead_letter_topic,
+            labels=args.labels,
+            opts=child,
+        )
+        self.dead_letter_subscription = gcp.pubsub.Subscription(
+            f"{name}-dlq-inspect",
+            project=args.project,
+            name=args.dead_letter_subscription,
+            topic=self.dead_letter_topic.id,
+            ack_deadline_seconds=60,
+            message_retention_duration="604800s",  # the maximum: time to look before it is gone
+            retain_acked_messages=True,
+            expiration_policy={"ttl": ""},  # never expire, even when nobody reads it for 31 days
+            labels=args.labels,
+            opts=child,
+        )
+        self.service_agent = gcp.projects.ServiceIdentity(
+            f"{name}-agent", project=args.project, service="pubsub.googleapis.com", opts=child
+        )
+        # The agent's member string, e.g. serviceAccount:service-123@gcp-sa-pubsub.iam...
+        agent_member = self.service_agent.member
+        self.agent_publisher = gcp.pubsub.TopicIAMMember(
+            f"{name}-agent-dlq-publisher",
+            project=args.project,
+            topic=self.dead_letter_topic.name,
+            role="roles/pubsub.publisher",
+            member=agent_member,
+            opts=child,
+        )
+
+        subscription_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.agent_publisher])
+        bigquery_config: gcp.pubsub.SubscriptionBigqueryConfigArgsDict | None = None
+        self.agent_data_editor: gcp.bigquery.DatasetIamMember | None = None
+        if args.ingest_mode == "bigquery-subscription":
+            if args.table_ref is None or args.dataset_id is None:
+                raise ValueError("bigquery-subscription mode needs table_ref and dataset_id")
+            self.agent_data_editor = gcp.bigquery.DatasetIamMember(
+                f"{name}-agent-data-editor",
+                project=args.project,
+                dataset_id=args.dataset_id,
+                role="roles/bigquery.dataEditor",
+                member=agent_member,
+                opts=child,
+            )
+            # Pub/Sub checks the table's permissions when the subscription is created.
+            subscription_opts = pulumi.ResourceOptions(
+                parent=self, depends_on=[self.agent_publisher, self.agent_data_editor]
+            )
+            bigquery_config = {
+                "table": args.table_ref,
+                # Message JSON fields map to the table's columns by name (the contract's);
+                # write_metadata fills message_id and publish_time, as the subscriber does.
+                "use_table_schema": True,
+                "write_metadata": True,
+                "drop_unknown_fields": True,
+            }
+        self.subscription = gcp.pubsub.Subscription(
+            f"{name}-subscription",
+            project=args.project,
+            name=args.subscription,
+            topic=self.topic.id,
+            ack_deadline_seconds=args.ack_deadline_seconds,
+            message_retention_duration=args.message_retention,
+            expiration_policy={"ttl": ""},
+            retry_policy={"minimum_backoff": "10s", "maximum_backoff": "600s"},
+            dead_letter_policy={
+                "dead_letter_topic": self.dead_letter_topic.id,
+                "max_delivery_attempts": args.max_delivery_attempts,
+            },
+            bigquery_config=bigquery_config,
+            labels=args.labels,
+            opts=subscription_opts,
+        )
+        self.agent_subscriber = gcp.pubsub.SubscriptionIAMMember(
+            f"{name}-agent-subscriber",
+            project=args.project,
+            subscription=self.subscription.name,
+            role="roles/pubsub.subscriber",
+            member=agent_member,
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "topic": self.topic.name,
+                "subscription": self.subscription.name,
+                "dead_letter_topic": self.dead_letter_topic.name,
+            }
+        )

@@ -1,0 +1,142 @@
+"""The stack's configuration: the only module that reads `pulumi.Config`.
+
+`load()` turns the stack's settings (`Pulumi.<stack>.yaml`, documented in `Pulumi.yaml`) into one
+frozen `StackConfig`; components receive plain values from it and never read configuration
+themselves. The stack name is the environment (`dev`, `prod`). Invalid values fail here, before any
+resource is declared, with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Final, Literal, cast
+
+import pulumi
+
+IngestMode = Literal["subscriber", "bigquery-subscription"]
+INGEST_MODES: Final[tuple[str, ...]] = ("subscriber", "bigquery-subscription")
+INGRESS_VALUES: Final[tuple[str, ...]] = (
+    "INGRESS_TRAFFIC_ALL",
+    "INGRESS_TRAFFIC_INTERNAL_ONLY",
+    "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+)
+APP: Final = "flightpipe"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything the program is told, validated."""
+
+    env: str
+    project: str
+    region: str
+    ingest_mode: IngestMode
+    dataset_location: str
+    analyst_group: str
+    gitlab_project_path: str
+    gitlab_issuer_uri: str
+    image_tag: str
+    deletion_protection: bool
+    api_ingress: str
+    api_min_instances: int
+    api_max_instances: int
+    api_concurrency: int
+    api_cpu: str
+    api_memory: str
+    subscriber_instances: int
+    subscriber_cpu: str
+    subscriber_memory: str
+    ack_deadline_seconds: int
+    max_delivery_attempts: int
+    message_retention: str
+    artifact_keep_count: int
+    log_level: str
+    trace_exporter: str
+    api_keys_secret: str | None
+    notification_channels: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels every resource that takes labels carries."""
+        return {"env": self.env, "app": APP, "managed-by": "pulumi"}
+
+    @property
+    def registry_host(self) -> str:
+        return f"{self.region}-docker.pkg.dev"
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"config {key}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _between(key: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise ValueError(f"config {key}={value}: expected {low}..{high}")
+    return value
+
+
+def load() -> StackConfig:
+    """Read and validate the current stack's configuration."""
+    env = pulumi.get_stack()
+    gcp = pulumi.Config("gcp")
+    cfg = pulumi.Config()
+    api_min = _between("apiMinInstances", cfg.get_int("apiMinInstances") or 0, 0, 100)
+    api_max = _between("apiMaxInstances", cfg.get_int("apiMaxInstances") or 5, 1, 1000)
+    if api_max < api_min:
+        raise ValueError("config apiMaxInstances must be >= apiMinInstances")
+    # The image tag is the commit being deployed: config first, then GitLab's variable, so a
+    # pipeline deploys exactly the commit it built. The digest, not this tag, is what runs.
+    image_tag = cfg.get("imageTag") or os.environ.get("CI_COMMIT_SHA") or "local"
+    return StackConfig(
+        env=env,
+        project=gcp.require("project"),
+        region=gcp.get("region") or "us-central1",
+        ingest_mode=cast(
+            IngestMode, _choice("ingestMode", cfg.get("ingestMode") or "subscriber", INGEST_MODES)
+        ),
+        dataset_location=cfg.get("datasetLocation") or "US",
+        analyst_group=cfg.require("analystGroup"),
+        gitlab_project_path=cfg.require("gitlabProjectPath"),
+        gitlab_issuer_uri=cfg.get("gitlabIssuerUri") or "https://gitlab.com",
+        image_tag=image_tag,
+        deletion_protection=_bool(cfg.get_bool("deletionProtection"), default=env == "prod"),
+        api_ingress=_choice(
+            "apiIngress", cfg.get("apiIngress") or "INGRESS_TRAFFIC_ALL", INGRESS_VALUES
+        ),
+        api_min_instances=api_min,
+        api_max_instances=api_max,
+        api_concurrency=_between("apiConcurrency", cfg.get_int("apiConcurrency") or 40, 1, 1000),
+        api_cpu=cfg.get("apiCpu") or "1",
+        api_memory=cfg.get("apiMemory") or "512Mi",
+        subscriber_instances=_between(
+            "subscriberInstances", cfg.get_int("subscriberInstances") or 1, 1, 100
+        ),
+        subscriber_cpu=cfg.get("subscriberCpu") or "1",
+        subscriber_memory=cfg.get("subscriberMemory") or "1Gi",
+        # The ranges are the ones Pub/Sub accepts and flightpipe.settings validates.
+        ack_deadline_seconds=_between(
+            "ackDeadlineSeconds", cfg.get_int("ackDeadlineSeconds") or 60, 10, 600
+        ),
+        max_delivery_attempts=_between(
+            "maxDeliveryAttempts", cfg.get_int("maxDeliveryAttempts") or 5, 5, 100
+        ),
+        message_retention=cfg.get("messageRetention") or "604800s",
+        artifact_keep_count=_between(
+            "artifactKeepCount", cfg.get_int("artifactKeepCount") or 10, 1, 1000
+        ),
+        log_level=_choice(
+            "logLevel", cfg.get("logLevel") or "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
+        ),
+        trace_exporter=_choice(
+            "traceExporter", cfg.get("traceExporter") or "gcp", ("none", "console", "gcp")
+        ),
+        api_keys_secret=cfg.get("apiKeysSecret") or None,
+        notification_channels=tuple(cfg.get_object("notificationChannels") or ()),
+    )
+
+
+def _bool(value: bool | None, *, default: bool) -> bool:
+    return default if value is None else value

@@ -1,0 +1,130 @@
+"""Cloud Run helpers for the pipeline: the serving revision, a traffic rollback, an ID token.
+
+    python scripts/cloud_run.py serving-revision --project P --region R --service S
+    python scripts/cloud_run.py shift-traffic --project P --region R --service S --to REVISION
+    python scripts/cloud_run.py id-token --audience URL --service-account SA
+
+Credentials are Application Default Credentials (in CI: the Workload Identity Federation
+configuration written by scripts/gcp_wif_login.sh). It talks to the Cloud Run Admin API v2 with
+google-auth's AuthorizedSession (already a runtime dependency) instead of installing gcloud in the
+job image. `CLOUD_RUN_API` overrides the endpoint (tests point it at a local fake).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import google.auth
+from google.auth import impersonated_credentials
+from google.auth.transport.requests import AuthorizedSession, Request
+
+log = logging.getLogger("flightpipe.cloud_run")
+SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+OPERATION_DEADLINE_SECONDS = 300.0
+
+
+def _api() -> str:
+    return os.environ.get("CLOUD_RUN_API", "https://run.googleapis.com").rstrip("/")
+
+
+def _session() -> AuthorizedSession:
+    credentials, _ = google.auth.default(scopes=SCOPES)
+    return AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+
+
+def _service_url(project: str, region: str, service: str) -> str:
+    return f"{_api()}/v2/projects/{project}/locations/{region}/services/{service}"
+
+
+def serving_revision(session: AuthorizedSession, project: str, region: str, service: str) -> str:
+    """The revision with the largest traffic share now, or "" when the service does not exist."""
+    response = session.get(_service_url(project, region, service), timeout=30)
+    if response.status_code == 404:
+        return ""
+    response.raise_for_status()
+    statuses: list[dict[str, Any]] = response.json().get("trafficStatuses", [])
+    best = max(statuses, key=lambda s: int(s.get("percent", 0)), default={})
+    return str(best.get("revision", ""))
+
+
+def shift_traffic(
+    session: AuthorizedSession, project: str, region: str, service: str, revision: str
+) -> None:
+    """Send 100% of the service's traffic to `revision` and wait for the operation to finish."""
+    body = {
+        "traffic": [
+            {
+                "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+                "revision": revision,
+                "percent": 100,
+            }
+        ]
+    }
+    url = _service_url(project, region, service)
+    response = session.patch(url, params={"updateMask": "traffic"}, json=body, timeout=60)
+    response.raise_for_status()
+    operation: dict[str, Any] = response.json()
+    deadline = time.monotonic() + OPERATION_DEADLINE_SECONDS
+    while not operation.get("done"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"traffic shift of {service} not done: {operation.get('name')}")
+        time.sleep(2)
+        polled = session.get(f"{_api()}/v2/{operation['name']}", timeout=30)
+        polled.raise_for_status()
+        operation = polled.json()
+    if "error" in operation:
+        raise RuntimeError(f"traffic shift of {service} failed: {operation['error']}")
+
+
+def id_token(audience: str, service_account: str) -> str:
+    """An ID token of `service_account` for `audience` (Cloud Run checks it on private services)."""
+    source, _ = google.auth.default(scopes=SCOPES)
+    target = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+        source_credentials=source, target_principal=service_account, target_scopes=SCOPES
+    )
+    token_credentials = impersonated_credentials.IDTokenCredentials(  # type: ignore[no-untyped-call]
+        target, target_audience=audience, include_email=True
+    )
+    token_credentials.refresh(Request())
+    return str(token_credentials.token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; prints results on stdout for the calling shell script."""
+    logging.basicConfig(
+        level=logging.INFO, format='{"severity":"%(levelname)s","message":%(message)r}'
+    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("serving-revision", "shift-traffic"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--project", required=True)
+        cmd.add_argument("--region", required=True)
+        cmd.add_argument("--service", required=True)
+        if name == "shift-traffic":
+            cmd.add_argument("--to", required=True, dest="revision")
+    token = sub.add_parser("id-token")
+    token.add_argument("--audience", required=True)
+    token.add_argument("--service-account", required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "id-token":
+        sys.stdout.write(id_token(args.audience, args.service_account) + "\n")
+        return 0
+    session = _session()
+    if args.command == "serving-revision":
+        sys.stdout.write(serving_revision(session, args.project, args.region, args.service) + "\n")
+        return 0
+    shift_traffic(session, args.project, args.region, args.service, args.revision)
+    log.info(json.dumps(f"{args.service}: 100% of traffic on {args.revision}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+# shellcheck shell=bash
+# Source me: `source scripts/gcp_wif_login.sh`.
+# Turns the job's GitLab OIDC ID token ($GITLAB_OIDC_TOKEN, from `id_tokens:`) into Google
+# Application Default Credentials via Workload Identity Federation. What is written is an
+# *external account* credential configuration: it names the token file, the WIF provider and
+# the service account to impersonate; it holds no key. Google's STS exchanges the token (valid
+# for this job only) for short-lived access tokens when a client needs one.
+# Needs (non-secret, per-environment CI/CD variables): GCP_WIF_PROVIDER, GCP_SERVICE_ACCOUNT.
+: "${GITLAB_OIDC_TOKEN:?no OIDC token: the job needs id_tokens: GITLAB_OIDC_TOKEN}"
+: "${GCP_WIF_PROVIDER:?set GCP_WIF_PROVIDER (stack output wif_provider)}"
+: "${GCP_SERVICE_ACCOUNT:?set GCP_SERVICE_ACCOUNT (stack output deployer_service_account)}"
+_wif_dir="$(mktemp -d)"  # outside the project dir: never cached, never an artifact
+chmod 700 "$_wif_dir"
+printf '%s' "$GITLAB_OIDC_TOKEN" > "$_wif_dir/oidc-token"
+cat > "$_wif_dir/credentials.json" <<JSON
+{
+  "type": "external_account",
+  "audience": "//iam.googleapis.com/${GCP_WIF_PROVIDER}",
+  "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+  "token_url": "https://sts.googleapis.com/v1/token",
+  "credential_source": {"file": "${_wif_dir}/oidc-token"},
+  "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/${GCP_SERVICE_ACCOUNT}:generateAccessToken"
+}
+JSON
+export GOOGLE_APPLICATION_CREDENTIALS="$_wif_dir/credentials.json"
+export CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE="$GOOGLE_APPLICATION_CREDENTIALS"
+unset _wif_dir

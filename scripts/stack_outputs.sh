@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Prints dotenv lines about a stack for the deploy jobs' `artifacts:reports:dotenv`.
+#   scripts/stack_outputs.sh ENV before  -> PREVIOUS_API_REVISION (what serves the API now)
+#   scripts/stack_outputs.sh ENV after   -> API_URL, the e2e test's settings, the new revision
+# Needs the Pulumi CLI, .venv and Google credentials (scripts/gcp_wif_login.sh).
+set -euo pipefail
+env_name="${1:?usage: stack_outputs.sh ENV before|after}"
+phase="${2:?usage: stack_outputs.sh ENV before|after}"
+py=".venv/bin/python"
+api_service="${API_SERVICE:-flightpipe-api}"  # infra/components/runtime.py names the service
+project="$(pulumi -C infra config get gcp:project --stack "$env_name")"
+region="$(pulumi -C infra config get gcp:region --stack "$env_name" 2>/dev/null || echo us-central1)"
+revision="$("$py" scripts/cloud_run.py serving-revision \
+  --project "$project" --region "$region" --service "$api_service")"
+echo "GOOGLE_CLOUD_PROJECT=${project}"
+echo "GCP_REGION=${region}"
+echo "API_SERVICE=${api_service}"
+if [[ "$phase" == "before" ]]; then
+  echo "PREVIOUS_API_REVISION=${revision}"
+  exit 0
+fi
+outputs="$(pulumi -C infra stack output --stack "$env_name" --json)"
+field() { "$py" -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$outputs" "$1"; }
+echo "DEPLOYED_API_REVISION=${revision}"
+echo "API_URL=$(field api_url)"
+echo "FLIGHTPIPE_E2E_BASE_URL=$(field api_url)"
+echo "FLIGHTPIPE_BROKER=pubsub"
+echo "FLIGHTPIPE_TOPIC=$(field topic)"

@@ -1,0 +1,95 @@
+"""The analysts' HTTP API (Flask). `create_app()` is the application factory.
+
+The WSGI app is `gate.Gate` (request id, API keys, rate limits, cached responses) around Flask
+(`routes`, `health`, `openapi`, `status`); see those modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, request
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from flightpipe import telemetry, tracing
+from flightpipe.adapters import make_warehouse
+from flightpipe.settings import Settings, load_settings
+from flightpipe.warehouse import Warehouse
+from flightpipe_api import health, openapi, routes, status
+from flightpipe_api.auth import KeyGate, parse_key_hashes
+from flightpipe_api.cache import ResultCache
+from flightpipe_api.context import SETTINGS_KEY, WAREHOUSE_KEY
+from flightpipe_api.errors import register_error_handlers
+from flightpipe_api.gate import ENV_REQUEST_ID, Gate, request_id
+
+REQUEST_ID_HEADER = "X-Request-ID"
+log = logging.getLogger("flightpipe_api.access")
+
+
+def create_app(settings: Settings | None = None, warehouse: Warehouse | None = None) -> Flask:
+    """Build the app; without a warehouse it opens the configured one (DuckDB read-only)."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[SETTINGS_KEY] = settings
+    app.extensions[WAREHOUSE_KEY] = warehouse = warehouse or make_warehouse(
+        settings, read_only=True
+    )
+    cache = ResultCache(warehouse, settings.api_cache_ttl_seconds)
+    keys = KeyGate(parse_key_hashes(settings.api_keys), settings.api_rate_limit)
+    app.extensions[routes.CACHE_KEY] = cache
+    register_error_handlers(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(status.bp)
+    app.register_blueprint(openapi.bp)
+    _instrument(app)
+    app.wsgi_app = Gate(app.wsgi_app, keys, cache)  # type: ignore[method-assign]
+    return app
+
+
+def _instrument(app: Flask) -> None:
+    """Request id, a server span, access log fields and the HTTP metrics for every request."""
+    project = app.extensions[SETTINGS_KEY].google_cloud_project
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        # The gate made it; request_id() again only when Flask runs without the gate (tests).
+        g.request_id = request.environ.get(ENV_REQUEST_ID) or request_id(request.environ)
+        telemetry.request_id_var.set(g.request_id)
+        # Continue the caller's trace (W3C traceparent) so Cloud Trace joins client and server.
+        span = tracing.get_tracer().start_span(
+            f"{request.method} {request.url_rule.rule if request.url_rule else 'unmatched'}",
+            context=tracing.extract_context(
+                {k: v for k in ("traceparent", "tracestate") if (v := request.headers.get(k))}
+            ),
+            kind=trace.SpanKind.SERVER,
+        )
+        g.span = span
+        g.span_token = otel_context.attach(trace.set_span_in_context(span))
+        telemetry.trace_var.set(tracing.cloud_trace_field(project))
+
+    @app.teardown_request
+    def _end_span(_exc: BaseException | None) -> None:
+        span = g.pop("span", None)
+        if span is not None:
+            span.end()
+            otel_context.detach(g.pop("span_token"))
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        telemetry.HTTP_REQUESTS.labels(route=route, status=str(response.status_code)).inc()
+        telemetry.HTTP_DURATION.labels(route=route).observe(elapsed)
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+        if (span := g.get("span")) is not None:
+            span.set_attribute("http.response.status_code", response.status_code)
+        log.debug(
+            "request",
+            extra={"fields": {"route": route, "status": response.status_code, "ms": elapsed * 1e3}},
+        )
+        return response

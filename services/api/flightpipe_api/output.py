@@ -1,0 +1,65 @@
+"""Response formats: JSON (default), CSV and NDJSON, negotiated by `format=` or `Accept`.
+
+Rows are dicts of warehouse values. JSON and NDJSON are encoded by msgspec (RFC 3339 times with
+`Z`); CSV cells carry the same text (msgspec's builtins), empty for NULL, with a header row of
+the chosen columns. `encode_rows` encodes one chunk; a streamed export calls it once per page so
+a large export never sits whole in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+from flask import request
+
+from flightpipe_api.errors import ApiError
+
+MIME: Final = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "ndjson": "application/x-ndjson",
+}
+_BY_MIME: Final = {
+    "application/json": "json",
+    "text/csv": "csv",
+    "application/x-ndjson": "ndjson",
+}
+_encoder: Final = msgspec.json.Encoder()
+
+
+def negotiate(values: dict[str, Any]) -> str:
+    """`format` if given, else the best of the Accept header (JSON when absent or */*)."""
+    if "format" in values:
+        fmt: str = values["format"]
+        return fmt
+    if not request.headers.get("Accept"):
+        return "json"
+    best = request.accept_mimetypes.best_match(list(_BY_MIME))
+    if best is None:
+        raise ApiError(406, f"acceptable types: {', '.join(_BY_MIME)} (or use format=)")
+    return _BY_MIME[best]
+
+
+def encode_json(body: Any) -> bytes:
+    """A JSON document."""
+    return _encoder.encode(body)
+
+
+def csv_header(columns: Sequence[str]) -> bytes:
+    """The CSV header row."""
+    return (",".join(columns) + "\r\n").encode()
+
+
+def encode_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> bytes:
+    """Rows (only `columns`, in that order) as NDJSON lines or CSV records without header."""
+    if fmt == "ndjson":
+        return _encoder.encode_lines([{c: r[c] for c in columns} for r in rows])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for row in msgspec.to_builtins(rows):
+        writer.writerow(["" if row[c] is None else row[c] for c in columns])
+    return out.getvalue().encode()

@@ -1,0 +1,339 @@
+"""The subscriber loop: pull, validate, write in bulk, ack only what is committed.
+
+Delivery is at-least-once; the warehouse's idempotency on `event_id` makes it exactly-once in
+effect. Two threads form a short pipeline so the broker and the warehouse work at the same time:
+
+* the puller leases batches (up to `batch_size` messages / `max_inflight_bytes`), validates each
+  message against the contract, and hands the batch over through a bounded queue (flow control:
+  at most `max_inflight_messages` leased at once);
+* the writer dead-letters invalid messages at once (published with the reason, then acked), writes
+  the valid ones in one bulk write, and acks them only after the write committed. A failed write
+  acks nothing: it is retried with exponential backoff and jitter while the leases are extended. A
+  batch the warehouse rejects for good is split in halves until the offending messages are found
+  and dead-lettered, so one bad row never blocks the others.
+
+`stop()` (SIGTERM) stops pulling, finishes and acks the batch in hand, gives queued batches back
+(nack: immediate redelivery) and returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_any,
+    stop_when_event_set,
+    wait_random_exponential,
+)
+
+from flightpipe import telemetry, tracing
+from flightpipe.broker import Broker, BrokerError, Message
+from flightpipe.contract import InvalidEvent, decode_event
+from flightpipe.settings import Settings
+from flightpipe.warehouse import (
+    Envelope,
+    RowErrors,
+    Warehouse,
+    WarehouseError,
+    WarehouseUnavailable,
+)
+
+log = logging.getLogger(__name__)
+REASON_ATTRIBUTE = "dead_letter_reason"
+_BACKLOG_EVERY_S = 5.0
+
+
+@dataclass
+class Batch:
+    """Messages leased together, already sorted into valid envelopes and invalid ones."""
+
+    valid: list[tuple[Message, Envelope]] = field(default_factory=list)
+    invalid: list[tuple[Message, str]] = field(default_factory=list)
+
+    @property
+    def ack_ids(self) -> list[str]:
+        return [m.ack_id for m, _ in self.valid] + [m.ack_id for m, _ in self.invalid]
+
+    def __len__(self) -> int:
+        return len(self.valid) + len(self.invalid)
+
+
+def sort_messages(messages: Sequence[Message]) -> Batch:
+    """Validate every message against the contract."""
+    batch = Batch()
+    for message in messages:
+        try:
+            event = decode_event(message.data)
+        except InvalidEvent as exc:
+            batch.invalid.append((message, str(exc)))
+            continue
+        batch.valid.append((message, Envelope(event, message.message_id, message.publish_time)))
+    return batch
+
+
+class Subscriber:
+    """Moves messages from a subscription into the warehouse (see the module docstring)."""
+
+    def __init__(self, broker: Broker, warehouse: Warehouse, settings: Settings) -> None:
+        self.broker = broker
+        self.warehouse = warehouse
+        self.settings = settings
+        self.subscription = settings.subscription
+        self._stopping = threading.Event()
+        depth = max(1, settings.max_inflight_messages // settings.batch_size - 1)
+        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
+        self._puller: threading.Thread | None = None
+        self.idle = threading.Event()  # set whenever a pull found nothing: handy for tests
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand and return."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self) -> None:
+        """Run until `stop()`; the calling thread becomes the writer."""
+        self._puller = threading.Thread(target=self._pull_loop, name="puller", daemon=True)
+        self._puller.start()
+        try:
+            while True:
+                try:
+                    batch = self._queue.get(timeout=0.2)
+                except queue.Empty:
+                    if self._stopping.is_set() and not self._puller.is_alive():
+                        break
+                    continue
+                if batch is None:
+                    break
+                if self._stopping.is_set() and not batch.valid and not batch.invalid:
+                    continue
+                self.handle(batch)
+        finally:
+            self._stopping.set()
+            self._give_back_queued()
+            self._puller.join(timeout=2)
+
+    def _give_back_queued(self) -> None:
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if batch:
+                self._safe(functools.partial(self.broker.nack, self.subscription, batch.ack_ids))
+
+    # --- puller --------------------------------------------------------------------------------
+
+    def _pull_loop(self) -> None:
+        last_backlog = 0.0
+        try:
+            while not self._stopping.is_set():
+                messages = self._pull_batch()
+                if time.monotonic() - last_backlog > _BACKLOG_EVERY_S:
+                    self._observe_backlog()
+                    last_backlog = time.monotonic()
+                if not messages:
+                    self.idle.set()
+                    continue
+                self.idle.clear()
+                telemetry.MESSAGES_RECEIVED.inc(len(messages))
+                telemetry.BATCH_SIZE.observe(len(messages))
+                batch = sort_messages(messages)
+                while True:
+                    try:
+                        self._queue.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        if self._stopping.is_set():
+                            self._safe(
+                                functools.partial(
+                                    self.broker.nack, self.subscription, batch.ack_ids
+                                )
+                            )
+                            return
+        finally:
+            self._queue.put(None)
+
+    def _pull_batch(self) -> list[Message]:
+        """Lease up to batch_size messages: wait for the first, then top up without waiting."""
+        s = self.settings
+        try:
+            messages = self.broker.pull(self.subscription, s.batch_size, timeout=1.0)
+            size = sum(len(m.data) for m in messages)
+            while messages and len(messages) < s.batch_size and size < s.max_inflight_bytes:
+                more = self.broker.pull(
+                    self.subscription, s.batch_size - len(messages), timeout=0.0
+                )
+                if not more:
+                    break
+                messages.extend(more)
+                size += sum(len(m.data) for m in more)
+        except BrokerError as exc:
+            log.warning("pull failed, retrying: %s", exc)
+            self._stopping.wait(1.0)
+            return []
+        return messages
+
+    def _observe_backlog(self) -> None:
+        backlog = getattr(self.broker, "backlog", None)
+        if backlog is None:
+            return
+        try:
+            count, oldest_age = backlog(self.subscription)
+        except BrokerError:
+            return
+        telemetry.SUBSCRIPTION_BACKLOG.set(count)
+        telemetry.SUBSCRIPTION_OLDEST_UNACKED_AGE.set(oldest_age or 0.0)
+
+    # --- writer --------------------------------------------------------------------------------
+
+    def handle(self, batch: Batch) -> None:
+        """Dead-letter the invalid messages, write and ack the valid ones."""
+        if batch.invalid:
+            self._dead_letter(batch.invalid)
+        if batch.valid:
+            self._write_and_ack(batch.valid)
+
+    def _dead_letter(self, items: Sequence[tuple[Message, str]]) -> None:
+        outgoing = [
+            (
+                message.data,
+                {
+                    **message.attributes,
+                    REASON_ATTRIBUTE: reason[:1024],
+                    "original_message_id": message.message_id,
+                    "source_subscription": self.subscription,
+                },
+            )
+            for message, reason in items
+        ]
+        # Publish first, ack second: a crash in between duplicates a dead letter, never loses one.
+        self._retry_broker(lambda: self.broker.publish(self.settings.dead_letter_topic, outgoing))
+        self._retry_broker(lambda: self.broker.ack(self.subscription, [m.ack_id for m, _ in items]))
+        for _, reason in items:
+            telemetry.MESSAGES_DEAD_LETTERED.labels(reason=reason.split(":", 1)[0]).inc()
+        log.warning(
+            "dead-lettered %d invalid message(s)",
+            len(items),
+            extra={"fields": {"first_reason": items[0][1][:300]}},
+        )
+
+    def _write_and_ack(self, items: Sequence[tuple[Message, Envelope]]) -> None:
+        envelopes = [env for _, env in items]
+        ack_ids = [m.ack_id for m, _ in items]
+        try:
+            with tracing.batch_span(
+                "flightpipe.subscriber.write",
+                (m.attributes for m, _ in items),
+                project=self.settings.google_cloud_project,
+            ) as span:
+                new = self._retry_write(envelopes, ack_ids)
+                span.set_attribute("flightpipe.events.new", new)
+        except RowErrors as exc:
+            # Partial success (BigQuery's skipInvalidRows): the named rows are rejected for good,
+            # every other one is stored. Dead-letter the rejects, ack the stored ones.
+            rejected = [
+                (m, f"warehouse: {exc.errors[e.event.event_id]}")
+                for m, e in items
+                if e.event.event_id in exc.errors
+            ]
+            if rejected:
+                self._dead_letter(rejected)
+            stored = [(m, e) for m, e in items if e.event.event_id not in exc.errors]
+            self._acknowledge_written(stored, exc.written)
+            return
+        except WarehouseUnavailable:
+            # Only reached when stopping: give the batch back instead of losing the lease silently.
+            self._safe(lambda: self.broker.nack(self.subscription, ack_ids))
+            return
+        except WarehouseError as exc:
+            if len(items) == 1:
+                self._dead_letter([(items[0][0], f"warehouse: {exc}")])
+                return
+            # A permanent rejection of a multi-message batch: find the culprits by halving.
+            middle = len(items) // 2
+            self._write_and_ack(items[:middle])
+            self._write_and_ack(items[middle:])
+            return
+        self._acknowledge_written(items, new)
+
+    def _acknowledge_written(self, items: Sequence[tuple[Message, Envelope]], new: int) -> None:
+        """Ack committed messages and record what their commit means for the metrics."""
+        if not items:
+            return
+        ack_ids = [m.ack_id for m, _ in items]
+        envelopes = [env for _, env in items]
+        self._retry_broker(lambda: self.broker.ack(self.subscription, ack_ids))
+        now = dt.datetime.now(dt.UTC)
+        telemetry.MESSAGES_WRITTEN.inc(len(items))
+        telemetry.MESSAGES_DUPLICATE.inc(len(items) - new)
+        newest = max(env.publish_time for env in envelopes)
+        for env in envelopes:
+            telemetry.END_TO_END_LATENCY.observe(max(0.0, (now - env.publish_time).total_seconds()))
+        telemetry.record_commit(newest.timestamp())
+
+    def _retry_write(self, envelopes: list[Envelope], ack_ids: list[str]) -> int:
+        def extend_leases(state: RetryCallState) -> None:
+            telemetry.WRITE_FAILURES.inc()
+            log.warning(
+                "warehouse write failed (attempt %d), retrying: %s",
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "",
+            )
+            self._safe(
+                lambda: self.broker.modify_ack_deadline(
+                    self.subscription, ack_ids, self.settings.ack_deadline_seconds
+                )
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(WarehouseUnavailable),
+            wait=wait_random_exponential(multiplier=0.2, max=10),
+            stop=stop_any(stop_when_event_set(self._stopping)),
+            before_sleep=extend_leases,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt, telemetry.BATCH_WRITE_SECONDS.time():
+                return self.warehouse.write(envelopes)
+        raise WarehouseUnavailable("retries exhausted")  # pragma: no cover - Retrying re-raises
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once when asked to stop."""
+        self._stopping.wait(seconds)
+
+    def _retry_broker(self, call: Callable[[], object]) -> None:
+        """Broker calls after a commit must not be dropped: retry until they succeed or we stop."""
+        delay = 0.1
+        while True:
+            try:
+                call()
+                return
+            except BrokerError as exc:
+                if self._stopping.is_set() and delay > 1:
+                    log.error("giving up on broker call while stopping: %s", exc)
+                    return
+                log.warning("broker call failed, retrying: %s", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _safe(self, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BrokerError as exc:
+            log.warning("broker call failed (the lease will expire instead): %s", exc)

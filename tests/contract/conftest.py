@@ -1,0 +1,43 @@
+"""Fixtures for the broker port's contract tests: every adapter in `BROKERS` runs every test.
+
+To add an adapter, write a factory `(tmp_path) -> Broker` and add it to `BROKERS`. A factory that
+needs a system tool (the Pub/Sub emulator) skips, or fails under CI=true, when it is missing.
+Names are unique per test (uuid suffix), so the tests can share one emulator or project.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from flightpipe.broker import Broker
+from flightpipe.broker.embedded import EmbeddedBroker
+from tests.pubsub_emulator import pubsub_factory
+
+
+def _embedded(tmp_path: Path) -> Broker:
+    return EmbeddedBroker(tmp_path / "broker.sqlite3")
+
+
+BROKERS: dict[str, Callable[[Path], Broker]] = {
+    "embedded": _embedded,
+    "pubsub": pubsub_factory,  # Google's Pub/Sub emulator (tests/pubsub_emulator.py)
+}
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    """A broker adapter, closed after the test."""
+    instance = BROKERS[request.param](tmp_path)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Make a topic or subscription name no other test (or test run) uses."""
+    run = uuid.uuid4().hex[:12]
+    return lambda prefix: f"{prefix}-{run}"

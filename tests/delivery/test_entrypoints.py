@@ -1,0 +1,177 @@
+"""The images' entrypoints work: each Dockerfile's final-stage CMD, run exactly as written.
+
+No Docker engine here, so the test rebuilds what the image holds: a fresh virtual environment
+from the same `requirements/runtime.lock` (hash-checked, no dev tools) plus the project
+installed without dependencies, as the Dockerfile does. It then runs the CMD argv with the
+Dockerfile's ENV, a free PORT and a temporary FLIGHTPIPE_DATA_DIR (embedded broker + DuckDB
+defaults), from an empty working directory, mapping only `/app/...` paths back to the files the
+Dockerfile copies there. The API must answer /readyz; the subscriber must come up (/healthz)
+and exit 0 on SIGTERM within Cloud Run's 10 s grace period.
+
+The venv is cached under the system temp dir keyed by the lock's hash (dependencies) and rebuilt
+for the project on each session. It needs PyPI (or a warm uv cache) the first time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.delivery.dockerfiles import DOCKERFILES, REPO, Stage, final_stage
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+LOCK = REPO / "requirements" / "runtime.lock"
+UV = REPO / ".venv" / "bin" / "uv"
+STARTUP_SECONDS = 60.0
+GRACE_SECONDS = 10.0  # Cloud Run's SIGTERM-to-SIGKILL window
+SEED_WAREHOUSE = (
+    "from flightpipe.settings import load_settings\n"
+    "from flightpipe.warehouse.duckdb import DuckDBWarehouse\n"
+    "DuckDBWarehouse(load_settings().duckdb_path).close()\n"
+)
+
+
+def _run(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=900)
+    assert result.returncode == 0, f"{argv}\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture(scope="session")
+def image_venv() -> Path:
+    """A venv holding what the images hold: the runtime lock, then the project (--no-deps)."""
+    if not UV.exists():
+        pytest.fail(f"{UV} is missing: run make setup")
+    key = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]
+    venv = Path(tempfile.gettempdir()) / "flightpipe-entrypoints" / key
+    python = venv / "bin" / "python"
+    stamp = venv / ".deps-installed"
+    if not stamp.exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+        _run([str(UV), "pip", "install", "-q", "--python", str(python), "--require-hashes",
+              "--no-deps", "-r", str(LOCK)])  # fmt: skip
+        stamp.touch()
+    # The project changes between sessions; the Dockerfile installs it the same way.
+    _run([str(UV), "pip", "install", "-q", "--python", str(python), "--reinstall-package",
+          "flightpipe", "--no-deps", "--no-build-isolation", str(REPO)])  # fmt: skip
+    return venv
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _app_paths(stage: Stage) -> dict[str, str]:
+    """`/app/...` destinations of the final stage's COPY lines -> the repository files."""
+    paths = {}
+    for args in stage.args_of("COPY"):
+        if args.startswith("--"):
+            continue
+        source, destination = args.split()
+        paths[destination] = str(REPO / source)
+    return paths
+
+
+def _command(service: str, venv: Path, workdir: Path) -> tuple[list[str], dict[str, str], int]:
+    stage = final_stage(DOCKERFILES[service])
+    app_paths = _app_paths(stage)
+    argv = [app_paths.get(arg, arg) for arg in stage.cmd]
+    assert not any(arg.startswith("/app/") for arg in argv), f"unmapped path in {argv}"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FLIGHTPIPE_", "GOOGLE_", "PUBSUB_", "PYTHON"))
+    }
+    for key, value in stage.env.items():
+        env[key] = value.replace("/opt/venv/bin", str(venv / "bin")).replace(
+            "$PATH", os.environ.get("PATH", "")
+        )
+    port = _free_port()
+    env["PORT"] = str(port)
+    env["FLIGHTPIPE_DATA_DIR"] = str(workdir / "data")
+    executable = shutil.which(argv[0], path=env["PATH"])
+    assert executable is not None and executable.startswith(str(venv)), executable
+    return [executable, *argv[1:]], env, port
+
+
+@pytest.fixture
+def start(image_venv: Path, tmp_path: Path) -> Iterator[object]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def _start(service: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+        argv, env, port = _command(service, image_venv, tmp_path)
+        if service == "api":
+            # The API opens the warehouse read-only: locally the subscriber (or `flightpipe
+            # serve`) creates it, in the cloud it is BigQuery. Create the empty one here.
+            Path(env["FLIGHTPIPE_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [str(image_venv / "bin" / "python"), "-c", SEED_WAREHOUSE],
+                cwd=tmp_path, env=env, check=True, timeout=60,
+            )  # fmt: skip
+        log = tmp_path / f"{service}.log"
+        proc = subprocess.Popen(
+            argv, cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        )
+        procs.append(proc)
+        return proc, port, log
+
+    yield _start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_for_200(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"exited with {proc.returncode} before {url} answered:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as error:
+            last = f"HTTP {error.code}"
+        except OSError as error:
+            last = str(error)
+        time.sleep(0.2)
+    pytest.fail(f"{url} not 200 after {STARTUP_SECONDS}s ({last}):\n{log.read_text()}")
+
+
+def _terminate(proc: subprocess.Popen[bytes], log: Path) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {GRACE_SECONDS}s after SIGTERM:\n{log.read_text()}")
+
+
+def test_api_image_cmd_serves_readyz(start: object) -> None:
+    proc, port, log = start("api")  # type: ignore[operator]
+    _wait_for_200(f"http://127.0.0.1:{port}/readyz", proc, log)
+    assert _terminate(proc, log) == 0, log.read_text()
+
+
+def test_subscriber_image_cmd_starts_and_drains_on_sigterm(start: object) -> None:
+    proc, port, log = start("subscriber")  # type: ignore[operator]
+    _wait_for_200(f"http://127.0.0.1:{port}/healthz", proc, log)
+    assert _terminate(proc, log) == 0, log.read_text()

@@ -1,0 +1,116 @@
+"""Policies of .gitlab-ci.yml, read with PyYAML: fast and offline.
+
+One pipeline per change, interruptible checks, deploys serialised and never cancelled, prod
+manual on a protected environment, GCP reached only through OIDC ID tokens, jobs run make targets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CI: dict[str, Any] = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+JOBS = {name: job for name, job in CI.items() if isinstance(job, dict) and "stage" in job}
+DEPLOYS = {"deploy-dev", "post-deploy-test-dev", "deploy-prod"}
+GCP_JOBS = {"preview", "deploy-dev", "post-deploy-test-dev", "deploy-prod"}
+
+
+def _merged(name: str) -> dict[str, Any]:
+    job = JOBS[name]
+    base = CI.get(job["extends"], {}) if "extends" in job else {}
+    return {**CI["default"], **base, **job}
+
+
+def _script(name: str) -> str:
+    return "\n".join(_merged(name)["script"])
+
+
+def test_workflow_runs_merge_request_or_main_pipelines_never_both() -> None:
+    rules = CI["workflow"]["rules"]
+    assert rules[0] == {"if": '$CI_PIPELINE_SOURCE == "merge_request_event"'}
+    assert rules[1] == {"if": "$CI_COMMIT_BRANCH && $CI_OPEN_MERGE_REQUESTS", "when": "never"}
+    assert rules[2] == {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}
+
+
+def test_checks_are_interruptible_and_deploys_are_not() -> None:
+    assert CI["default"]["interruptible"] is True
+    for name in JOBS:
+        assert _merged(name)["interruptible"] is (name not in DEPLOYS), name
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYS))
+def test_deploy_jobs_hold_a_resource_group_and_run_on_main_only(name: str) -> None:
+    job = _merged(name)
+    assert job["resource_group"] in {"dev", "prod"}
+    assert job["environment"]["name"] == job["resource_group"]
+    assert all("CI_DEFAULT_BRANCH" in rule["if"] for rule in job["rules"])
+
+
+def test_production_is_a_manual_job_on_the_prod_environment() -> None:
+    job = _merged("deploy-prod")
+    [rule] = job["rules"]
+    assert rule["if"] == "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
+    assert rule["when"] == "manual"
+    assert job["environment"]["deployment_tier"] == "production"
+    assert "make deploy ENV=prod" in _script("deploy-prod")
+    assert "post-deploy-test-dev" in job["needs"]
+
+
+@pytest.mark.parametrize("name", sorted(GCP_JOBS))
+def test_gcp_jobs_authenticate_with_an_oidc_id_token(name: str) -> None:
+    job = _merged(name)
+    assert job["id_tokens"]["GITLAB_OIDC_TOKEN"]["aud"] == "$CI_SERVER_URL"
+    assert "source scripts/gcp_wif_login.sh" in job["before_script"]
+
+
+def test_no_job_carries_a_credential_variable() -> None:
+    forbidden = {"GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CREDENTIALS", "GCP_SA_KEY"}
+    every_variables = [CI.get("variables", {})] + [_merged(n).get("variables", {}) for n in JOBS]
+    for variables in every_variables:
+        assert not forbidden & set(variables)
+    assert "private_key" not in (REPO / ".gitlab-ci.yml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("lint", "make lint"),
+        ("security", "make security"),
+        ("unit-tests", "make test-unit"),
+        ("integration-tests", "make test-integration"),
+        ("preview", "make preview ENV=dev"),
+        ("deploy-dev", "make deploy ENV=dev"),
+        ("post-deploy-test-dev", "scripts/post_deploy_test.sh"),
+    ],
+)
+def test_jobs_run_the_make_targets_a_laptop_runs(name: str, target: str) -> None:
+    assert target in _script(name)
+
+
+def test_preview_keeps_its_output_as_an_artifact() -> None:
+    job = _merged("preview")
+    assert "tee pulumi-preview.txt" in _script("preview")
+    assert job["artifacts"]["paths"] == ["pulumi-preview.txt"]
+    assert job["artifacts"]["when"] == "always"
+
+
+def test_integration_tests_get_the_pubsub_emulator_as_a_service() -> None:
+    services = _merged("integration-tests")["services"]
+    assert any("emulators" in s["name"] and "pubsub" in s["command"] for s in services)
+
+
+def test_image_builds_reach_a_buildkit_service() -> None:
+    pulumi = CI[".pulumi"]
+    assert pulumi["services"][0]["name"].startswith("moby/buildkit:")
+    assert pulumi["variables"]["BUILDKIT_HOST"] == "tcp://buildkitd:1234"
+    assert "source scripts/ci_builder.sh" in pulumi["before_script"]
+
+
+def test_dependency_cache_is_keyed_by_the_lock_file() -> None:
+    cache = CI["default"]["cache"]
+    assert "requirements/dev.lock" in cache["key"]["files"]
+    assert ".venv" in cache["paths"]

@@ -1,0 +1,170 @@
+"""The harness: runs the Pulumi program under mocks and records every resource it declares.
+
+`run_stack(stack, **overrides)` loads `infra/Pulumi.<stack>.yaml`, applies overrides (camelCase
+keys of the `flightpipe` namespace), executes `infra/__main__.py` fresh inside a mocked runtime,
+waits for every registration, and returns a `Graph`: each custom resource's type, name, inputs
+(as the engine sees them, camelCase) and the stack outputs. The mocks only invent what a cloud
+provider would compute (ids, emails, URLs, image digests); the program's inputs are untouched, so
+tests assert policies over what the program really declares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+if str(INFRA) not in sys.path:
+    sys.path.insert(0, str(INFRA))
+
+PROJECT_NUMBER = "123456789012"
+STACKS = ("dev", "prod")
+INGEST_MODES = ("subscriber", "bigquery-subscription")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass
+class Graph:
+    """What one run of the program declared."""
+
+    stack: str
+    config: dict[str, str]
+    resources: list[Recorded] = field(default_factory=list)
+    exports: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, *types: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type in types]
+
+    def one(self, type_: str, name: str | None = None) -> Recorded:
+        found = [r for r in self.of_type(type_) if name is None or r.name == name]
+        assert len(found) == 1, f"expected one {type_} {name or ''}, got {[r.name for r in found]}"
+        return found[0]
+
+    def ids(self, type_: str) -> set[str]:
+        return {r.outputs["__id"] for r in self.of_type(type_)}
+
+
+def _fake_outputs(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The provider-computed fields the program reads, derived deterministically."""
+    out = dict(inputs)
+    project = inputs.get("project", "flightpipe-test")
+    rid = f"{name}-id"
+    if typ == "docker-build:index:Image":
+        digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+        repo = str(inputs["tags"][0]).rsplit(":", 1)[0]
+        out |= {"digest": digest, "ref": f"{repo}@{digest}"}
+    elif typ == "gcp:serviceaccount/account:Account":
+        email = f"{inputs['accountId']}@{project}.iam.gserviceaccount.com"
+        out |= {
+            "email": email,
+            "member": f"serviceAccount:{email}",
+            "name": f"projects/{project}/serviceAccounts/{email}",
+        }
+    elif typ == "gcp:projects/serviceIdentity:ServiceIdentity":
+        agent = inputs["service"].split(".")[0]
+        email = f"service-{PROJECT_NUMBER}@gcp-sa-{agent}.iam.gserviceaccount.com"
+        out |= {"email": email, "member": f"serviceAccount:{email}"}
+    elif typ == "gcp:pubsub/topic:Topic":
+        rid = f"projects/{project}/topics/{inputs['name']}"
+    elif typ == "gcp:pubsub/subscription:Subscription":
+        rid = f"projects/{project}/subscriptions/{inputs['name']}"
+    elif typ == "gcp:cloudrunv2/service:Service":
+        out |= {"uri": f"https://{inputs['name']}-x7y2-uc.a.run.app"}
+    elif typ == "gcp:secretmanager/secret:Secret":
+        rid = f"projects/{project}/secrets/{inputs['secretId']}"
+        out |= {"name": rid}
+    elif typ == "gcp:iam/workloadIdentityPool:WorkloadIdentityPool":
+        rid = (
+            f"projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/"
+            f"{inputs['workloadIdentityPoolId']}"
+        )
+        out |= {"name": rid}
+    elif typ == "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider":
+        rid = (
+            f"projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/"
+            f"{inputs['workloadIdentityPoolId']}/providers/"
+            f"{inputs['workloadIdentityPoolProviderId']}"
+        )
+        out |= {"name": rid}
+    elif typ == "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
+        out |= {"uptimeCheckId": f"{name}-check"}
+    out.setdefault("name", name)
+    return rid, out
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Records every resource; answers the few invokes the program makes."""
+
+    def __init__(self) -> None:
+        self.resources: list[Recorded] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        rid, outputs = _fake_outputs(args.typ, args.name, dict(args.inputs))
+        self.resources.append(
+            Recorded(args.typ, args.name, dict(args.inputs), outputs | {"__id": rid})
+        )
+        return rid, outputs
+
+    def call(  # type: ignore[override]  # the runtime also accepts a bare dict
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> dict[str, Any]:
+        if args.token == "gcp:organizations/getClientConfig:getClientConfig":
+            return {"accessToken": "fake-token", "project": "flightpipe-test"}
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": PROJECT_NUMBER, "projectId": "flightpipe-test"}
+        raise AssertionError(f"unexpected invoke {args.token}: add it to the mocks")
+
+
+def stack_config(stack: str, **overrides: str) -> dict[str, str]:
+    """`Pulumi.<stack>.yaml`'s values as the engine passes them (strings), plus overrides."""
+    raw = yaml.safe_load((INFRA / f"Pulumi.{stack}.yaml").read_text())["config"]
+    config = {k: v if isinstance(v, str) else yaml.safe_dump(v).strip() for k, v in raw.items()}
+    for key, value in overrides.items():
+        config[f"flightpipe:{key}"] = value
+    return config
+
+
+def run_stack(stack: str, **overrides: str) -> Graph:
+    """Execute `infra/__main__.py` for `stack` under mocks; return everything it declared."""
+    config = stack_config(stack, **overrides)
+    mocks = RecordingMocks()
+    runtime_settings.ROOT.set(None)  # a fresh Stack resource for this run
+    pulumi.runtime.set_mocks(mocks, project="flightpipe", stack=stack, preview=False)
+    pulumi.runtime.set_all_config(config, [])
+
+    def program() -> None:
+        runpy.run_path(str(INFRA / "__main__.py"), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program))
+    root = runtime_settings.get_root_resource()
+    assert root is not None
+    stack_outputs: dict[str, Any] = getattr(root, "outputs", {})
+    exports = _sync_await(pulumi.Output.from_input(stack_outputs).future()) or {}
+    return Graph(stack, config, list(mocks.resources), dict(exports))
+
+
+_CACHE: dict[tuple[str, str], Graph] = {}
+
+
+def graph_for(stack: str, mode: str) -> Graph:
+    """One run per (stack, ingest mode), shared by every test (the runs are deterministic)."""
+    if (stack, mode) not in _CACHE:
+        _CACHE[(stack, mode)] = run_stack(stack, ingestMode=mode)
+    return _CACHE[(stack, mode)]

@@ -1,0 +1,432 @@
+"""Policies over everything the Pulumi program declares, for dev and prod, in both ingest modes.
+
+Each test reads the recorded resource graph (see conftest.py) and states a rule that must hold for
+every resource of a kind, not an echo of one configured value.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import re
+from typing import Any
+
+import duckdb
+import pytest
+import sqlglot
+import yaml
+from sqlglot import exp
+
+from flightpipe.contract import COLUMN_NAMES, bigquery_schema
+from flightpipe.settings import ENV_VARS, load_settings
+from tests.infra.program import INFRA, Graph, graph_for, run_stack
+
+SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
+TOPIC = "gcp:pubsub/topic:Topic"
+TOPIC_IAM = "gcp:pubsub/topicIAMMember:TopicIAMMember"
+SUBSCRIPTION_IAM = "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember"
+DATASET_IAM = "gcp:bigquery/datasetIamMember:DatasetIamMember"
+PROJECT_IAM = "gcp:projects/iAMMember:IAMMember"
+ACCOUNT = "gcp:serviceaccount/account:Account"
+AGENT = "gcp:projects/serviceIdentity:ServiceIdentity"
+RUN_SERVICE = "gcp:cloudrunv2/service:Service"
+WORKER_POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
+TABLE = "gcp:bigquery/table:Table"
+PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
+PUBLIC = {"allUsers", "allAuthenticatedUsers"}
+
+
+def _iam(graph: Graph) -> list[Any]:
+    return [r for r in graph.resources if "iam" in r.type.lower() and "role" in r.inputs]
+
+
+def _agent_member(graph: Graph) -> str:
+    agent = graph.one(AGENT)
+    assert agent.inputs["service"] == "pubsub.googleapis.com"
+    return str(agent.outputs["member"])
+
+
+def _runtime_members(graph: Graph) -> dict[str, str]:
+    return {
+        r.inputs["accountId"]: r.outputs["member"]
+        for r in graph.of_type(ACCOUNT)
+        if r.inputs["accountId"] != "flightpipe-deployer"
+    }
+
+
+def _cloud_run(graph: Graph) -> list[Any]:
+    return graph.of_type(RUN_SERVICE, WORKER_POOL)
+
+
+def _container(resource: Any) -> dict[str, Any]:
+    (container,) = resource.inputs["template"]["containers"]
+    return dict(container)
+
+
+# --- Messaging -----------------------------------------------------------------------------
+
+
+def test_every_source_subscription_dead_letters_after_five_attempts(graph: Graph) -> None:
+    dead_letter_topics = {r.outputs["__id"] for r in graph.of_type(TOPIC) if "dlq" in r.name}
+    sources = [
+        s for s in graph.of_type(SUBSCRIPTION) if s.inputs["topic"] not in dead_letter_topics
+    ]
+    assert sources, "no subscription on the source topic"
+    for sub in sources:
+        policy = sub.inputs.get("deadLetterPolicy")
+        assert policy, f"{sub.name} has no dead-letter policy"
+        assert policy["deadLetterTopic"] in dead_letter_topics
+        assert policy["maxDeliveryAttempts"] == 5
+        assert sub.inputs["retryPolicy"]["minimumBackoff"]
+        assert sub.inputs["retryPolicy"]["maximumBackoff"]
+        assert 10 <= sub.inputs["ackDeadlineSeconds"] <= 600
+        assert sub.inputs["messageRetentionDuration"]
+        assert sub.inputs["expirationPolicy"] == {"ttl": ""}
+
+
+def test_every_dead_letter_topic_has_an_inspection_subscription(graph: Graph) -> None:
+    for sub in graph.of_type(SUBSCRIPTION):
+        if policy := sub.inputs.get("deadLetterPolicy"):
+            readers = [
+                s
+                for s in graph.of_type(SUBSCRIPTION)
+                if s.inputs["topic"] == policy["deadLetterTopic"]
+            ]
+            assert readers, f"nothing reads the dead letters of {sub.name}"
+
+
+def test_pubsub_service_agent_may_dead_letter_every_subscription(graph: Graph) -> None:
+    agent = _agent_member(graph)
+    topics = {r.outputs["__id"]: r.inputs["name"] for r in graph.of_type(TOPIC)}
+    for sub in graph.of_type(SUBSCRIPTION):
+        if not (policy := sub.inputs.get("deadLetterPolicy")):
+            continue
+        dlq = topics[policy["deadLetterTopic"]]
+        assert any(
+            g.inputs["topic"] == dlq
+            and g.inputs["role"] == "roles/pubsub.publisher"
+            and g.inputs["member"] == agent
+            for g in graph.of_type(TOPIC_IAM)
+        ), f"service agent cannot publish to {dlq}"
+        assert any(
+            g.inputs["subscription"] == sub.inputs["name"]
+            and g.inputs["role"] == "roles/pubsub.subscriber"
+            and g.inputs["member"] == agent
+            for g in graph.of_type(SUBSCRIPTION_IAM)
+        ), f"service agent cannot ack on {sub.name}"
+
+
+# --- IAM -----------------------------------------------------------------------------------
+
+
+def test_no_iam_member_is_public(graph: Graph) -> None:
+    grants = _iam(graph)
+    assert grants
+    for grant in grants:
+        members = {grant.inputs.get("member"), *grant.inputs.get("members", [])}
+        assert not members & PUBLIC, f"{grant.name} grants {grant.inputs['role']} publicly"
+
+
+def test_no_primitive_roles_and_no_authoritative_iam(graph: Graph) -> None:
+    for grant in _iam(graph):
+        assert grant.inputs["role"] not in PRIMITIVE, grant.name
+        # Bindings and policies would silently remove grants made outside this program.
+        assert "Binding" not in grant.type and "Policy" not in grant.type, grant.type
+
+
+def test_no_service_account_keys(graph: Graph) -> None:
+    assert not [r for r in graph.resources if r.type == "gcp:serviceaccount/key:Key"]
+
+
+def test_runtime_accounts_hold_no_project_wide_data_roles(graph: Graph) -> None:
+    runtime = set(_runtime_members(graph).values())
+    for grant in graph.of_type(PROJECT_IAM):
+        if grant.inputs["member"] in runtime:
+            assert grant.inputs["role"] in {"roles/bigquery.jobUser", "roles/cloudtrace.agent"}
+
+
+def test_runtime_accounts_get_exactly_their_resource_level_grants(graph: Graph) -> None:
+    members = _runtime_members(graph)
+    granted = {
+        (g.type, g.inputs["role"], g.inputs["member"])
+        for g in _iam(graph)
+        if g.inputs["member"] in members.values() and g.inputs["role"] != "roles/cloudtrace.agent"
+    }
+    api = members["flightpipe-api"]
+    expected = {
+        (DATASET_IAM, "roles/bigquery.dataViewer", api),
+        (PROJECT_IAM, "roles/bigquery.jobUser", api),
+        (
+            "gcp:secretmanager/secretIamMember:SecretIamMember",
+            "roles/secretmanager.secretAccessor",
+            api,
+        ),
+    }
+    if graph.exports["ingest_mode"] == "subscriber":
+        sub = members["flightpipe-subscriber"]
+        expected |= {
+            (SUBSCRIPTION_IAM, "roles/pubsub.subscriber", sub),
+            (TOPIC_IAM, "roles/pubsub.publisher", sub),
+            (DATASET_IAM, "roles/bigquery.dataEditor", sub),
+        }
+        assert {
+            g.inputs["topic"] for g in graph.of_type(TOPIC_IAM) if g.inputs["member"] == sub
+        } == {graph.exports["dead_letter_topic"]}
+        assert {
+            g.inputs["subscription"]
+            for g in graph.of_type(SUBSCRIPTION_IAM)
+            if g.inputs["member"] == sub
+        } == {graph.exports["subscription"]}
+    else:
+        assert "flightpipe-subscriber" not in members
+    assert granted == expected
+
+
+def test_api_is_invoked_only_by_the_analyst_group(graph: Graph) -> None:
+    invokers = [g for g in _iam(graph) if g.inputs["role"] == "roles/run.invoker"]
+    assert [g.inputs["member"] for g in invokers] == ["group:flight-analysts@example.com"]
+    assert invokers[0].inputs["name"] == graph.one(RUN_SERVICE).inputs["name"]
+
+
+def test_ingest_modes_write_the_table_through_exactly_one_path(graph: Graph) -> None:
+    (source,) = [s for s in graph.of_type(SUBSCRIPTION) if s.inputs.get("deadLetterPolicy")]
+    agent_editors = [
+        g for g in graph.of_type(DATASET_IAM) if g.inputs["member"] == _agent_member(graph)
+    ]
+    if graph.exports["ingest_mode"] == "subscriber":
+        assert "bigqueryConfig" not in source.inputs  # a pull subscription
+        assert len(graph.of_type(WORKER_POOL)) == 1
+        assert not agent_editors
+    else:
+        config = source.inputs["bigqueryConfig"]
+        project = graph.config["gcp:project"]
+        assert config["table"] == f"{project}.{graph.exports['dataset']}.{graph.exports['table']}"
+        assert config["useTableSchema"] and config["writeMetadata"]
+        assert not graph.of_type(WORKER_POOL)
+        assert [(g.inputs["role"], g.inputs["datasetId"]) for g in agent_editors] == [
+            ("roles/bigquery.dataEditor", graph.exports["dataset"])
+        ]
+        assert not [
+            g for g in graph.of_type(PROJECT_IAM) if g.inputs["member"] == _agent_member(graph)
+        ]
+
+
+# --- Cloud Run -----------------------------------------------------------------------------
+
+
+def test_each_cloud_run_resource_runs_as_its_own_account(graph: Graph) -> None:
+    emails = {r.outputs["email"] for r in graph.of_type(ACCOUNT)}
+    accounts = [r.inputs["template"]["serviceAccount"] for r in _cloud_run(graph)]
+    assert len(set(accounts)) == len(accounts)
+    assert set(accounts) <= emails
+    assert not [a for a in accounts if a.startswith("flightpipe-deployer")]
+
+
+def test_each_cloud_run_resource_runs_a_pushed_image_by_digest(graph: Graph) -> None:
+    pushed = {r.outputs["ref"] for r in graph.of_type("docker-build:index:Image")}
+    for image in graph.of_type("docker-build:index:Image"):
+        assert image.inputs["push"] is True
+        assert image.inputs["dockerfile"]["location"].endswith("/Dockerfile")
+    for resource in _cloud_run(graph):
+        image = _container(resource)["image"]
+        assert "@sha256:" in image and image in pushed, image
+
+
+def test_api_service_has_probes_boost_and_scaling_bounds(graph: Graph) -> None:
+    api = graph.one(RUN_SERVICE)
+    template = api.inputs["template"]
+    container = _container(api)
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["startupCpuBoost"] is True
+    assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+    scaling = template["scaling"]
+    assert 0 <= scaling["minInstanceCount"] <= scaling["maxInstanceCount"]
+    assert template["maxInstanceRequestConcurrency"] >= 1
+    assert api.inputs["ingress"].startswith("INGRESS_TRAFFIC_")
+
+
+def test_subscriber_worker_pool_always_has_an_instance(graph: Graph) -> None:
+    for pool in graph.of_type(WORKER_POOL):
+        assert pool.inputs["scaling"]["manualInstanceCount"] >= 1
+
+
+def _env(resource: Any) -> dict[str, Any]:
+    return {e["name"]: e for e in _container(resource).get("envs", [])}
+
+
+def test_injected_env_names_are_exactly_names_the_services_read(graph: Graph) -> None:
+    for resource in _cloud_run(graph):
+        names = set(_env(resource))
+        assert names <= set(ENV_VARS), names - set(ENV_VARS)
+        assert "PORT" not in names  # Cloud Run sets it
+
+
+def test_injected_env_loads_into_settings_and_names_the_real_resources(graph: Graph) -> None:
+    required = {"FLIGHTPIPE_WAREHOUSE", "GOOGLE_CLOUD_PROJECT", "FLIGHTPIPE_DATASET"}
+    for resource in _cloud_run(graph):
+        env = _env(resource)
+        assert required <= set(env)
+        plain = {k: str(v["value"]) for k, v in env.items() if "value" in v}
+        settings = load_settings(plain)  # raises ConfigError on a bad or contradictory value
+        assert settings.warehouse == "bigquery"
+        assert settings.google_cloud_project == graph.config["gcp:project"]
+        assert settings.dataset == graph.exports["dataset"]
+    api_keys = _env(graph.one(RUN_SERVICE))["FLIGHTPIPE_API_KEYS"]
+    assert api_keys["valueSource"]["secretKeyRef"]["secret"] == graph.exports["api_keys_secret"]
+    for pool in graph.of_type(WORKER_POOL):
+        env = {k: str(v["value"]) for k, v in _env(pool).items()}
+        settings = load_settings(env)
+        assert settings.broker == "pubsub"
+        assert settings.topic == graph.exports["topic"]
+        assert settings.subscription == graph.exports["subscription"]
+        assert settings.dead_letter_topic == graph.exports["dead_letter_topic"]
+        source = graph.one(SUBSCRIPTION, "messaging-subscription")
+        assert settings.ack_deadline_seconds == source.inputs["ackDeadlineSeconds"]
+        max_attempts = source.inputs["deadLetterPolicy"]["maxDeliveryAttempts"]
+        assert settings.max_delivery_attempts == max_attempts
+
+
+# --- Warehouse -----------------------------------------------------------------------------
+
+
+def _events(graph: Graph) -> Any:
+    return next(t for t in graph.of_type(TABLE) if t.inputs["tableId"] == "events")
+
+
+def test_bigquery_schema_is_the_shared_contract(graph: Graph) -> None:
+    schema = json.loads(_events(graph).inputs["schema"])
+    contract = [{k: c[k] for k in ("name", "type", "mode")} for c in bigquery_schema()]
+    got = [{k: c[k] for k in ("name", "type", "mode")} for c in schema]
+    assert got[: len(contract)] == contract
+    extra = {c["name"] for c in got[len(contract) :]}
+    if graph.exports["ingest_mode"] == "subscriber":
+        assert not extra
+    else:  # what write_metadata adds besides message_id and publish_time, all nullable
+        assert extra == {"subscription_name", "attributes"}
+        assert {c["mode"] for c in got[len(contract) :]} == {"NULLABLE"}
+
+
+def test_events_table_is_partitioned_by_flight_date_and_clustered(graph: Graph) -> None:
+    table = _events(graph)
+    assert table.inputs["timePartitioning"] == {"type": "DAY", "field": "flight_date"}
+    assert table.inputs["clusterings"] == ["carrier", "origin"]
+
+
+def test_prod_protects_its_data_and_dev_can_be_destroyed(graph: Graph) -> None:
+    protected = graph.stack == "prod"
+    protectable = [*graph.of_type(TABLE), *_cloud_run(graph)]
+    assert protectable
+    for resource in protectable:
+        assert resource.inputs["deletionProtection"] is protected, resource.name
+    dataset = graph.one("gcp:bigquery/dataset:Dataset")
+    assert dataset.inputs["deleteContentsOnDestroy"] is not protected
+
+
+def _run_view(sql: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Run the BigQuery view SQL on DuckDB over an `events` table holding `rows`."""
+    tree = sqlglot.parse_one(sql, read="bigquery")
+    for table in tree.find_all(exp.Table):
+        table.replace(exp.to_table("events"))
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE events (event_id VARCHAR, flight_id VARCHAR, event_time TIMESTAMP,"
+        " publish_time TIMESTAMP, status VARCHAR,"
+        " flight_date DATE DEFAULT DATE '2013-01-01', message_id VARCHAR DEFAULT 'm')"
+    )
+    con.executemany(
+        "INSERT INTO events (event_id, flight_id, event_time, publish_time, status)"
+        " VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )
+    query = tree.sql(dialect="duckdb").replace(", ".join(COLUMN_NAMES), "*")
+    return con.execute(
+        f"SELECT flight_id, event_id, status FROM ({query}) ORDER BY flight_id"
+    ).fetchall()
+
+
+def test_current_view_keeps_the_latest_event_of_each_flight() -> None:
+    view = next(t for t in graph_for("dev", "subscriber").of_type(TABLE) if "view" in t.inputs)
+    assert view.inputs["tableId"] == "flights_current"
+    assert view.inputs["view"]["useLegacySql"] is False
+    sql = view.inputs["view"]["query"]
+    assert "`flightpipe-dev.flights.events`" in sql
+    rows = [
+        ("e1", "F1", "2013-01-01 05:00", "2013-01-01 05:00", "scheduled"),
+        ("e2", "F1", "2013-01-01 06:00", "2013-01-01 06:00", "departed"),
+        ("e2", "F1", "2013-01-01 06:00", "2013-01-01 06:05", "departed"),  # redelivered
+        ("e3", "F2", "2013-01-01 07:00", "2013-01-01 07:00", "scheduled"),
+        ("e4", "F2", "2013-01-01 07:00", "2013-01-01 07:01", "cancelled"),  # later publish wins
+    ]
+    assert _run_view(sql, rows) == [("F1", "e2", "departed"), ("F2", "e4", "cancelled")]
+
+
+# --- CI identity, labels, outputs ------------------------------------------------------------
+
+
+def test_wif_provider_accepts_only_protected_branches_of_the_project(graph: Graph) -> None:
+    provider = graph.one("gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider")
+    condition = provider.inputs["attributeCondition"]
+    assert "assertion.project_path == 'latam/flightpipe'" in condition
+    assert "assertion.ref_protected == 'true'" in condition
+    assert provider.inputs["oidc"]["issuerUri"] == "https://gitlab.com"
+    (binding,) = graph.of_type("gcp:serviceaccount/iAMMember:IAMMember")
+    assert binding.inputs["role"] == "roles/iam.workloadIdentityUser"
+    assert binding.inputs["member"].startswith("principalSet://iam.googleapis.com/projects/")
+    assert binding.inputs["member"].endswith("/attribute.project_path/latam/flightpipe")
+    deployer = graph.one(ACCOUNT, "ci-deployer")
+    assert binding.inputs["serviceAccountId"] == deployer.outputs["name"]
+
+
+def _takes_labels(type_token: str) -> bool:
+    package, module_path, cls_name = type_token.split(":")
+    if package == "docker-build":
+        module = importlib.import_module("pulumi_docker_build")
+    elif package == "gcp":
+        module = importlib.import_module(f"pulumi_gcp.{module_path.split('/')[0]}")
+    else:
+        return False
+    cls = getattr(module, cls_name)
+    return "labels" in inspect.signature(cls._internal_init).parameters
+
+
+def test_every_resource_that_takes_labels_carries_env_app_managed_by(graph: Graph) -> None:
+    labelled = [r for r in graph.resources if _takes_labels(r.type)]
+    assert len(labelled) > 10
+    want = {"env": graph.stack, "app": "flightpipe", "managed-by": "pulumi"}
+    for resource in labelled:
+        labels = resource.inputs.get("labels") or {}
+        assert want.items() <= labels.items(), f"{resource.type} {resource.name}: {labels}"
+
+
+def test_stack_exports_what_operators_and_ci_need(graph: Graph) -> None:
+    for key in ("api_url", "topic", "subscription", "dataset", "table"):
+        assert graph.exports[key]
+    assert graph.exports["api_url"].startswith("https://")
+    for key in ("api_image_digest", "subscriber_image_digest"):
+        assert graph.exports[key].startswith("sha256:")
+
+
+# --- Configuration -------------------------------------------------------------------------
+
+
+def test_unknown_ingest_mode_is_refused_before_any_resource() -> None:
+    with pytest.raises(ValueError, match="ingestMode"):
+        run_stack("dev", ingestMode="kafka")
+
+
+def test_every_config_key_the_program_reads_is_documented_in_pulumi_yaml() -> None:
+    source = (INFRA / "config.py").read_text()
+    read = set(re.findall(r'cfg\.(?:get|get_int|get_bool|get_object|require)\("(\w+)"\)', source))
+    declared = yaml.safe_load((INFRA / "Pulumi.yaml").read_text())["config"]
+    assert read == set(declared)
+    for key, spec in declared.items():
+        assert spec.get("description"), f"{key} has no description"
+        assert spec.get("type") in {"string", "integer", "boolean", "array"}, key
+    for stack in ("dev", "prod"):
+        stack_keys = yaml.safe_load((INFRA / f"Pulumi.{stack}.yaml").read_text())["config"]
+        unknown = {k for k in stack_keys if k.startswith("flightpipe:")} - {
+            f"flightpipe:{k}" for k in declared
+        }
+        assert not unknown, f"Pulumi.{stack}.yaml sets undeclared keys {unknown}"

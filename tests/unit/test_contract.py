@@ -1,0 +1,117 @@
+"""The flight contract: validation and everything derived from it."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import msgspec
+import pytest
+
+from flightpipe import contract
+from tests.factories import make_event, payload
+
+
+def test_a_valid_event_round_trips_through_json() -> None:
+    event = make_event()
+    assert contract.decode_event(payload(event)) == event
+
+
+def test_unknown_fields_are_ignored() -> None:
+    body = json.loads(payload(make_event()))
+    body["gate"] = "C12"
+    assert contract.decode_event(json.dumps(body).encode()).carrier == "UA"
+
+
+def test_nullable_fields_may_be_absent() -> None:
+    body = json.loads(payload(make_event()))
+    for name in ("tail_number", "actual_departure", "arr_delay_min", "air_time_min"):
+        del body[name]
+    event = contract.decode_event(json.dumps(body).encode())
+    assert event.tail_number is None and event.arr_delay_min is None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda b: b.pop("event_id"), "missing required field `event_id`"),
+        (lambda b: b.update(flight_number="1545"), "Expected `int`, got `str`"),
+        (lambda b: b.update(carrier="UAL"), "`$.carrier`"),
+        (lambda b: b.update(status="landed"), "`$.status`"),
+        (lambda b: b.update(event_time="2013-01-01T10:15:00"), "`$.event_time`"),
+        (lambda b: b.update(flight_date="01/01/2013"), "`$.flight_date`"),
+        (lambda b: b.update(flight_id="UA1545"), "`$.flight_id`"),
+        (lambda b: b.update(dep_delay_min=2.5), "`$.dep_delay_min`"),
+    ],
+)
+def test_schema_violations_are_invalid_with_a_reason(mutate, reason) -> None:  # type: ignore[no-untyped-def]
+    body = json.loads(payload(make_event()))
+    mutate(body)
+    with pytest.raises(contract.InvalidEvent) as info:
+        contract.decode_event(json.dumps(body).encode())
+    assert str(info.value).startswith("schema: ")
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"not json", b"\xff\xfe", b"[1,2]", b"null"])
+def test_malformed_json_is_invalid(raw: bytes) -> None:
+    with pytest.raises(contract.InvalidEvent):
+        contract.decode_event(raw)
+
+
+def test_columns_are_the_contract_fields_plus_the_pipeline_fields() -> None:
+    assert (
+        tuple(f.name for f in msgspec.structs.fields(contract.FlightEvent)) == contract.FIELD_NAMES
+    )
+    assert contract.COLUMN_NAMES[-3:] == ("message_id", "publish_time", "ingest_time")
+
+
+def test_required_fields_are_not_nullable_anywhere() -> None:
+    required = {f.name for f in msgspec.structs.fields(contract.FlightEvent) if f.required}
+    assert required == {c.name for c in contract.CONTRACT_COLUMNS if not c.nullable}
+    schema = contract.json_schema()
+    assert set(schema["required"]) == required
+    bq = {f["name"]: f["mode"] for f in contract.bigquery_schema()}
+    assert {n for n, mode in bq.items() if mode == "REQUIRED"} == required | {
+        "message_id",
+        "publish_time",
+        "ingest_time",
+    }
+    ddl = contract.duckdb_columns_ddl()
+    for name in required:
+        assert f"\n  {name} " in f"\n  {ddl}" and f"{name} " in ddl
+
+
+def test_bigquery_types_follow_the_field_types() -> None:
+    types = {f["name"]: f["type"] for f in contract.bigquery_schema()}
+    assert types["event_time"] == "TIMESTAMP"
+    assert types["flight_date"] == "DATE"
+    assert types["flight_number"] == "INT64"
+    assert types["status"] == "STRING"
+    assert all(f["description"] for f in contract.bigquery_schema())
+
+
+def test_json_schema_accepts_what_the_decoder_accepts_and_rejects_the_rest() -> None:
+    validator = jsonschema.Draft202012Validator(
+        contract.json_schema(), format_checker=jsonschema.FormatChecker()
+    )
+    good = json.loads(payload(make_event()))
+    assert not list(validator.iter_errors(good))
+    bad = dict(good, status="landed")
+    assert list(validator.iter_errors(bad))
+
+
+def test_the_published_json_schema_file_is_up_to_date() -> None:
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "flightpipe" / "schemas" / "flight-event.schema.json"
+    assert json.loads(path.read_text()) == contract.json_schema(), (
+        "regenerate with: .venv/bin/python -m flightpipe.schemas"
+    )
+
+
+def test_arrow_schema_has_every_column_with_its_nullability() -> None:
+    schema = contract.arrow_schema()
+    assert schema.names == list(contract.COLUMN_NAMES)
+    assert not schema.field("event_id").nullable
+    assert schema.field("tail_number").nullable

@@ -1,0 +1,204 @@
+"""The subscriber loop, against an in-memory broker and a real DuckDB warehouse."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from flightpipe_subscriber import Subscriber, sort_messages
+from flightpipe_subscriber.worker import REASON_ATTRIBUTE
+
+from flightpipe.broker import SubscriptionConfig
+from flightpipe.settings import load_settings
+from flightpipe.warehouse import FlightFilter, WarehouseError
+from flightpipe.warehouse.duckdb import DuckDBWarehouse
+from tests.factories import make_event, payload
+from tests.fakes import FakeBroker, FlakyWarehouse
+
+SETTINGS = load_settings({}, batch_size=50, max_inflight_messages=200)
+
+
+@pytest.fixture
+def broker() -> FakeBroker:
+    b = FakeBroker()
+    b.create_topic("flights")
+    b.create_topic("flights-dead-letter")
+    b.create_subscription("flights-subscriber", SubscriptionConfig(topic="flights"))
+    b.create_subscription("dlq-inspect", SubscriptionConfig(topic="flights-dead-letter"))
+    return b
+
+
+def drain(subscriber: Subscriber, broker: FakeBroker) -> None:
+    """Hand every pending message to the subscriber, batch by batch, on this thread."""
+    while batch := broker.pull("flights-subscriber", SETTINGS.batch_size):
+        subscriber.handle(sort_messages(batch))
+
+
+def test_valid_messages_are_written_then_acked(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    events = [make_event() for _ in range(120)]
+    broker.publish("flights", [(payload(e), {}) for e in events])
+    drain(Subscriber(broker, duckdb_warehouse, SETTINGS), broker)
+    assert duckdb_warehouse.count_events() == 120
+    assert len(broker.acked) == 120
+    assert not broker.leased["flights-subscriber"]
+
+
+def test_invalid_messages_go_to_the_dead_letter_topic_with_reason_and_are_acked(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    good = make_event()
+    broker.publish(
+        "flights",
+        [(b"{broken", {"k": "v"}), (payload(good), {}), (b'{"event_id": "x"}', {})],
+    )
+    drain(Subscriber(broker, duckdb_warehouse, SETTINGS), broker)
+    dead = broker.published["flights-dead-letter"]
+    assert [d for d, _ in dead] == [b"{broken", b'{"event_id": "x"}']
+    assert dead[0][1]["k"] == "v"  # original attributes kept
+    assert dead[0][1][REASON_ATTRIBUTE].startswith("malformed json")
+    assert "missing required field" in dead[1][1][REASON_ATTRIBUTE]
+    assert dead[0][1]["original_message_id"] == "1"
+    assert duckdb_warehouse.get_flight(good.flight_id) is not None
+    assert len(broker.acked) == 3
+
+
+def test_a_failed_write_acks_nothing_and_is_retried_until_it_commits(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    flaky = FlakyWarehouse(duckdb_warehouse)
+    flaky.fail_next = 3
+    broker.publish("flights", [(payload(make_event()), {}) for _ in range(10)])
+    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
+    messages = broker.pull("flights-subscriber", 50)
+    acked_during: list[int] = []
+    original = flaky.write
+
+    def spy(batch):  # type: ignore[no-untyped-def]
+        acked_during.append(len(broker.acked))
+        return original(batch)
+
+    flaky.write = spy  # type: ignore[method-assign]
+    subscriber.handle(sort_messages(messages))
+    assert flaky.calls == 4
+    assert acked_during == [0, 0, 0, 0]  # nothing acked before the commit
+    assert len(broker.acked) == 10
+    assert broker.extended  # leases were extended while retrying
+    assert duckdb_warehouse.count_events() == 10
+
+
+def test_a_permanently_rejected_row_is_isolated_and_dead_lettered(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    flaky = FlakyWarehouse(duckdb_warehouse)
+    events = [make_event() for _ in range(9)]
+    flaky.reject_event_ids = {events[4].event_id}
+    broker.publish("flights", [(payload(e), {}) for e in events])
+    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    assert duckdb_warehouse.count_events() == 8
+    dead = broker.published["flights-dead-letter"]
+    assert len(dead) == 1 and dead[0][0] == payload(events[4])
+    assert dead[0][1][REASON_ATTRIBUTE].startswith("warehouse:")
+    assert len(broker.acked) == 9
+
+
+def test_redelivered_and_republished_events_show_once(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    event = make_event()
+    broker.publish("flights", [(payload(event), {})] * 3)
+    subscriber = Subscriber(broker, duckdb_warehouse, SETTINGS)
+    drain(subscriber, broker)
+    broker.publish("flights", [(payload(event), {})])
+    drain(subscriber, broker)
+    assert len(duckdb_warehouse.list_flights(FlightFilter(), 100)) == 1
+    assert duckdb_warehouse.count_events() == 1
+
+
+def test_run_drains_the_subscription_and_stops_on_request(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    broker.publish("flights", [(payload(make_event()), {}) for _ in range(500)])
+    subscriber = Subscriber(broker, duckdb_warehouse, SETTINGS)
+    thread = threading.Thread(target=subscriber.run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while duckdb_warehouse.count_events() < 500 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subscriber.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert duckdb_warehouse.count_events() == 500
+    assert len(broker.acked) == 500
+
+
+def test_stop_during_a_warehouse_outage_gives_the_batch_back(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    flaky = FlakyWarehouse(duckdb_warehouse)
+    flaky.fail_next = 10_000
+    broker.publish("flights", [(payload(make_event()), {}) for _ in range(5)])
+    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
+    thread = threading.Thread(target=subscriber.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while flaky.calls < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    subscriber.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert broker.acked == []
+    assert sorted(broker.nacked) == sorted(f"flights-subscriber:{i}" for i in range(1, 6))
+    assert len(broker.pending["flights-subscriber"]) == 5  # nothing lost
+
+
+def test_dead_letter_publish_failure_is_retried_before_the_ack(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    broker.publish("flights", [(b"nope", {})])
+    broker.fail_publish = 2  # the dead-letter topic refuses twice, then accepts
+    drain(Subscriber(broker, duckdb_warehouse, SETTINGS), broker)
+    assert len(broker.published["flights-dead-letter"]) == 1
+    assert broker.acked == ["flights-subscriber:1"]
+
+
+def test_batch_write_errors_other_than_outages_are_not_retried_forever(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
+    flaky.fail_next = 1
+    broker.publish("flights", [(payload(make_event()), {})])
+    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    assert flaky.calls == 1
+    assert len(broker.published["flights-dead-letter"]) == 1
+
+
+def test_rows_a_warehouse_rejects_individually_are_dead_lettered_and_the_rest_acked(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    flaky = FlakyWarehouse(duckdb_warehouse)
+    events = [make_event() for _ in range(6)]
+    flaky.partial_reject_ids = {events[1].event_id, events[3].event_id}
+    broker.publish("flights", [(payload(e), {}) for e in events])
+    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    assert flaky.calls == 1  # no halving: the warehouse already named the culprits
+    assert duckdb_warehouse.count_events() == 4
+    dead = broker.published["flights-dead-letter"]
+    assert sorted(d for d, _ in dead) == sorted([payload(events[1]), payload(events[3])])
+    assert all(a[REASON_ATTRIBUTE] == "warehouse: invalid: no such field" for _, a in dead)
+    assert len(broker.acked) == 6
+
+
+def test_freshness_is_measured_from_the_newest_committed_publish_time(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    from prometheus_client import REGISTRY
+
+    broker.publish("flights", [(payload(make_event()), {})])
+    drain(Subscriber(broker, duckdb_warehouse, SETTINGS), broker)
+    last = REGISTRY.get_sample_value("flightpipe_last_committed_publish_time_seconds")
+    freshness = REGISTRY.get_sample_value("flightpipe_data_freshness_seconds")
+    assert last is not None and abs(last - time.time()) < 60
+    assert freshness is not None and 0 <= freshness < 60

@@ -1,0 +1,188 @@
+"""flightpipe.tracing: context through message attributes, batch links, exporter choice, log field.
+
+Spans are recorded by the SDK's in-memory exporter on a provider of the test's own; the global
+provider is never touched, so other tests see OpenTelemetry's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pytest_mock import MockerFixture
+
+from flightpipe import tracing
+from flightpipe.settings import ConfigError, load_settings
+from flightpipe.telemetry import JsonFormatter, trace_var
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer(exporter: InMemorySpanExporter) -> Iterator[trace.Tracer]:
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer("test")
+    provider.shutdown()
+
+
+def _finished(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == name]
+    return span
+
+
+def test_inject_then_extract_continues_the_publishers_trace(
+    tracer: trace.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with tracer.start_as_current_span("publish") as publish:
+        attrs = tracing.inject_attributes({"origin": "EWR"})
+    assert attrs["origin"] == "EWR"
+    assert attrs["traceparent"].startswith("00-")
+
+    with tracing.message_span("store", attrs, tracer=tracer):
+        pass
+
+    store = _finished(exporter, "store")
+    assert store.context.trace_id == publish.get_span_context().trace_id
+    assert store.parent is not None
+    assert store.parent.span_id == publish.get_span_context().span_id
+    assert store.kind is trace.SpanKind.CONSUMER
+
+
+def test_inject_without_a_current_span_adds_nothing_and_leaves_the_input_alone() -> None:
+    attrs = {"origin": "JFK"}
+    assert tracing.inject_attributes(attrs) == {"origin": "JFK"}
+    assert tracing.inject_attributes(None) == {}
+    assert tracing.span_context_of(attrs) is None
+
+
+def test_batch_span_links_every_distinct_message_context_and_has_no_parent(
+    tracer: trace.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with tracer.start_as_current_span("publish-a"):
+        a = tracing.inject_attributes()
+    with tracer.start_as_current_span("publish-b"):
+        b = tracing.inject_attributes()
+    # A redelivered copy of `a`, and a message from a producer that does not trace.
+    batch = [a, b, dict(a), {"origin": "LGA"}, None]
+
+    with (
+        tracer.start_as_current_span("pull-loop"),
+        tracing.batch_span("write", batch, tracer=tracer),
+    ):
+        pass
+
+    write = _finished(exporter, "write")
+    linked = {(link.context.trace_id, link.context.span_id) for link in write.links}
+    expected = {
+        (s.context.trace_id, s.context.span_id)
+        for s in exporter.get_finished_spans()
+        if s.name in {"publish-a", "publish-b"}
+    }
+    assert linked == expected
+    assert len(write.links) == 2
+    assert write.parent is None
+    assert write.context.trace_id not in {t for t, _ in expected}
+    assert write.attributes is not None
+    assert write.attributes["messaging.batch.message_count"] == 5
+
+
+def test_message_span_sets_the_cloud_logging_trace_field_on_json_logs(
+    tracer: trace.Tracer,
+) -> None:
+    with tracer.start_as_current_span("publish"):
+        attrs = tracing.inject_attributes()
+    trace_id = attrs["traceparent"].split("-")[1]
+
+    with tracing.message_span("store", attrs, project="demo-project", tracer=tracer):
+        assert (
+            tracing.cloud_trace_field("demo-project") == f"projects/demo-project/traces/{trace_id}"
+        )
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, "stored", None, None)
+        entry = json.loads(JsonFormatter().format(record))
+    assert entry["logging.googleapis.com/trace"] == f"projects/demo-project/traces/{trace_id}"
+    assert trace_var.get() is None
+
+
+def test_cloud_trace_field_is_the_bare_id_without_a_project_and_none_without_a_span(
+    tracer: trace.Tracer,
+) -> None:
+    assert tracing.cloud_trace_field("demo-project") is None
+    with tracer.start_as_current_span("s") as span:
+        assert tracing.cloud_trace_field(None) == trace.format_trace_id(
+            span.get_span_context().trace_id
+        )
+
+
+def test_exporter_none_records_ids_but_installs_no_exporter(
+    mocker: MockerFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cloud = mocker.patch("opentelemetry.exporter.cloud_trace.CloudTraceSpanExporter")
+    batch_processor = mocker.spy(tracing, "BatchSpanProcessor")
+    provider = tracing.build_tracer_provider(load_settings({}), "flightpipe-test")
+
+    with provider.get_tracer("t").start_as_current_span("quiet") as span:
+        assert span.get_span_context().is_valid  # ids still exist for propagation and logs
+    provider.force_flush()
+    provider.shutdown()
+
+    batch_processor.assert_not_called()
+    cloud.assert_not_called()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_exporter_console_writes_finished_spans_to_stderr_not_stdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = load_settings({"FLIGHTPIPE_TRACE_EXPORTER": "console"})
+    provider = tracing.build_tracer_provider(settings, "flightpipe-test")
+    with provider.get_tracer("t").start_as_current_span("visible"):
+        pass
+    provider.force_flush()
+    provider.shutdown()
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert '"name": "visible"' in err
+    assert '"service.name": "flightpipe-test"' in err
+
+
+def test_exporter_gcp_sends_to_cloud_trace_for_the_configured_project(
+    mocker: MockerFixture,
+) -> None:
+    cloud = mocker.patch("opentelemetry.exporter.cloud_trace.CloudTraceSpanExporter")
+    settings = load_settings(
+        {"FLIGHTPIPE_TRACE_EXPORTER": "gcp", "GOOGLE_CLOUD_PROJECT": "demo-project"}
+    )
+    provider = tracing.build_tracer_provider(settings, "flightpipe-api")
+    provider.shutdown()
+    cloud.assert_called_once_with(project_id="demo-project")
+
+
+def test_exporter_gcp_without_a_project_is_a_config_error() -> None:
+    settings = load_settings({"FLIGHTPIPE_TRACE_EXPORTER": "gcp"})
+    with pytest.raises(ConfigError, match="GOOGLE_CLOUD_PROJECT"):
+        tracing.build_tracer_provider(settings, "flightpipe-api")
+
+
+def test_configure_tracing_installs_one_global_provider_per_process(
+    mocker: MockerFixture,
+) -> None:
+    mocker.patch.dict(tracing._configured, clear=True)
+    install = mocker.patch("opentelemetry.trace.set_tracer_provider")
+    settings = load_settings({})
+
+    first = tracing.configure_tracing(settings, "flightpipe-api")
+    second = tracing.configure_tracing(settings, "flightpipe-subscriber")
+
+    assert first is second
+    install.assert_called_once_with(first)
