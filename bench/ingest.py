@@ -15,6 +15,7 @@ Prints a markdown table for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import platform
 import shutil
@@ -91,7 +92,8 @@ def naive_rate(payloads: list[bytes], path: Path, sample: int) -> float:
     for raw in payloads[:sample]:
         event = contract.decode_event(raw)
         row = [getattr(event, n) for n in contract.FIELD_NAMES]
-        con.execute(f"INSERT INTO events VALUES ({marks})", [*row, "m", "now", "now"])
+        now = dt.datetime.now(dt.UTC)
+        con.execute(f"INSERT INTO events VALUES ({marks})", [*row, "m", now, now])
     elapsed = time.perf_counter() - started
     con.close()
     return sample / elapsed
@@ -158,7 +160,10 @@ def main() -> int:
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    runs = [pipeline_run(root / "pipeline", n) for _ in range(args.repeat)]
+    runs = []
+    for _ in range(args.repeat):
+        runs.append(pipeline_run(root / "pipeline", n))
+        print(f"pipeline run: {runs[-1]:.2f} s", flush=True)
     bulk = [duckdb_bulk(payloads, root / "bulk.duckdb") for _ in range(args.repeat)]
     naive = naive_rate(payloads, root / "naive.duckdb", args.naive_sample)
     pipe_s, bulk_s = statistics.median(runs), statistics.median(bulk)

@@ -54,7 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     bigquery_max_bytes_billed: Positive = 1_000_000_000
     # Subscriber tuning.
     batch_size: Positive = 10_000
-    max_inflight_messages: Positive = 40_000
+    max_inflight_messages: Positive = 20_000
     max_inflight_bytes: Positive = 64 * 1024 * 1024
     ack_deadline_seconds: Annotated[int, msgspec.Meta(ge=10, le=600)] = 60
     max_delivery_attempts: Annotated[int, msgspec.Meta(ge=5, le=100)] = 5

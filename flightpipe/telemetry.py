@@ -53,7 +53,7 @@ BATCH_SIZE: Final = Histogram(
 )
 END_TO_END_LATENCY: Final = Histogram(
     "flightpipe_end_to_end_latency_seconds",
-    "From publish_time to the committed warehouse write.",
+    "From publish_time to the committed warehouse write (a sample of up to 100 per batch).",
     buckets=_LATENCY_BUCKETS,
 )
 DATA_FRESHNESS: Final = Gauge(

@@ -10,6 +10,7 @@ from pathlib import Path
 import config
 import environment
 import pulumi
+import pulumi_gcp as gcp
 from components.ci import CiIdentity, CiIdentityArgs
 from components.identity import Identity, IdentityArgs
 from components.messaging import Messaging, MessagingArgs
@@ -79,6 +80,7 @@ registry = Registry(
         repository_id="flightpipe",
         image_tag=cfg.image_tag,
         keep_count=cfg.artifact_keep_count,
+        builder=cfg.buildx_builder,
         context=REPO_ROOT,
         labels=labels,
     ),
@@ -137,6 +139,8 @@ monitoring = Monitoring(
         env=cfg.env,
         api_service_name=runtime.api.name,
         api_host=runtime.api_url,
+        api_location=cfg.region,
+        project_number=gcp.organizations.get_project_output(project_id=cfg.project).number,
         subscription_name=messaging.subscription.name,
         dead_letter_topic_name=messaging.dead_letter_topic.name,
         dead_letter_subscription_name=messaging.dead_letter_subscription.name,
@@ -150,6 +154,7 @@ monitoring = Monitoring(
 
 pulumi.export("ingest_mode", cfg.ingest_mode)
 pulumi.export("api_url", runtime.api_url)
+pulumi.export("api_service", runtime.api.name)
 pulumi.export("topic", messaging.topic.name)
 pulumi.export("subscription", messaging.subscription.name)
 pulumi.export("dead_letter_topic", messaging.dead_letter_topic.name)

@@ -37,6 +37,9 @@ class StackConfig:
     gitlab_project_path: str
     gitlab_issuer_uri: str
     image_tag: str
+    # The BuildKit builder the images are built on (CI registers a remote one as BUILDX_BUILDER);
+    # None uses the local Docker daemon.
+    buildx_builder: str | None
     deletion_protection: bool
     api_ingress: str
     api_min_instances: int
@@ -102,6 +105,7 @@ def load() -> StackConfig:
         gitlab_project_path=cfg.require("gitlabProjectPath"),
         gitlab_issuer_uri=cfg.get("gitlabIssuerUri") or "https://gitlab.com",
         image_tag=image_tag,
+        buildx_builder=os.environ.get("BUILDX_BUILDER") or None,
         deletion_protection=_bool(cfg.get_bool("deletionProtection"), default=env == "prod"),
         api_ingress=_choice(
             "apiIngress", cfg.get("apiIngress") or "INGRESS_TRAFFIC_ALL", INGRESS_VALUES

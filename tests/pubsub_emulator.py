@@ -144,9 +144,14 @@ _shared: dict[str, str] = {}
 def shared_emulator_host() -> str:
     """The `host:port` of the one emulator this test process shares, started on first use.
 
+    FLIGHTPIPE_TEST_PUBSUB_EMULATOR_HOST names an emulator that is already running instead.
+
     Skips (or fails under CI=true) when the emulator is missing. It is stopped when the process
     exits, so the contract tests' plain factories and the fixtures below share one emulator.
     """
+    # A CI job may run the emulator as a service container (see .gitlab-ci.yml): use it as is.
+    if external := os.environ.get("FLIGHTPIPE_TEST_PUBSUB_EMULATOR_HOST"):
+        return external
     skip_or_fail_if_missing()
     if "host" not in _shared:
         data_dir = Path(tempfile.mkdtemp(prefix="pubsub-emulator-"))

@@ -5,8 +5,10 @@
   dataset; it does not exist in `bigquery-subscription` mode, where Pub/Sub writes the table.
 - api: `bigquery.dataViewer` on the dataset and `bigquery.jobUser` on the project (a query is a
   job, and jobs only exist at project level).
-Tracing to Cloud Trace adds `cloudtrace.agent`, which reads no data. No keys are ever created:
-Cloud Run hands each revision its account's short-lived tokens.
+Both: `monitoring.metricWriter` on the project, for the Managed Service for Prometheus sidecar
+that writes the service's metrics (it writes time series only and reads nothing). Tracing to Cloud
+Trace adds `cloudtrace.agent`, which reads no data. No keys are ever created: Cloud Run hands each
+revision its account's short-lived tokens.
 """
 
 from __future__ import annotations
@@ -102,6 +104,20 @@ class Identity(pulumi.ComponentResource):
             ]
             accounts.append(("subscriber", self.subscriber))
 
+        for short, account in accounts:
+            # The Prometheus sidecar writes as the revision's account. Project level is the only
+            # level this role exists at: time series belong to the project's metrics scope, with
+            # no narrower resource to grant on. It writes time series and metric descriptors and
+            # reads descriptors; it cannot read any time series, so it exposes no data.
+            self.grants.append(
+                gcp.projects.IAMMember(
+                    f"{name}-{short}-metric-writer",
+                    project=args.project,
+                    role="roles/monitoring.metricWriter",
+                    member=account.member,
+                    opts=child,
+                )
+            )
         if args.trace_to_cloud_trace:
             for short, account in accounts:
                 self.grants.append(

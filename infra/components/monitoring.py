@@ -4,10 +4,13 @@ Contract: `Monitoring(name, MonitoringArgs(...))` declares, as children named `{
 Cloud Monitoring dashboard, the symptom alert policies (Pub/Sub backlog age, dead-lettering, data
 freshness, API 5xx ratio, API p95 latency, uptime), three SLOs (API availability, API latency, data
 freshness) with multi-window burn-rate alerts on availability, and an HTTPS uptime check on
-`/healthz`. Every threshold is argued twice: in a comment here and in the policy's markdown
-documentation, which Cloud Monitoring attaches to each notification for the on-call. Severity is
-`page` (act now) or `ticket` (act this working day), as the `severity` user label (routing) and the
-policy's `severity` field (the console).
+`/healthz` that authenticates with an OIDC token of the Cloud Monitoring service agent
+(`uptime_check_agent(project_number)`), plus that agent's `roles/run.invoker` on the API service
+(the API is IAM-protected; without it every probe gets a 403 and the uptime alert pages forever).
+Every threshold is argued twice: in a comment here and in the policy's markdown documentation,
+which Cloud Monitoring attaches to each notification for the on-call. Severity is `page` (act
+now) or `ticket` (act this working day), as the `severity` user label (routing) and the policy's
+`severity` field (the console).
 
 Names (`subscription_name`, topics, services) are the short resource names that label the metrics
 (`subscription_id`, `topic_id`, `service_name`); full `projects/...` paths are shortened. The custom
@@ -67,12 +70,22 @@ class MonitoringArgs:
     api_host: pulumi.Input[str]  # host of the API's URL; a full `https://...` URL is accepted
     subscription_name: pulumi.Input[str]
     dead_letter_topic_name: pulumi.Input[str]
+    # Where the API service lives and the project's number: the uptime check's service agent is
+    # `service-<number>@gcp-sa-monitoring-notification...` and is granted run.invoker there.
+    api_location: pulumi.Input[str]
+    project_number: pulumi.Input[str]
     dead_letter_subscription_name: pulumi.Input[str] | None = None
     notification_channels: Sequence[pulumi.Input[str]] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     subscriber_service_name: pulumi.Input[str] | None = None
     # False when Pub/Sub's BigQuery subscription ingests: no subscriber exports the custom metrics.
     has_subscriber: bool = True
+
+
+def uptime_check_agent(project_number: str) -> str:
+    """The member of the Cloud Monitoring service agent that signs uptime checks' OIDC tokens."""
+    agent = f"service-{project_number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+    return f"serviceAccount:{agent}"
 
 
 def _short(name: str) -> str:
@@ -258,6 +271,13 @@ class Monitoring(pulumi.ComponentResource):
         self._args = args
         # Children do not inherit the component's depends_on (e.g. the Monitoring API enabled).
         depends_on = opts.depends_on if opts is not None else None
+        self._depends_on: list[Any] = (
+            []
+            if depends_on is None
+            else list(depends_on)
+            if isinstance(depends_on, list)
+            else [depends_on]
+        )
         self._child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         self._labels = {**args.labels, "env": args.env, "app": "flightpipe", "managed-by": "pulumi"}
         self._api: dict[str, pulumi.Input[str]] = {"service_name": args.api_service_name}
@@ -474,6 +494,14 @@ class Monitoring(pulumi.ComponentResource):
                 use_ssl=True,
                 validate_ssl=True,
                 request_method="GET",
+                # The API only admits callers with run.invoker. The check sends an ID token of the
+                # Cloud Monitoring service agent (audience: the checked URL, which is what Cloud
+                # Run expects), granted run.invoker below: no key, no shared secret.
+                service_agent_authentication=(
+                    gcp.monitoring.UptimeCheckConfigHttpCheckServiceAgentAuthenticationArgs(
+                        type="OIDC_TOKEN"
+                    )
+                ),
                 accepted_response_status_codes=[
                     gcp.monitoring.UptimeCheckConfigHttpCheckAcceptedResponseStatusCodeArgs(
                         status_class="STATUS_CLASS_2XX"
@@ -489,6 +517,20 @@ class Monitoring(pulumi.ComponentResource):
             ),
             user_labels=self._labels,
             opts=self._child,
+        )
+        # The one principal besides the analyst group that may invoke the API, and a narrow one:
+        # a Google-managed agent of this project that holds no key anyone can use and only calls
+        # the URLs this project's uptime checks point it at; here /healthz, which
+        # reads nothing, and the /v1 data routes still want an API key. The grant waits for the
+        # check because Cloud Monitoring creates its agent on first use.
+        gcp.cloudrunv2.ServiceIamMember(
+            f"{self._name}-uptime-invoker",
+            project=a.project,
+            location=a.api_location,
+            name=a.api_service_name,
+            role="roles/run.invoker",
+            member=pulumi.Output.from_input(a.project_number).apply(uptime_check_agent),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._depends_on, check]),
         )
         # More than one checker region failing for a minute: one region failing is usually its
         # own network, and /healthz depends on nothing but the process.

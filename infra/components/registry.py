@@ -32,6 +32,7 @@ class RegistryArgs:
     context: Path  # the repository root: the Dockerfiles copy flightpipe/ and services/ from it
     labels: dict[str, str]
     services: tuple[str, ...] = SERVICES
+    builder: str | None = None  # a buildx builder name (CI: the remote BuildKit service)
 
 
 class Registry(pulumi.ComponentResource):
@@ -79,6 +80,7 @@ class Registry(pulumi.ComponentResource):
                 platforms=[docker_build.Platform.LINUX_AMD64],
                 tags=[pulumi.Output.concat(self.repository_url, f"/{service}:{args.image_tag}")],
                 push=True,
+                builder={"name": args.builder} if args.builder else None,
                 registries=[
                     {
                         "address": host,

@@ -11,7 +11,17 @@ The API scales on requests: startup CPU boost shortens cold starts, the startup 
 holds traffic until the warehouse is reachable, the liveness probe on `/healthz` restarts a wedged
 worker. Cloud Run sets `PORT` itself (8080). Environment variable names are exactly the ones
 `flightpipe.settings` reads (a test checks); the API keys come from Secret Manager, never from
-plain configuration. Only the analyst group may invoke the API.
+plain configuration. Only the analyst group may invoke the API (and the uptime check's service
+agent, granted by the monitoring component).
+
+Metrics: both resources run Google's Managed Service for Prometheus sidecar for Cloud Run
+(`GMP_SIDECAR_IMAGE`, container `collector`) next to the application container. With no
+`RunMonitoring` config mounted at `/etc/rungmp/config.yaml` it scrapes `0.0.0.0:8080/metrics`
+every 30 s, which is exactly where both services serve their Prometheus registry (the API on
+Cloud Run's PORT 8080, the subscriber's health server on PORT, default 8080, which a worker pool
+does not override), so no config secret is needed. It writes to Cloud Monitoring as
+`prometheus_target` series with the runtime account's `roles/monitoring.metricWriter`
+(components/identity.py).
 """
 
 from __future__ import annotations
@@ -28,6 +38,18 @@ API_KEYS_ENV: Final = "FLIGHTPIPE_API_KEYS"
 READY_PATH: Final = "/readyz"
 HEALTH_PATH: Final = "/healthz"
 CONTAINER_PORT: Final = 8080
+# Google's Managed Service for Prometheus sidecar for Cloud Run (GoogleCloudPlatform/
+# run-gmp-sidecar): an OpenTelemetry collector that scrapes the app and writes to Managed Service
+# for Prometheus.
+# Pinned: a new collector is a deliberate change. 1.9.x is the line whose worker-pool support
+# (no service/configuration labels, configuration_name filled from the pool name) the subscriber
+# needs; do not go below it.
+GMP_SIDECAR_IMAGE: Final = (
+    "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.9.2"
+)
+COLLECTOR: Final = "collector"
+# The sidecar's default RunMonitoring endpoint; the services must serve /metrics here.
+SCRAPE_PORT: Final = 8080
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,21 @@ class RuntimeArgs:
 
 def _envs(env: Mapping[str, pulumi.Input[str]]) -> list[dict[str, Any]]:
     return [{"name": k, "value": v} for k, v in sorted(env.items())]
+
+
+def _collector(app_container: str) -> dict[str, Any]:
+    """The Prometheus sidecar, started after `app_container` (container dependencies).
+
+    Started after the app so its first scrape (10 s after start) finds /metrics; it also scrapes
+    once more on shutdown, so an instance's last counts are not lost. 1 vCPU / 512 MiB are
+    Cloud Run's per-container defaults, written down so the instance's total size is visible here.
+    """
+    return {
+        "name": COLLECTOR,
+        "image": GMP_SIDECAR_IMAGE,
+        "depends_ons": [app_container],
+        "resources": {"limits": {"cpu": "1", "memory": "512Mi"}},
+    }
 
 
 class Runtime(pulumi.ComponentResource):
@@ -131,6 +168,7 @@ class Runtime(pulumi.ComponentResource):
                 "labels": args.labels,
                 "containers": [
                     {
+                        "name": "api",
                         "image": args.api_image,
                         "ports": {"container_port": CONTAINER_PORT},
                         "resources": {
@@ -151,7 +189,13 @@ class Runtime(pulumi.ComponentResource):
                             "timeout_seconds": 3,
                             "failure_threshold": 3,
                         },
-                    }
+                    },
+                    # Request-based billing stays (cpu_idle above): between requests a scrape may
+                    # be throttled and skipped, but the series are cumulative counters and
+                    # histograms, so the next scrape (or the shutdown scrape) still carries every
+                    # count; only resolution suffers, and the API's alerts and SLOs read Cloud
+                    # Run's own request metrics, not these.
+                    _collector("api"),
                 ],
             },
             opts=pulumi.ResourceOptions(
@@ -190,6 +234,7 @@ class Runtime(pulumi.ComponentResource):
                     "labels": args.labels,
                     "containers": [
                         {
+                            "name": "subscriber",
                             "image": args.subscriber_image,
                             "resources": {
                                 "limits": {
@@ -198,7 +243,10 @@ class Runtime(pulumi.ComponentResource):
                                 }
                             },
                             "envs": _envs(args.subscriber_env),
-                        }
+                        },
+                        # A worker pool always has CPU, so every 30 s scrape runs; the freshness,
+                        # ingest and dead-letter alerts depend on these series.
+                        _collector("subscriber"),
                     ],
                 },
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),

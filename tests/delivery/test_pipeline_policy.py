@@ -1,11 +1,13 @@
 """Policies of .gitlab-ci.yml, read with PyYAML: fast and offline.
 
 One pipeline per change, interruptible checks, deploys serialised and never cancelled, prod
-manual on a protected environment, GCP reached only through OIDC ID tokens, jobs run make targets.
+manual on a protected environment, GCP reached only through OIDC ID tokens, jobs run make targets,
+every test directory runs in a merge-request job, with the system tools its tests need.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +83,10 @@ def test_no_job_carries_a_credential_variable() -> None:
         ("lint", "make lint"),
         ("security", "make security"),
         ("unit-tests", "make test-unit"),
+        ("unit-tests", "make infra-test"),
         ("integration-tests", "make test-integration"),
+        ("integration-tests", "make test-delivery"),
+        ("integration-tests", "make test-e2e"),
         ("preview", "make preview ENV=dev"),
         ("deploy-dev", "make deploy ENV=dev"),
         ("post-deploy-test-dev", "scripts/post_deploy_test.sh"),
@@ -114,3 +119,61 @@ def test_dependency_cache_is_keyed_by_the_lock_file() -> None:
     cache = CI["default"]["cache"]
     assert "requirements/dev.lock" in cache["key"]["files"]
     assert ".venv" in cache["paths"]
+
+
+def _make_pytest_paths() -> dict[str, set[str]]:
+    """{make target: the paths its `$(BIN)/pytest` recipe runs}, from the Makefile and mk/*.mk."""
+    paths: dict[str, set[str]] = {}
+    for makefile in [REPO / "Makefile", *sorted((REPO / "mk").glob("*.mk"))]:
+        target = None
+        for line in makefile.read_text().splitlines():
+            if match := re.match(r"^([\w-]+):", line):
+                target = match[1]
+            elif target and (match := re.match(r"^\t\$\(BIN\)/pytest\b(.*)$", line)):
+                args = match[1].split()
+                paths[target] = {a for a in args if not a.startswith("-")} or {"tests"}
+    return paths
+
+
+def _merge_request_jobs() -> list[str]:
+    def runs_on_mr(job: dict[str, Any]) -> bool:
+        rules = job.get("rules")
+        return rules is None or any("merge_request_event" in r.get("if", "") for r in rules)
+
+    return [name for name in JOBS if runs_on_mr(_merged(name))]
+
+
+def test_every_test_directory_runs_in_a_merge_request_job() -> None:
+    pytest_paths = _make_pytest_paths()
+    ran: set[str] = set()
+    for name in _merge_request_jobs():
+        for targets in re.findall(r"\bmake ((?:[\w-]+ ?)+)", _script(name)):
+            for target in targets.split():
+                ran |= {p.split("::")[0] for p in pytest_paths.get(target, set())}
+    test_dirs = {
+        d.relative_to(REPO).as_posix()
+        for d in (REPO / "tests").iterdir()
+        if d.is_dir() and any(d.glob("test_*.py"))
+    }
+    assert test_dirs >= {"tests/unit", "tests/infra", "tests/integration", "tests/e2e"}
+    for directory in sorted(test_dirs):
+        assert any(path == directory or path.startswith(f"{directory}/") for path in ran), (
+            f"{directory} runs in no merge-request job"
+        )
+
+
+def test_integration_tests_install_the_system_tools_their_tests_need() -> None:
+    # GitLab sets CI=true, where a test missing promtool, chromium or rsync fails, not skips.
+    before = _merged("integration-tests")["before_script"]
+    assert before.index("scripts/ci_bootstrap.sh") < before.index("bash scripts/system-deps.sh")
+    deps = (REPO / "scripts" / "system-deps.sh").read_text()
+    for tool in ("promtool", "chromium", "rsync"):
+        assert f"command -v {tool}" in deps, tool
+
+
+@pytest.mark.parametrize("name", ["unit-tests", "integration-tests"])
+def test_each_pytest_run_reports_to_its_own_junit_file(name: str) -> None:
+    written = re.findall(r"--junitxml=\$CI_PROJECT_DIR/(\S+?)\"", _script(name))
+    assert len(written) == _script(name).count("make "), "a run without its own JUnit file"
+    assert len(set(written)) == len(written), "two runs overwrite one JUnit file"
+    assert _merged(name)["artifacts"]["reports"]["junit"] == written

@@ -26,12 +26,13 @@ INFRA = Path(__file__).resolve().parents[2] / "infra"
 if str(INFRA) not in sys.path:
     sys.path.insert(0, str(INFRA))
 
-from components.monitoring import Monitoring, MonitoringArgs  # noqa: E402
+from components.monitoring import Monitoring, MonitoringArgs, uptime_check_agent  # noqa: E402
 
 POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 SLO = "gcp:monitoring/slo:Slo"
 UPTIME = "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig"
 DASHBOARD = "gcp:monitoring/dashboard:Dashboard"
+INVOKER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
 COMPONENT = "flightpipe:monitoring:Monitoring"
 BURN = re.compile(r'^select_slo_burn_rate\("([^"]+)", "(\d+)s"\)$')
 REQUIRED_LABELS = {"env": "dev", "app": "flightpipe", "managed-by": "pulumi"}
@@ -65,6 +66,8 @@ def _args(**overrides: Any) -> MonitoringArgs:
         "api_host": "https://flightpipe-api-abc-ew.a.run.app/",
         "subscription_name": "projects/p/subscriptions/flight-events-sub",
         "dead_letter_topic_name": "flight-events-dlq",
+        "api_location": "europe-west1",
+        "project_number": "42",
         "dead_letter_subscription_name": "flight-events-dlq-sub",
         "subscriber_service_name": "flightpipe-subscriber",
         "notification_channels": ["projects/p/notificationChannels/123"],
@@ -353,6 +356,26 @@ def test_uptime_check_probes_healthz_over_https(declared: list[Any]) -> None:
     assert check["monitoredResource"]["labels"]["host"] == "flightpipe-api-abc-ew.a.run.app"
 
 
+def test_uptime_check_passes_cloud_run_iam_as_the_monitoring_service_agent() -> None:
+    mocks, monitor = run_program()
+    (check,) = of_type(mocks.resources, UPTIME)
+    assert check["httpCheck"]["serviceAgentAuthentication"] == {"type": "OIDC_TOKEN"}
+    assert "authInfo" not in check["httpCheck"]  # no password, no shared secret
+    (grant,) = [r for r in mocks.resources if r.typ == INVOKER]
+    assert grant.inputs == {
+        "project": "p",
+        "location": "europe-west1",
+        "name": "flightpipe-api",
+        "role": "roles/run.invoker",
+        "member": "serviceAccount:service-42@gcp-sa-monitoring-notification"
+        ".iam.gserviceaccount.com",
+    }
+    assert grant.inputs["member"] == uptime_check_agent("42")
+    # Cloud Monitoring creates its agent with the first check that uses it: grant after.
+    (check_urn,) = [u for u in monitor.resources if u.endswith("::mon-uptime")]
+    assert check_urn in monitor.dependencies[grant.name]
+
+
 def test_uptime_check_accepts_the_host_as_an_output() -> None:
     host = "flightpipe-api-xyz.a.run.app"
     resources = declare(lambda: _args(api_host=pulumi.Output.from_input(host)))
@@ -362,7 +385,7 @@ def test_uptime_check_accepts_the_host_as_an_output() -> None:
 
 def test_every_resource_carries_the_env_app_and_managed_by_labels(declared: list[Any]) -> None:
     for resource in declared:
-        if resource.typ == COMPONENT:
+        if resource.typ in {COMPONENT, INVOKER}:  # an IAM member takes no labels
             continue
         if resource.typ == DASHBOARD:
             labels = json.loads(resource.inputs["dashboardJson"])["labels"]
@@ -406,8 +429,9 @@ def test_children_are_parented_to_the_component_and_wait_for_its_dependencies() 
     mocks, monitor = run_program(depends_on_apis=True)
     (component_urn,) = [u for u in monitor.outputs if u.endswith("::mon")]
     (apis_urn,) = [u for u in monitor.resources if u.endswith("::apis")]
-    children = [r.name for r in mocks.resources if r.typ.startswith("gcp:monitoring/")]
-    assert children
+    children = [r.name for r in mocks.resources if r.typ.startswith("gcp:") and r.name != "apis"]
+    assert [r for r in mocks.resources if r.typ == INVOKER]
+    assert len(children) > 1
     for name in children:
         assert monitor.parents[name] == component_urn, name
         assert apis_urn in monitor.dependencies[name], f"{name} may start before the API is on"

@@ -19,8 +19,8 @@ import yaml
 from sqlglot import exp
 
 from flightpipe.contract import COLUMN_NAMES, bigquery_schema
-from flightpipe.settings import ENV_VARS, load_settings
-from tests.infra.program import INFRA, Graph, graph_for, run_stack
+from flightpipe.settings import ENV_VARS, Settings, load_settings
+from tests.infra.program import INFRA, PROJECT_NUMBER, Graph, graph_for, run_stack
 
 SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
 TOPIC = "gcp:pubsub/topic:Topic"
@@ -35,6 +35,15 @@ WORKER_POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
 TABLE = "gcp:bigquery/table:Table"
 PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
 PUBLIC = {"allUsers", "allAuthenticatedUsers"}
+METRIC_WRITER = "roles/monitoring.metricWriter"
+GMP_SIDECAR = (
+    "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar"
+)
+# The Cloud Monitoring service agent that signs uptime checks' OIDC tokens.
+UPTIME_AGENT = (
+    f"serviceAccount:service-{PROJECT_NUMBER}"
+    "@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+)
 
 
 def _iam(graph: Graph) -> list[Any]:
@@ -60,7 +69,10 @@ def _cloud_run(graph: Graph) -> list[Any]:
 
 
 def _container(resource: Any) -> dict[str, Any]:
-    (container,) = resource.inputs["template"]["containers"]
+    """The application container (the one that is not the metrics collector)."""
+    (container,) = [
+        c for c in resource.inputs["template"]["containers"] if c["name"] != "collector"
+    ]
     return dict(container)
 
 
@@ -140,10 +152,13 @@ def test_no_service_account_keys(graph: Graph) -> None:
 
 
 def test_runtime_accounts_hold_no_project_wide_data_roles(graph: Graph) -> None:
+    # Project level only for roles that exist nowhere else and read no data: jobs (the API's
+    # queries), trace spans and metric time series are project-scoped writes.
+    allowed = {"roles/bigquery.jobUser", "roles/cloudtrace.agent", METRIC_WRITER}
     runtime = set(_runtime_members(graph).values())
     for grant in graph.of_type(PROJECT_IAM):
         if grant.inputs["member"] in runtime:
-            assert grant.inputs["role"] in {"roles/bigquery.jobUser", "roles/cloudtrace.agent"}
+            assert grant.inputs["role"] in allowed, grant.name
 
 
 def test_runtime_accounts_get_exactly_their_resource_level_grants(graph: Graph) -> None:
@@ -157,6 +172,7 @@ def test_runtime_accounts_get_exactly_their_resource_level_grants(graph: Graph) 
     expected = {
         (DATASET_IAM, "roles/bigquery.dataViewer", api),
         (PROJECT_IAM, "roles/bigquery.jobUser", api),
+        (PROJECT_IAM, METRIC_WRITER, api),
         (
             "gcp:secretmanager/secretIamMember:SecretIamMember",
             "roles/secretmanager.secretAccessor",
@@ -169,6 +185,7 @@ def test_runtime_accounts_get_exactly_their_resource_level_grants(graph: Graph) 
             (SUBSCRIPTION_IAM, "roles/pubsub.subscriber", sub),
             (TOPIC_IAM, "roles/pubsub.publisher", sub),
             (DATASET_IAM, "roles/bigquery.dataEditor", sub),
+            (PROJECT_IAM, METRIC_WRITER, sub),
         }
         assert {
             g.inputs["topic"] for g in graph.of_type(TOPIC_IAM) if g.inputs["member"] == sub
@@ -183,10 +200,23 @@ def test_runtime_accounts_get_exactly_their_resource_level_grants(graph: Graph) 
     assert granted == expected
 
 
-def test_api_is_invoked_only_by_the_analyst_group(graph: Graph) -> None:
+def test_api_is_invoked_only_by_the_analyst_group_and_the_uptime_check_agent(
+    graph: Graph,
+) -> None:
     invokers = [g for g in _iam(graph) if g.inputs["role"] == "roles/run.invoker"]
-    assert [g.inputs["member"] for g in invokers] == ["group:flight-analysts@example.com"]
-    assert invokers[0].inputs["name"] == graph.one(RUN_SERVICE).inputs["name"]
+    members = sorted(g.inputs["member"] for g in invokers)
+    assert members == sorted(["group:flight-analysts@example.com", UPTIME_AGENT])
+    api = graph.one(RUN_SERVICE)
+    for grant in invokers:
+        assert grant.type == "gcp:cloudrunv2/serviceIamMember:ServiceIamMember", grant.type
+        assert grant.inputs["name"] == api.inputs["name"]
+        assert grant.inputs["location"] == api.inputs["location"]
+
+
+def test_uptime_check_authenticates_as_the_agent_granted_invoker(graph: Graph) -> None:
+    check = graph.one("gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")
+    assert check.inputs["httpCheck"]["serviceAgentAuthentication"] == {"type": "OIDC_TOKEN"}
+    assert check.inputs["monitoredResource"]["labels"]["host"] in graph.exports["api_url"]
 
 
 def test_ingest_modes_write_the_table_through_exactly_one_path(graph: Graph) -> None:
@@ -245,6 +275,38 @@ def test_api_service_has_probes_boost_and_scaling_bounds(graph: Graph) -> None:
     assert 0 <= scaling["minInstanceCount"] <= scaling["maxInstanceCount"]
     assert template["maxInstanceRequestConcurrency"] >= 1
     assert api.inputs["ingress"].startswith("INGRESS_TRAFFIC_")
+
+
+def test_each_cloud_run_resource_ships_its_metrics_to_managed_prometheus(graph: Graph) -> None:
+    resources = _cloud_run(graph)
+    assert len(resources) == (2 if graph.exports["ingest_mode"] == "subscriber" else 1)
+    writers = {
+        g.inputs["member"] for g in graph.of_type(PROJECT_IAM) if g.inputs["role"] == METRIC_WRITER
+    }
+    members = {r.outputs["email"]: r.outputs["member"] for r in graph.of_type(ACCOUNT)}
+    for resource in resources:
+        containers = resource.inputs["template"]["containers"]
+        (collector,) = [c for c in containers if c["name"] == "collector"]
+        image, _, version = collector["image"].rpartition(":")
+        assert image == GMP_SIDECAR and version, collector["image"]
+        app = _container(resource)
+        # Started after the app, so the first scrape finds /metrics.
+        assert collector["dependsOns"] == [app["name"]]
+        assert "ports" not in collector  # only the app takes requests
+        # The sidecar's account writes the series.
+        assert members[resource.inputs["template"]["serviceAccount"]] in writers, resource.name
+
+
+def test_services_serve_metrics_where_the_collector_scrapes_by_default(graph: Graph) -> None:
+    # No RunMonitoring config is mounted, so the sidecar scrapes 0.0.0.0:8080/metrics.
+    for resource in _cloud_run(graph):
+        assert not resource.inputs["template"].get("volumes"), resource.name
+        app = _container(resource)
+        assert "PORT" not in _env(resource)
+        if "ports" in app:  # the API: Cloud Run sends requests (and PORT) to the container port
+            assert app["ports"]["containerPort"] == 8080
+        else:  # the worker pool sets no PORT: the subscriber's health server uses the default
+            assert Settings().port == 8080
 
 
 def test_subscriber_worker_pool_always_has_an_instance(graph: Graph) -> None:

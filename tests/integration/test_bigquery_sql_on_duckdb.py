@@ -20,10 +20,10 @@ import sqlglot
 from flightpipe.contract import COLUMN_NAMES, duckdb_columns_ddl
 from flightpipe.warehouse import DelayStats, Envelope, FlightFilter
 from flightpipe.warehouse import bigquery_sql as q
-from flightpipe.warehouse.port import GROUP_BY_FIELDS, SORT_FIELDS, Sort
-from flightpipe.warehouse.query import delay_stats_row
 from flightpipe.warehouse.bigquery import _row
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
+from flightpipe.warehouse.port import GROUP_BY_FIELDS, SORT_FIELDS, Sort
+from flightpipe.warehouse.query import delay_stats_row
 from tests.factories import make_event
 
 pytestmark = pytest.mark.integration

@@ -204,7 +204,7 @@ class DownWarehouse:
 
 
 def test_a_down_warehouse_is_503_with_retry_after_never_500() -> None:
-    client = create_app(load_settings({}), warehouse=DownWarehouse()).test_client()  # type: ignore[arg-type]
+    client = create_app(load_settings({}), warehouse=DownWarehouse()).test_client()
     for url in ("/v1/flights", "/v1/flights/2013-01-01-UA1-EWR", "/v1/stats/delays", "/readyz"):
         response = client.get(url)
         assert_error(response, 503)

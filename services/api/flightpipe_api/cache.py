@@ -15,6 +15,7 @@ Only complete 200 responses are stored; streamed exports never are.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -109,10 +110,8 @@ class ResultCache:
             return
         if len(self._entries) >= self._max_entries:
             # Cheap bound: drop the oldest insertion (dicts keep insertion order).
-            try:
+            with contextlib.suppress(StopIteration, RuntimeError):  # changed by another thread
                 self._entries.pop(next(iter(self._entries)), None)
-            except (StopIteration, RuntimeError):  # emptied or changed by another thread
-                pass
         self._entries[key] = entry
 
     def new_entry(

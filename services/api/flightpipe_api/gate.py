@@ -77,9 +77,9 @@ class Gate:
         if not path.startswith(_API_PREFIX):
             return self.app(environ, start_response)
         verdict = self.keys.check(environ.get("HTTP_X_API_KEY"), environ.get("HTTP_AUTHORIZATION"))
-        if verdict.status != 200:  # noqa: PLR2004
+        if verdict.status != 200:
             headers = [("X-Request-ID", rid), ("Cache-Control", NO_STORE)]
-            if verdict.status == 401:  # noqa: PLR2004
+            if verdict.status == 401:
                 headers.append(("WWW-Authenticate", 'Bearer realm="flightpipe"'))
             if verdict.retry_after:
                 headers.append(("Retry-After", str(verdict.retry_after)))

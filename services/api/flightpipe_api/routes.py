@@ -23,14 +23,13 @@ from flask import Blueprint, Response, current_app, request
 
 from flightpipe.contract import COLUMN_NAMES, FLIGHT_ID_PATTERN
 from flightpipe.warehouse import FlightFilter, WarehouseError
-from flightpipe.warehouse.port import PageKey, Sort
+from flightpipe.warehouse.port import DEFAULT_SORT, PageKey, Sort
 from flightpipe_api import output
 from flightpipe_api.cache import ResultCache, etag_of
 from flightpipe_api.context import get_warehouse
 from flightpipe_api.errors import ApiError, bad_parameter
 from flightpipe_api.gate import CACHE_CONTROL, ENV_CACHE_KEY, NO_STORE
 from flightpipe_api.params import (
-    DEFAULT_SORT,
     EVENTS_PARAMS,
     LIST_PARAMS,
     STATS_PARAMS,
@@ -115,7 +114,15 @@ def list_flights() -> Response:
     # The cursor needs the sort value and flight_id of the last row even when not asked for.
     query_columns = list(dict.fromkeys([*columns, sort.field, "flight_id"]))
     if fmt != "json" and limit > EXPORT_CHUNK:
-        return _stream(flt, sort, after, query_columns, columns, limit, fmt)
+        return _stream(
+            flt,
+            sort=sort,
+            after=after,
+            query_columns=query_columns,
+            columns=columns,
+            limit=limit,
+            fmt=fmt,
+        )
     generation = _cache().generation()
     # One extra row tells whether another page exists without a COUNT.
     rows, query_ms = _timed(
@@ -150,6 +157,7 @@ def _export_head(columns: Sequence[str], fmt: str) -> bytes:
 
 def _stream(
     flt: FlightFilter,
+    *,
     sort: Sort,
     after: PageKey | None,
     query_columns: list[str],
