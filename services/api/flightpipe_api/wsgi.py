@@ -1,4 +1,4 @@
-"""WSGI entrypoint of the API image: `gunicorn flightpipe_api.wsgi:app`."""
+"""The WSGI app the API image serves (`python -m flightpipe_api` runs it under Granian)."""
 
 from flightpipe import telemetry, tracing
 from flightpipe.settings import load_settings

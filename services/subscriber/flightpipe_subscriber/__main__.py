@@ -33,7 +33,7 @@ def main() -> int:
     try:
         broker = make_broker(settings)
         ensure_topology(broker, settings)
-        warehouse = make_warehouse(settings)
+        warehouse = make_warehouse(settings, serves_queries=False)
     except (WarehouseError, OSError) as exc:
         print(f"flightpipe-subscriber: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Gunicorn settings for the API image (and `make serve-api`).
+"""Gunicorn settings, kept for the server comparison in bench/api.py (the image runs granian).
 
 Threads rather than processes: requests mostly wait on the warehouse (DuckDB releases the GIL,
 BigQuery is network I/O), one process keeps one DuckDB handle and one result cache, and Cloud Run
