@@ -121,7 +121,7 @@ def load(data_dir: Path) -> tuple[Path, Path]:
     return duck, lite
 
 
-def _wait(url: str, timeout: float = 60) -> None:
+def _wait(url: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -243,6 +243,9 @@ def main() -> int:
     with running(command, {**env, **api_env}, base + "/readyz"):
         hot_url = base + OURS_PAGE % ("UA", "EWR", "2013-06-14", "2013-06-14")
         results["ours_hot"] = measure(hot_url, d, r)
+    # A port of its own: the previous server may still hold the old one while it shuts down.
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
     peer = [
         str(BIN / "datasette"),
         "serve",
