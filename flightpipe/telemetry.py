@@ -88,6 +88,22 @@ SUBSCRIPTION_OLDEST_UNACKED_AGE: Final = Gauge(
     "flightpipe_subscription_oldest_unacked_age_seconds",
     "Age of the oldest unacknowledged message on the subscription (set by the subscriber).",
 )
+WAREHOUSE_QUERY_SECONDS: Final = Histogram(
+    "flightpipe_warehouse_query_seconds",
+    "Time the warehouse took to answer one API query (errors and timeouts included).",
+    ["adapter"],
+    buckets=_HTTP_BUCKETS,
+)
+WAREHOUSE_BYTES_PROCESSED: Final = Counter(
+    "flightpipe_warehouse_bytes_processed_total",
+    "Bytes BigQuery processed for API queries: what on-demand pricing bills "
+    "(rounded up to 10 MB a query by BigQuery).",
+)
+CACHE_LOOKUPS: Final = Counter(
+    "flightpipe_api_cache_lookups_total",
+    "API result-cache lookups; hit ratio = hit / (hit + miss).",
+    ["result"],
+)
 HTTP_REQUESTS: Final = Counter(
     "flightpipe_http_requests_total", "HTTP requests served.", ["route", "status"]
 )

@@ -28,6 +28,7 @@ import tenacity
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
+from flightpipe import telemetry
 from flightpipe.warehouse import bigquery_sql as q
 from flightpipe.warehouse import query
 from flightpipe.warehouse.port import (
@@ -214,16 +215,19 @@ class BigQueryWarehouse:
         )
 
         def run() -> list[dict[str, Any]]:
-            rows = self._client.query_and_wait(
-                query.sql,
-                job_config=config,
-                location=self.location,
-                api_timeout=self.query_timeout,
-                wait_timeout=self.query_timeout,
-                retry=None,  # type: ignore[arg-type]
-                job_retry=None,  # type: ignore[arg-type]
-            )
-            return [dict(row.items()) for row in rows]
+            with telemetry.WAREHOUSE_QUERY_SECONDS.labels(adapter="bigquery").time():
+                rows = self._client.query_and_wait(
+                    query.sql,
+                    job_config=config,
+                    location=self.location,
+                    api_timeout=self.query_timeout,
+                    wait_timeout=self.query_timeout,
+                    retry=None,  # type: ignore[arg-type]
+                    job_retry=None,  # type: ignore[arg-type]
+                )
+                result = [dict(row.items()) for row in rows]
+            telemetry.WAREHOUSE_BYTES_PROCESSED.inc(rows.total_bytes_processed or 0)
+            return result
 
         return self._retrying(run, attempts=2, budget=self.query_timeout, what="query")
 

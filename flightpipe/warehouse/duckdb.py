@@ -23,7 +23,7 @@ from typing import Any, Final
 import duckdb
 import numpy as np
 
-from flightpipe import contract
+from flightpipe import contract, telemetry
 from flightpipe.warehouse import query as q
 from flightpipe.warehouse.port import (
     DEFAULT_SORT,
@@ -174,7 +174,7 @@ class DuckDBWarehouse:
         timer.daemon = True
         timer.start()
         try:
-            with self._errors():
+            with self._errors(), telemetry.WAREHOUSE_QUERY_SECONDS.labels(adapter="duckdb").time():
                 cur.execute(sql, dict(params) if isinstance(params, Mapping) else list(params))
                 names = [d[0] for d in cur.description or ()]
                 return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

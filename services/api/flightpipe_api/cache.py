@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from flightpipe import telemetry
 from flightpipe.warehouse import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,9 @@ class ResultCache:
         generation = self._current_generation(now)
         entry = self._entries.get(key)
         if entry is None or entry.generation != generation or entry.expires <= now:
+            telemetry.CACHE_LOOKUPS.labels(result="miss").inc()
             return None
+        telemetry.CACHE_LOOKUPS.labels(result="hit").inc()
         return entry
 
     def generation(self) -> int:
