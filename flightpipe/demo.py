@@ -90,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
         while written_total(base) - before < expected and time.monotonic() < deadline:
             time.sleep(0.2)
         elapsed = time.monotonic() - started
+        # The CLI reads the broker from the environment: repeat it for the emulator case.
+        env_prefix = (
+            f"FLIGHTPIPE_BROKER=pubsub PUBSUB_EMULATOR_HOST={emulator} "
+            f"GOOGLE_CLOUD_PROJECT={os.environ.get('GOOGLE_CLOUD_PROJECT', '')} "
+            if (emulator := os.environ.get("PUBSUB_EMULATOR_HOST"))
+            else ""
+        )
         print(
             f"\n{expected:,} flights replayed and committed in {elapsed:.1f} s "
             f"(a second replay adds nothing: event ids are deterministic).\n\n"
@@ -99,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             f"  curl '{base}/v1/flights/2013-01-01-UA1545-EWR'\n"
             f"  curl '{base}/v1/stats/delays?group_by=carrier'\n"
             f"  curl '{base}/metrics'\n"
-            f"  .venv/bin/flightpipe dlq list --data-dir {args.data_dir}\n\n"
+            f"  {env_prefix}.venv/bin/flightpipe dlq list --data-dir {args.data_dir}\n\n"
             "Ctrl-C stops the stack.",
             file=sys.stderr,
         )
