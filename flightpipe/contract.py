@@ -5,8 +5,8 @@
 * validation of incoming messages (`decode_event`, msgspec: ~1 µs a message);
 * the warehouse columns (`COLUMNS`): the contract's fields plus the three the pipeline adds
   (`message_id`, `publish_time`, `ingest_time`);
-* the DuckDB DDL (`duckdb_columns_ddl`), the BigQuery table schema (`bigquery_schema`), the Arrow
-  schema (`arrow_schema`) and the JSON Schema published for producers (`json_schema`).
+* the DuckDB DDL (`duckdb_columns_ddl`), the BigQuery table schema (`bigquery_schema`) and the JSON
+  Schema published for producers (`json_schema`).
 
 Unknown fields are ignored; a missing required field, a wrong type, a value outside its pattern or
 malformed JSON makes the message invalid (`InvalidEvent` carries a one-line reason).
@@ -210,22 +210,9 @@ def bigquery_schema_json() -> str:
     return json.dumps(bigquery_schema(), indent=2)
 
 
-def arrow_schema() -> Any:
-    """The Arrow schema of a warehouse batch (pyarrow is imported lazily: the API needs none)."""
-    import pyarrow as pa
-
-    types = {
-        "string": pa.string(),
-        "int": pa.int64(),
-        "timestamp": pa.timestamp("us", tz="UTC"),
-        "date": pa.date32(),
-    }
-    return pa.schema([pa.field(c.name, types[c.kind], nullable=c.nullable) for c in COLUMNS])
-
-
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (2020-12) document publishers validate against."""
-    schema, components = msgspec.json.schema_components([FlightEvent])
+    _, components = msgspec.json.schema_components([FlightEvent])
     body: dict[str, Any] = dict(components["FlightEvent"])
     body.update(
         {
@@ -235,5 +222,4 @@ def json_schema() -> dict[str, Any]:
             "description": "One observation of a flight's state, published to the flights topic.",
         }
     )
-    del schema
     return body

@@ -108,10 +108,3 @@ def test_the_published_json_schema_file_is_up_to_date() -> None:
     assert json.loads(path.read_text()) == contract.json_schema(), (
         "regenerate with: .venv/bin/python -m flightpipe.schemas"
     )
-
-
-def test_arrow_schema_has_every_column_with_its_nullability() -> None:
-    schema = contract.arrow_schema()
-    assert schema.names == list(contract.COLUMN_NAMES)
-    assert not schema.field("event_id").nullable
-    assert schema.field("tail_number").nullable

@@ -94,7 +94,6 @@ class Subscriber:
         depth = max(1, settings.max_inflight_messages // settings.batch_size - 1)
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
         self._puller: threading.Thread | None = None
-        self.idle = threading.Event()  # set whenever a pull found nothing: handy for tests
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -148,9 +147,7 @@ class Subscriber:
                     self._observe_backlog()
                     last_backlog = time.monotonic()
                 if not messages:
-                    self.idle.set()
                     continue
-                self.idle.clear()
                 telemetry.MESSAGES_RECEIVED.inc(len(messages))
                 telemetry.BATCH_SIZE.observe(len(messages))
                 batch = sort_messages(messages)
