@@ -53,6 +53,7 @@ def make_warehouse(
         read_only=read_only,
         query_timeout=settings.query_timeout_seconds,
         memory_limit=settings.duckdb_memory_limit or default,
+        threads=settings.duckdb_threads,
     )
 
 

@@ -55,6 +55,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # DuckDB's buffer pool (e.g. "96MB", "1GB"); empty: 96MB for the subscriber service (bounded
     # memory next to a large backlog), 1GB where the API's queries run (serve, the API service).
     duckdb_memory_limit: Annotated[str, msgspec.Meta(pattern=r"^(|\d+(\.\d+)?\s*[KMGT]i?B)$")] = ""
+    # DuckDB's worker threads per process. One: the batch writes and the API's small queries
+    # spend more CPU coordinating threads than they gain (bench/ingest.py: -20 % writer CPU), and
+    # the pipeline's other threads and processes need the machine's other cores.
+    duckdb_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     # Subscriber tuning.
     batch_size: Positive = 10_000
     max_inflight_messages: Positive = 20_000
