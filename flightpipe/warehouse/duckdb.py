@@ -38,8 +38,22 @@ from flightpipe.warehouse.port import (
     WarehouseError,
     WarehouseUnavailable,
 )
+from flightpipe.warehouse.watchdog import WATCHDOG
 
 _COLUMNS: Final = ", ".join(contract.COLUMN_NAMES)
+_TIMESTAMPS: Final = frozenset(c.name for c in contract.COLUMNS if c.kind == "timestamp")
+
+
+def _select(columns: Sequence[str]) -> str:
+    """A SELECT list that returns timestamps as naive UTC (TimeZone is UTC on every cursor).
+
+    DuckDB's Python conversion of TIMESTAMPTZ values goes through a time-zone lookup per value:
+    ~2 us each, half the time of an API page of 100 flights; `_query` attaches UTC instead.
+    """
+    return ", ".join(f"{c}::TIMESTAMP AS {c}" if c in _TIMESTAMPS else c for c in columns)
+
+
+_READ_COLUMNS: Final = _select(contract.COLUMN_NAMES)
 _UPDATES: Final = ", ".join(
     f"{name} = l.{name}" for name in contract.COLUMN_NAMES if name != "flight_id"
 )
@@ -185,17 +199,24 @@ class DuckDBWarehouse:
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[dict[str, Any]]:
         cur = self._cursor()
-        # DuckDB has no statement timeout; interrupting the cursor from a timer is its equivalent.
-        timer = threading.Timer(self.query_timeout, cur.interrupt)
-        timer.daemon = True
-        timer.start()
-        try:
-            with self._errors(), telemetry.WAREHOUSE_QUERY_SECONDS.labels(adapter="duckdb").time():
-                cur.execute(sql, dict(params) if isinstance(params, Mapping) else list(params))
-                names = [d[0] for d in cur.description or ()]
-                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        finally:
-            timer.cancel()
+        # DuckDB has no statement timeout; the watchdog interrupts the cursor instead.
+        with (
+            WATCHDOG.guard(self.query_timeout, cur.interrupt),
+            self._errors(),
+            telemetry.WAREHOUSE_QUERY_SECONDS.labels(adapter="duckdb").time(),
+        ):
+            cur.execute(sql, dict(params) if isinstance(params, Mapping) else list(params))
+            description = cur.description or ()
+            names = [d[0] for d in description]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        # Naive timestamps are UTC (see `_select`).
+        naive = [d[0] for d in description if d[1] == "TIMESTAMP"]
+        for row in rows:
+            for name in naive:
+                value = row[name]
+                if value is not None:
+                    row[name] = value.replace(tzinfo=dt.UTC)
+        return rows
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -270,20 +291,20 @@ class DuckDBWarehouse:
         params = {b.name: b.value for b in bound}
         params["limit"] = limit
         return self._query(
-            f"SELECT {q.select_columns(columns)} FROM flights {where} {q.order_by(sort)} "
+            f"SELECT {_select(q.checked_columns(columns))} FROM flights {where} {q.order_by(sort)} "
             "LIMIT $limit",
             params,
         )
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
         """The current state of one flight, or None."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM flights WHERE flight_id = ?", [flight_id])
+        rows = self._query(f"SELECT {_READ_COLUMNS} FROM flights WHERE flight_id = ?", [flight_id])
         return rows[0] if rows else None
 
     def flight_events(self, flight_id: str) -> list[dict[str, Any]]:
         """Every stored event of one flight, in event-time order."""
         return self._query(
-            f"SELECT {_COLUMNS} FROM events WHERE flight_id = ? "
+            f"SELECT {_READ_COLUMNS} FROM events WHERE flight_id = ? "
             "ORDER BY event_time, publish_time, event_id",
             [flight_id],
         )

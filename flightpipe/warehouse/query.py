@@ -119,14 +119,19 @@ def after_clause(sort: Sort, after: PageKey, mark: str) -> tuple[str, list[Bound
     return f"({clause})", bound
 
 
-def select_columns(columns: Sequence[str] | None) -> str:
-    """The SELECT list: every warehouse column, or the allowed subset asked for, in that order."""
+def checked_columns(columns: Sequence[str] | None) -> Sequence[str]:
+    """Every warehouse column, or the subset asked for (in that order) once allowed."""
     if columns is None:
-        return ", ".join(COLUMN_NAMES)
+        return COLUMN_NAMES
     unknown = [c for c in columns if c not in _COLUMN_SET]
     if unknown or not columns:
         raise WarehouseError(f"unknown or no columns: {unknown!r}")
-    return ", ".join(columns)
+    return columns
+
+
+def select_columns(columns: Sequence[str] | None) -> str:
+    """The SELECT list: every warehouse column, or the allowed subset asked for, in that order."""
+    return ", ".join(checked_columns(columns))
 
 
 def group_fields(group_by: GroupBy | Sequence[GroupBy]) -> tuple[str, ...]:
