@@ -257,13 +257,19 @@ class EmbeddedBroker:
         ).fetchone()[0]
         if refs:
             now = self._clock()  # read under the write lock: publish_time follows id order
+            # A batch usually shares one attributes mapping (a replay: all of them): encode each
+            # distinct object once.
+            encoded: dict[int, bytes | None] = {}
+            rows = []
+            for i, (data, attrs) in enumerate(messages):
+                blob = encoded.get(id(attrs), b"")
+                if blob == b"":
+                    blob = encoded[id(attrs)] = _encode_attributes(attrs) if attrs else None
+                rows.append((first + i, data, blob, now, refs))
             conn.executemany(
                 "INSERT INTO messages (id, data, attributes, publish_time, refs)"
                 " VALUES (?, ?, ?, ?, ?)",
-                [
-                    (first + i, data, _encode_attributes(attrs) if attrs else None, now, refs)
-                    for i, (data, attrs) in enumerate(messages)
-                ],
+                rows,
             )
             conn.execute(
                 "INSERT INTO deliveries (sub_id, msg_id, visible_at, attempts)"
@@ -458,19 +464,28 @@ def _in(column: str, ids: Sequence[int]) -> tuple[str, tuple[int | bytes, ...]]:
 
 def _messages(rows: Sequence[tuple[Any, ...]]) -> list[Message]:
     """Build deliveries from `_READY` rows (their attempt count not yet incremented)."""
-    # A batch shares a handful of publish times; one datetime each saves a third of the cost.
+    # A batch shares a handful of publish times and attribute sets; one datetime and one
+    # read-only mapping each save a third of the cost.
     times: dict[float, dt.datetime] = {}
+    attribute_sets: dict[bytes, Mapping[str, str]] = {}
     messages = []
     for msg_id, attempts, data, attributes, publish_time in rows:
         when = times.get(publish_time)
         if when is None:
             when = times[publish_time] = _utc(publish_time)
+        attrs = _NO_ATTRIBUTES
+        if attributes:
+            attrs = attribute_sets.get(attributes, _NO_ATTRIBUTES)
+            if attrs is _NO_ATTRIBUTES:
+                attrs = attribute_sets[attributes] = MappingProxyType(
+                    _decode_attributes(attributes)
+                )
         messages.append(
             # Positional arguments: a frozen dataclass built by keyword costs twice as much.
             Message(
                 str(msg_id),
                 data,
-                _decode_attributes(attributes) if attributes else _NO_ATTRIBUTES,
+                attrs,
                 when,
                 f"{msg_id}:{attempts + 1}",
                 attempts + 1,

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
+import msgspec
+
 from flightpipe.contract import FlightEvent
 
 
@@ -31,9 +33,11 @@ class RowErrors(WarehouseError):
         self.written = written
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A valid event together with what the broker said about its message."""
+class Envelope(msgspec.Struct, frozen=True):
+    """A valid event together with what the broker said about its message.
+
+    A msgspec Struct (like the event itself): one is built per message on the hot path.
+    """
 
     event: FlightEvent
     message_id: str
