@@ -62,7 +62,7 @@ API_APP = (
     "settings = load_settings()\n"
     "telemetry.configure_logging(settings.log_level)\n"
     "warehouse = DuckDBWarehouse(settings.duckdb_path, read_only=True, memory_limit='1GB',\n"
-    "    query_timeout=settings.query_timeout_seconds)\n"
+    "    query_timeout=settings.query_timeout_seconds, threads=settings.duckdb_threads)\n"
     "app = create_app(settings, warehouse=warehouse)\n"
 )
 LUA = """
