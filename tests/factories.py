@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from flightpipe.contract import FlightEvent, encode_event
+from flightpipe.warehouse import Envelope
 
 BASE = dt.datetime(2013, 1, 1, 10, 15, tzinfo=dt.UTC)
 _counter = itertools.count(1)
@@ -58,3 +60,8 @@ def as_dict(event: FlightEvent) -> dict[str, Any]:
     """The event as the JSON object the API returns (RFC 3339 strings for times)."""
     result: dict[str, Any] = msgspec.json.decode(encode_event(event))
     return result
+
+
+def envelopes(events: Iterable[FlightEvent], published: dt.datetime) -> list[Envelope]:
+    """The events as one warehouse batch, message ids m0, m1, ... all published at `published`."""
+    return [Envelope(e, f"m{i}", published) for i, e in enumerate(events)]

@@ -262,10 +262,9 @@ class EmbeddedBroker:
             encoded: dict[int, bytes | None] = {}
             rows = []
             for i, (data, attrs) in enumerate(messages):
-                blob = encoded.get(id(attrs), b"")
-                if blob == b"":
-                    blob = encoded[id(attrs)] = _encode_attributes(attrs) if attrs else None
-                rows.append((first + i, data, blob, now, refs))
+                if id(attrs) not in encoded:
+                    encoded[id(attrs)] = _encode_attributes(attrs) if attrs else None
+                rows.append((first + i, data, encoded[id(attrs)], now, refs))
             conn.executemany(
                 "INSERT INTO messages (id, data, attributes, publish_time, refs)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -475,11 +474,9 @@ def _messages(rows: Sequence[tuple[Any, ...]]) -> list[Message]:
             when = times[publish_time] = _utc(publish_time)
         attrs = _NO_ATTRIBUTES
         if attributes:
-            attrs = attribute_sets.get(attributes, _NO_ATTRIBUTES)
-            if attrs is _NO_ATTRIBUTES:
-                attrs = attribute_sets[attributes] = MappingProxyType(
-                    _decode_attributes(attributes)
-                )
+            if attributes not in attribute_sets:
+                attribute_sets[attributes] = MappingProxyType(_decode_attributes(attributes))
+            attrs = attribute_sets[attributes]
         messages.append(
             # Positional arguments: a frozen dataclass built by keyword costs twice as much.
             Message(

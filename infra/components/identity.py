@@ -104,27 +104,21 @@ class Identity(pulumi.ComponentResource):
             ]
             accounts.append(("subscriber", self.subscriber))
 
-        for short, account in accounts:
-            # The Prometheus sidecar writes as the revision's account. Project level is the only
-            # level this role exists at: time series belong to the project's metrics scope, with
-            # no narrower resource to grant on. It writes time series and metric descriptors and
-            # reads descriptors; it cannot read any time series, so it exposes no data.
-            self.grants.append(
-                gcp.projects.IAMMember(
-                    f"{name}-{short}-metric-writer",
-                    project=args.project,
-                    role="roles/monitoring.metricWriter",
-                    member=account.member,
-                    opts=child,
-                )
-            )
+        # Project level is the only level these roles exist at. The Prometheus sidecar writes as
+        # the revision's account: time series belong to the project's metrics scope, with no
+        # narrower resource to grant on; metricWriter writes time series and metric descriptors
+        # and reads descriptors, it cannot read any time series, so it exposes no data. The trace
+        # agent role only writes spans.
+        project_roles = [("metric-writer", "roles/monitoring.metricWriter")]
         if args.trace_to_cloud_trace:
+            project_roles.append(("trace", "roles/cloudtrace.agent"))
+        for suffix, role in project_roles:
             for short, account in accounts:
                 self.grants.append(
                     gcp.projects.IAMMember(
-                        f"{name}-{short}-trace",
+                        f"{name}-{short}-{suffix}",
                         project=args.project,
-                        role="roles/cloudtrace.agent",
+                        role=role,
                         member=account.member,
                         opts=child,
                     )

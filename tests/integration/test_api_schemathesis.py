@@ -32,9 +32,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from flightpipe.settings import load_settings
-from flightpipe.warehouse import Envelope
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
-from tests.factories import make_event
+from tests.factories import envelopes, make_event
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +90,7 @@ def _events() -> list[Any]:
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     path: Path = tmp_path_factory.mktemp("schemathesis") / "w.duckdb"
     warehouse = DuckDBWarehouse(path)
-    warehouse.write([Envelope(e, f"m{i}", NOW) for i, e in enumerate(_events())])
+    warehouse.write(envelopes(_events(), NOW))
     yield create_app(load_settings({}), warehouse=warehouse)
     warehouse.close()
 

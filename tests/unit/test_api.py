@@ -13,9 +13,9 @@ from flightpipe_api import create_app
 from flightpipe_api.params import encode_page_token
 
 from flightpipe.settings import load_settings
-from flightpipe.warehouse import Envelope, WarehouseUnavailable
+from flightpipe.warehouse import WarehouseUnavailable
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
-from tests.factories import as_dict, make_event
+from tests.factories import as_dict, envelopes, make_event
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY = dt.date(2013, 6, 1)
@@ -31,7 +31,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DuckDBWar
         for o in ("EWR", "JFK")
         for s in ("arrived", "arrived", "cancelled")
     ] + [make_event(carrier="UA", flight_date=dt.date(2013, 6, 2)) for _ in range(40)]
-    warehouse.write([Envelope(e, f"m{i}", NOW) for i, e in enumerate(events)])
+    warehouse.write(envelopes(events, NOW))
     yield warehouse, events
     warehouse.close()
 

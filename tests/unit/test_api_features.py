@@ -28,7 +28,7 @@ from flightpipe.settings import ConfigError, load_settings
 from flightpipe.warehouse import Envelope, WarehouseUnavailable
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from flightpipe.warehouse.port import Sort
-from tests.factories import make_event
+from tests.factories import envelopes, make_event
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY = dt.date(2013, 7, 1)
@@ -83,7 +83,7 @@ def _events() -> list[Any]:
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBWarehouse]:
     path: Path = tmp_path_factory.mktemp("features") / "w.duckdb"
     wh = DuckDBWarehouse(path)
-    wh.write([Envelope(e, f"m{i}", NOW) for i, e in enumerate(_events())])
+    wh.write(envelopes(_events(), NOW))
     yield wh
     wh.close()
 
@@ -360,7 +360,7 @@ def test_a_hot_query_is_served_from_the_cache_without_the_warehouse(
     tmp_path: Path, mocker: Any
 ) -> None:
     wh = DuckDBWarehouse(tmp_path / "w.duckdb")
-    wh.write([Envelope(e, f"m{i}", NOW) for i, e in enumerate(_events())])
+    wh.write(envelopes(_events(), NOW))
     client = create_app(load_settings({}), warehouse=wh).test_client()
     spy = mocker.spy(wh, "list_flights")
     first = client.get("/v1/flights?origin=EWR")
