@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "services" / "api"))
 
 from flightpipe.contract import COLUMN_NAMES, decode_event  # noqa: E402
 from flightpipe.replay import nycflights13_payloads  # noqa: E402
+from flightpipe.settings import Settings  # noqa: E402
 from flightpipe.warehouse import Envelope  # noqa: E402
 from flightpipe.warehouse.duckdb import DuckDBWarehouse  # noqa: E402
 from tests.processes import free_port  # noqa: E402
@@ -169,7 +170,7 @@ def server_command(
             "--workers",
             "1",
             "--blocking-threads",
-            "8",
+            str(Settings().http_threads),  # the image's default (python -m flightpipe_api)
             app,
         ], env
     return [

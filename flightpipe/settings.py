@@ -67,6 +67,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     max_delivery_attempts: Annotated[int, msgspec.Meta(ge=5, le=100)] = 5
     shutdown_grace_seconds: Annotated[float, msgspec.Meta(ge=0.5, le=60)] = 8.0
     # API.
+    # Granian's request threads per API process. DuckDB pages are CPU-bound and DuckDB gives the
+    # GIL back while it runs, so a few threads keep both cores busy; 4 served more pages with a
+    # lower p99 than 8 or 2 on 2 cores (bench/api.py, docs/benchmarks.md). BigQuery requests
+    # wait on the network instead: the Pulumi program sets this to Cloud Run's concurrency.
+    http_threads: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
     query_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     api_keys: str = ""
     api_rate_limit: str = "1200/minute"  # per API key, per instance (limits notation)

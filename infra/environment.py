@@ -47,8 +47,8 @@ def _common(cfg: StackConfig, names: SharedNames) -> dict[str, pulumi.Input[str]
 
 
 def api_env(cfg: StackConfig, names: SharedNames) -> dict[str, pulumi.Input[str]]:
-    """The API reads the warehouse only."""
-    return _checked(_common(cfg, names))
+    """The API reads the warehouse only; one request thread per request Cloud Run may send it."""
+    return _checked(_common(cfg, names) | {"FLIGHTPIPE_HTTP_THREADS": str(cfg.api_concurrency)})
 
 
 def subscriber_env(cfg: StackConfig, names: SharedNames) -> dict[str, pulumi.Input[str]]:

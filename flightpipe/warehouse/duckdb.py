@@ -56,6 +56,8 @@ _READ_COLUMNS: Final = _select(contract.COLUMN_NAMES)
 _UPDATES: Final = ", ".join(
     f"{name} = l.{name}" for name in contract.COLUMN_NAMES if name != "flight_id"
 )
+# Parsed read statements kept per thread (see DuckDBWarehouse._parsed).
+_PARSED_PER_THREAD: Final = 256
 _TRANSIENT: Final = (
     duckdb.IOException,
     duckdb.TransactionException,
@@ -175,7 +177,25 @@ class DuckDBWarehouse:
             cur = self._conn.cursor()
             cur.execute("SET TimeZone = 'UTC'")
             self._local.cursor = cur
+            self._local.statements = {}
         return cur
+
+    def _parsed(self, cur: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
+        """`sql` parsed once per thread, then reused with new parameters.
+
+        DuckDB 2's parser takes ~0.5 ms for a 21-column SELECT, a quarter of an API page's
+        warehouse time; executing a parsed statement skips it (binding and planning still run
+        per call, so the parameters' values still steer the plan). The text comes only from this
+        module's templates, so the distinct texts are few; the bound keeps an odd caller finite.
+        """
+        statements: dict[str, duckdb.Statement] = self._local.statements
+        statement = statements.get(sql)
+        if statement is None:
+            if len(statements) >= _PARSED_PER_THREAD:
+                statements.clear()
+            (statement,) = cur.extract_statements(sql)
+            statements[sql] = statement
+        return statement
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -196,7 +216,10 @@ class DuckDBWarehouse:
             self._errors(),
             telemetry.WAREHOUSE_QUERY_SECONDS.labels(adapter="duckdb").time(),
         ):
-            cur.execute(sql, dict(params) if isinstance(params, Mapping) else list(params))
+            cur.execute(
+                self._parsed(cur, sql),
+                dict(params) if isinstance(params, Mapping) else list(params),
+            )
             description = cur.description or ()
             names = [d[0] for d in description]
             rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -335,7 +335,12 @@ def test_injected_env_loads_into_settings_and_names_the_real_resources(graph: Gr
         assert settings.warehouse == "bigquery"
         assert settings.google_cloud_project == graph.config["gcp:project"]
         assert settings.dataset == graph.exports["dataset"]
-    api_keys = _env(graph.one(RUN_SERVICE))["FLIGHTPIPE_API_KEYS"]
+    api = graph.one(RUN_SERVICE)
+    # The API serves as many requests at once as Cloud Run may send one instance.
+    api_env = {k: str(v["value"]) for k, v in _env(api).items() if "value" in v}
+    concurrency = api.inputs["template"]["maxInstanceRequestConcurrency"]
+    assert load_settings(api_env).http_threads == concurrency
+    api_keys = _env(api)["FLIGHTPIPE_API_KEYS"]
     assert api_keys["valueSource"]["secretKeyRef"]["secret"] == graph.exports["api_keys_secret"]
     for pool in graph.of_type(WORKER_POOL):
         env = {k: str(v["value"]) for k, v in _env(pool).items()}

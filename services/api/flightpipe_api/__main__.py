@@ -1,9 +1,10 @@
 """Entrypoint of the API image: `python -m flightpipe_api` serves the WSGI app with Granian on PORT.
 
 Granian was chosen by measurement (bench/api.py, docs/benchmarks.md): on this 2-core machine it
-served a cached page at ~3.4x gunicorn's gthread rate. One worker process with blocking threads:
-requests mostly wait on the warehouse (DuckDB releases the GIL, BigQuery is network I/O), one
-process keeps one warehouse handle and one result cache, and Cloud Run scales instances instead.
+served a cached page at ~3.4x gunicorn's gthread rate. One worker process with
+FLIGHTPIPE_HTTP_THREADS request threads: requests mostly wait on the warehouse (DuckDB releases
+the GIL while it runs, BigQuery is network I/O), one process keeps one warehouse handle and one
+result cache, and Cloud Run scales instances instead.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main() -> int:
         port=settings.port,
         interface=Interfaces.WSGI,
         workers=int(os.environ.get("WEB_CONCURRENCY", "1")),
-        blocking_threads=int(os.environ.get("FLIGHTPIPE_HTTP_THREADS", "8")),
+        blocking_threads=settings.http_threads,
         log_access=False,  # the app logs requests itself, as JSON
     ).serve()
     return 0

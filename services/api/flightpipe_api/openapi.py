@@ -212,19 +212,47 @@ def _parameter(param: Param) -> dict[str, Any]:
     }
 
 
-def _ok(schema: str, *, exports: bool, extra_headers: tuple[str, ...] = ()) -> dict[str, Any]:
+def _ok(
+    schema: str,
+    *,
+    exports: bool,
+    extra_headers: tuple[str, ...] = (),
+    links: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": _ref(schema)}}
     if exports:
         content.update(_EXPORT_TYPES)
     headers = ("X-Request-ID", "ETag", "Cache-Control", *extra_headers)
-    return {
+    response: dict[str, Any] = {
         "description": "OK",
         "headers": {h: _HEADERS[h] for h in headers},
         "content": content,
     }
+    if links:
+        # OpenAPI links: how a response feeds the next request (clients and stateful tests).
+        response["links"] = links
+    return response
+
+
+def _flight_links(pointer: str, which: str) -> dict[str, Any]:
+    """Links from a response holding a flight_id (at JSON `pointer`) to that flight's endpoints."""
+    flight_id = {"flight_id": f"$response.body#{pointer}"}
+    return {
+        "Flight": {
+            "operationId": "getFlight",
+            "description": f"The current state of {which}",
+            "parameters": flight_id,
+        },
+        "Events": {
+            "operationId": "getFlightEvents",
+            "description": f"The event history of {which}",
+            "parameters": flight_id,
+        },
+    }
 
 
 def _operation(
+    operation_id: str,
     summary: str,
     description: str,
     accepted: tuple[Param, ...],
@@ -237,6 +265,7 @@ def _operation(
     for code in errors:
         responses[code] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
     return {
+        "operationId": operation_id,
         "summary": summary,
         "description": description,
         "parameters": [*(path_params or []), *(_parameter(p) for p in accepted)],
@@ -341,11 +370,25 @@ def build_spec() -> dict[str, Any]:
         path="/v1/flights",
         operations={
             "get": _operation(
+                "listFlights",
                 "List flights",
                 "Current state of the flights matching every given filter, sorted, in keyset "
                 "pages (JSON) or as a CSV/NDJSON export.",
                 params.LIST_PARAMS,
-                _ok("FlightPage", exports=True, extra_headers=("X-Next-Page-Token",)),
+                _ok(
+                    "FlightPage",
+                    exports=True,
+                    extra_headers=("X-Next-Page-Token",),
+                    links={
+                        "NextPage": {
+                            "operationId": "listFlights",
+                            "description": "The next page: this page's next_page_token, sent "
+                            "with the same filters and sort",
+                            "parameters": {"page_token": "$response.body#/next_page_token"},
+                        },
+                        **_flight_links("/data/0/flight_id", "the first flight of the page"),
+                    },
+                ),
                 errors=("400", "401", "406", "429", "503"),
             )
         },
@@ -354,10 +397,15 @@ def build_spec() -> dict[str, Any]:
         path="/v1/flights/{flight_id}",
         operations={
             "get": _operation(
+                "getFlight",
                 "One flight",
                 "The current state of one flight (its latest event).",
                 (),
-                _ok("FlightResponse", exports=False),
+                _ok(
+                    "FlightResponse",
+                    exports=False,
+                    links={"Events": _flight_links("/data/flight_id", "this flight")["Events"]},
+                ),
                 errors=("400", "401", "404", "429", "503"),
                 path_params=[_FLIGHT_ID_PARAM],
             )
@@ -367,6 +415,7 @@ def build_spec() -> dict[str, Any]:
         path="/v1/flights/{flight_id}/events",
         operations={
             "get": _operation(
+                "getFlightEvents",
                 "A flight's events",
                 "Every distinct stored event of the flight, by event_time, then publish_time.",
                 params.EVENTS_PARAMS,
@@ -380,6 +429,7 @@ def build_spec() -> dict[str, Any]:
         path="/v1/stats/delays",
         operations={
             "get": _operation(
+                "getDelayStats",
                 "Delay statistics",
                 "Counts, mean, median and 90th percentile delays and the on-time rate over "
                 "current states matching the filters, one row per group, ordered by the keys.",
@@ -395,12 +445,15 @@ def build_spec() -> dict[str, Any]:
     }
     spec.path(
         path="/healthz",
-        operations={"get": {"summary": "Liveness", "responses": {"200": health}}},
+        operations={
+            "get": {"operationId": "liveness", "summary": "Liveness", "responses": {"200": health}}
+        },
     )
     spec.path(
         path="/readyz",
         operations={
             "get": {
+                "operationId": "readiness",
                 "summary": "Readiness: the warehouse answers",
                 "responses": {"200": health, "503": {"$ref": "#/components/responses/Unavailable"}},
             }
@@ -410,6 +463,7 @@ def build_spec() -> dict[str, Any]:
         path="/openapi.json",
         operations={
             "get": {
+                "operationId": "getOpenApi",
                 "summary": "This document",
                 "responses": {
                     "200": {
@@ -424,6 +478,7 @@ def build_spec() -> dict[str, Any]:
         path="/docs",
         operations={
             "get": {
+                "operationId": "getDocs",
                 "summary": "This document as a web page",
                 "responses": {
                     "200": {
