@@ -36,7 +36,7 @@ def serve(settings: Settings, host: str = "127.0.0.1") -> int:
     worker = threading.Thread(target=subscriber.run, name="subscriber", daemon=True)
     app = create_app(settings, warehouse=warehouse)
     server = waitress.create_server(
-        app, host=host, port=settings.port, threads=8, ident="flightpipe"
+        app, host=host, port=settings.port, threads=settings.http_threads, ident="flightpipe"
     )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
