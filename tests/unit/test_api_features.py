@@ -481,6 +481,24 @@ def test_the_openapi_document_covers_every_parameter_the_endpoints_accept(
     assert {"ApiKey", "BearerKey"} == set(spec["components"]["securitySchemes"])
 
 
+def test_openapi_links_name_real_operations_and_parameters(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+    operations = {op["operationId"]: op for path in spec["paths"].values() for op in path.values()}
+    links = {
+        name: link
+        for op in operations.values()
+        for response in op["responses"].values()
+        for name, link in response.get("links", {}).items()
+    }
+    assert {"NextPage", "Flight", "Events"} <= set(links)
+    for link in links.values():
+        target = operations[link["operationId"]]
+        accepted = {p["name"] for p in target["parameters"]}
+        assert set(link["parameters"]) <= accepted, link
+    page = client.get("/docs").get_data(as_text=True)
+    assert "NextPage" in page and "$response.body#/next_page_token" in page
+
+
 def test_the_docs_page_is_self_contained(client: FlaskClient) -> None:
     page = client.get("/docs").get_data(as_text=True)
     assert "/v1/stats/delays" in page and "min_arr_delay" in page

@@ -576,6 +576,20 @@ def render_docs(spec: dict[str, Any]) -> str:
                     f"<tr><td>{e(status)}<td>{e(response.get('description', ''))}<td>{e(types)}"
                 )
             out.append("</table>")
+            links = [
+                (status, name, link)
+                for status, declared in op["responses"].items()
+                for name, link in declared.get("links", {}).items()
+            ]
+            if links:
+                out.append("<table><tr><th>Link<th>From<th>To<th>Parameters")
+                out.extend(
+                    f"<tr><td class=n>{e(name)}<td>{e(status)}<td>{e(link['operationId'])}: "
+                    f"{e(link.get('description', ''))}<td class=n>"
+                    + e(", ".join(f"{k} = {v}" for k, v in link.get("parameters", {}).items()))
+                    for status, name, link in links
+                )
+                out.append("</table>")
     out.append("<h2>Schemas</h2>")
     for name, schema in spec["components"]["schemas"].items():
         out.append(f"<h3 id={e(name)}>{e(name)}</h3><table><tr><th>Field<th>Schema<th>About")
