@@ -57,6 +57,13 @@ MIN_REQUESTS = 1000
 # Operations without parameters exhaust after one example; the four /v1 ones reach the maximum.
 EXAMPLES_PER_OPERATION = 270
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+# Reproducible runs, no example database, no deadline or health checks (the app is in-process).
+HYPOTHESIS: dict[str, Any] = {
+    "deadline": None,
+    "database": None,
+    "derandomize": True,
+    "suppress_health_check": list(HealthCheck),
+}
 
 
 def _events() -> list[Any]:
@@ -153,12 +160,7 @@ def test_linked_requests_get_no_5xx_conform_and_reach_real_flights(app: Flask) -
     run_state_machine_as_test(
         Workflow,
         settings=settings(
-            max_examples=STATEFUL_SCENARIOS,
-            stateful_step_count=STATEFUL_STEPS,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
+            max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS, **HYPOTHESIS
         ),
     )
     # The links were followed and led somewhere real: a listed flight found (200), its events
@@ -175,13 +177,7 @@ def _exercise(operation: Any) -> int:
     if operation.query or operation.path_parameters:  # nothing to violate otherwise
         strategy |= operation.as_strategy(data_generation_method=NEGATIVE)
 
-    @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
+    @settings(max_examples=EXAMPLES_PER_OPERATION, **HYPOTHESIS)
     @given(case=strategy)
     def check(case: schemathesis.Case) -> None:
         nonlocal made

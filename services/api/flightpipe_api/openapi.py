@@ -234,21 +234,9 @@ def _ok(
     return response
 
 
-def _flight_links(pointer: str, which: str) -> dict[str, Any]:
-    """Links from a response holding a flight_id (at JSON `pointer`) to that flight's endpoints."""
-    flight_id = {"flight_id": f"$response.body#{pointer}"}
-    return {
-        "Flight": {
-            "operationId": "getFlight",
-            "description": f"The current state of {which}",
-            "parameters": flight_id,
-        },
-        "Events": {
-            "operationId": "getFlightEvents",
-            "description": f"The event history of {which}",
-            "parameters": flight_id,
-        },
-    }
+def _link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link: call `operation_id` with `parameters` (runtime expressions)."""
+    return {"operationId": operation_id, "description": description, "parameters": parameters}
 
 
 def _operation(
@@ -380,13 +368,22 @@ def build_spec() -> dict[str, Any]:
                     exports=True,
                     extra_headers=("X-Next-Page-Token",),
                     links={
-                        "NextPage": {
-                            "operationId": "listFlights",
-                            "description": "The next page: this page's next_page_token, sent "
-                            "with the same filters and sort",
-                            "parameters": {"page_token": "$response.body#/next_page_token"},
-                        },
-                        **_flight_links("/data/0/flight_id", "the first flight of the page"),
+                        "NextPage": _link(
+                            "listFlights",
+                            "The next page: this page's next_page_token, sent with the same "
+                            "filters and sort",
+                            page_token="$response.body#/next_page_token",  # noqa: S106 - an expression
+                        ),
+                        "Flight": _link(
+                            "getFlight",
+                            "The current state of the first flight of the page",
+                            flight_id="$response.body#/data/0/flight_id",
+                        ),
+                        "Events": _link(
+                            "getFlightEvents",
+                            "The event history of the first flight of the page",
+                            flight_id="$response.body#/data/0/flight_id",
+                        ),
                     },
                 ),
                 errors=("400", "401", "406", "429", "503"),
@@ -404,7 +401,13 @@ def build_spec() -> dict[str, Any]:
                 _ok(
                     "FlightResponse",
                     exports=False,
-                    links={"Events": _flight_links("/data/flight_id", "this flight")["Events"]},
+                    links={
+                        "Events": _link(
+                            "getFlightEvents",
+                            "The event history of this flight",
+                            flight_id="$response.body#/data/flight_id",
+                        )
+                    },
                 ),
                 errors=("400", "401", "404", "429", "503"),
                 path_params=[_FLIGHT_ID_PARAM],
