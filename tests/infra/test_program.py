@@ -429,21 +429,7 @@ def test_current_view_keeps_the_latest_event_of_each_flight() -> None:
     assert _run_view(sql, rows) == [("F1", "e2", "departed"), ("F2", "e4", "cancelled")]
 
 
-# --- CI identity, labels, outputs ------------------------------------------------------------
-
-
-def test_wif_provider_accepts_only_protected_branches_of_the_project(graph: Graph) -> None:
-    provider = graph.one("gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider")
-    condition = provider.inputs["attributeCondition"]
-    assert "assertion.project_path == 'latam/flightpipe'" in condition
-    assert "assertion.ref_protected == 'true'" in condition
-    assert provider.inputs["oidc"]["issuerUri"] == "https://gitlab.com"
-    (binding,) = graph.of_type("gcp:serviceaccount/iAMMember:IAMMember")
-    assert binding.inputs["role"] == "roles/iam.workloadIdentityUser"
-    assert binding.inputs["member"].startswith("principalSet://iam.googleapis.com/projects/")
-    assert binding.inputs["member"].endswith("/attribute.project_path/latam/flightpipe")
-    deployer = graph.one(ACCOUNT, "ci-deployer")
-    assert binding.inputs["serviceAccountId"] == deployer.outputs["name"]
+# --- Labels, outputs ------------------------------------------------------------
 
 
 def _takes_labels(type_token: str) -> bool:
