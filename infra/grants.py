@@ -70,6 +70,9 @@ PREVIEWER_PROJECT_ROLES: Final[tuple[str, ...]] = (
     "roles/artifactregistry.reader",
     "roles/bigquery.metadataViewer",
     "roles/browser",
+    # Read-only IAM policies of every resource type: pubsub.viewer lacks topics/subscriptions
+    # getIamPolicy, which refreshing the program's TopicIAMMember/SubscriptionIAMMember needs.
+    "roles/iam.securityReviewer",
     "roles/iam.serviceAccountViewer",
     "roles/monitoring.viewer",
     "roles/pubsub.viewer",

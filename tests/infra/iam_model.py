@@ -1,0 +1,170 @@
+"""The IAM simulation: every grant both programs declare, and whether it covers a call.
+
+`bindings(graph)` turns each IAM member resource recorded under mocks (project, bucket, KMS key,
+service account, secret, topic, subscription, dataset, Cloud Run service, repository) into a
+`Binding` at a scope; `covers(bindings, member, permission, scope)` says whether a predefined role
+(tests/infra/data/gcp-iam-roles.json) holding `permission` is granted to `member` at `scope` or at
+a parent of it (IAM policies inherit downwards: table < dataset < project). A binding with a
+condition counts only where the simulation can evaluate the condition: the one condition form
+the programs use, `api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([...])`,
+holds for a call when every role it grants is listed (and, as Google documents, for calls that
+grant nothing, where the attribute is absent and defaults to `[]`). Any other condition fails the
+test that meets it, rather than being guessed.
+
+`run_bootstrap(stack)` runs infra/bootstrap/__main__.py under the same mocks as the main program
+(tests/infra/program.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from tests.infra.program import INFRA, Graph, Recorded, RecordingMocks
+
+BOOTSTRAP = INFRA / "bootstrap"
+ROLES_FILE = Path(__file__).resolve().parent / "data" / "gcp-iam-roles.json"
+PROJECT = "project"
+_GRANT_LIMIT = re.compile(
+    r"^api\.getAttribute\('iam\.googleapis\.com/modifiedGrantsByRole', \[\]\)"
+    r"\.hasOnly\(\[((?:'[^']+'(?:, )?)*)\]\)$"
+)
+
+
+@cache
+def role_permissions() -> dict[str, frozenset[str]]:
+    """Predefined role -> its permissions (the dataset's snapshot)."""
+    roles = json.loads(ROLES_FILE.read_text())["roles"]
+    return {name: frozenset(role["permissions"]) for name, role in roles.items()}
+
+
+@dataclass(frozen=True)
+class Binding:
+    scope: str
+    role: str
+    member: str
+    condition: str | None
+    resource: str  # the recorded resource's name, for messages
+
+    def applies(self, grants: frozenset[str] | None) -> bool:
+        """Whether the condition holds for a call that grants `grants` (None: grants nothing)."""
+        if self.condition is None:
+            return True
+        match = _GRANT_LIMIT.match(self.condition)
+        if not match:
+            raise AssertionError(f"{self.resource}: cannot evaluate condition {self.condition!r}")
+        allowed = {r.strip("'") for r in match.group(1).split(", ") if r}
+        return grants is None or grants <= allowed
+
+
+def parents(scope: str) -> list[str]:
+    """`scope` and every scope whose policy it inherits, nearest first."""
+    chain = [scope]
+    kind, _, name = scope.partition(":")
+    if kind == "table":
+        chain.append("dataset:" + name.split("/")[0])
+    if scope != PROJECT:
+        chain.append(PROJECT)
+    return chain
+
+
+def _scope(r: Recorded, by_id: dict[str, Recorded]) -> str:
+    i = r.inputs
+    kind = r.type.split(":")[-1]
+    if kind == "IAMMember" and r.type.startswith("gcp:projects/"):
+        return PROJECT
+    if kind == "IAMMember" and r.type.startswith("gcp:serviceaccount/"):
+        return "service-account:" + str(i["serviceAccountId"]).rsplit("/", 1)[-1]
+    if kind == "BucketIAMMember":
+        return "bucket:" + str(i["bucket"])
+    if kind == "CryptoKeyIAMMember":
+        key = by_id[str(i["cryptoKeyId"])]
+        ring = by_id[str(key.inputs["keyRing"])]
+        return f"kms-key:{ring.inputs['name']}/{key.inputs['name']}"
+    if kind == "SecretIamMember":
+        return "secret:" + str(i["secretId"]).rsplit("/", 1)[-1]
+    if kind == "TopicIAMMember":
+        return "topic:" + str(i["topic"]).rsplit("/", 1)[-1]
+    if kind == "SubscriptionIAMMember":
+        return "subscription:" + str(i["subscription"]).rsplit("/", 1)[-1]
+    if kind == "DatasetIamMember":
+        return "dataset:" + str(i["datasetId"])
+    if kind == "ServiceIamMember":
+        return "run-service:" + str(i["name"])
+    if kind == "RepositoryIamMember":
+        return "repository:" + str(i["repository"])
+    raise AssertionError(f"IAM resource type {r.type} has no scope in the simulation: add it")
+
+
+def iam_resources(graph: Graph) -> list[Recorded]:
+    return [r for r in graph.resources if "role" in r.inputs and "member" in r.inputs]
+
+
+def bindings(*graphs: Graph) -> list[Binding]:
+    """Every grant the graphs declare, at its scope."""
+    found = []
+    for graph in graphs:
+        by_id = {r.outputs["__id"]: r for r in graph.resources}
+        for r in iam_resources(graph):
+            condition = (r.inputs.get("condition") or {}).get("expression")
+            found.append(Binding(_scope(r, by_id), r.inputs["role"], r.inputs["member"], condition, r.name))
+    return found
+
+
+def granting(
+    found: list[Binding], member: str, permission: str, scope: str, grants: frozenset[str] | None = None
+) -> list[Binding]:
+    """The bindings that give `member` `permission` at `scope` (directly or inherited)."""
+    roles = role_permissions()
+    chain = parents(scope)
+    return [
+        b
+        for b in found
+        if b.member == member
+        and b.scope in chain
+        and permission in roles.get(b.role, frozenset())
+        and b.applies(grants)
+    ]
+
+
+def run_bootstrap(stack: str) -> Graph:
+    """Execute infra/bootstrap/__main__.py for `stack` under mocks; return what it declared."""
+    raw = yaml.safe_load((BOOTSTRAP / f"Pulumi.{stack}.yaml").read_text())["config"]
+    config = {k: v if isinstance(v, str) else yaml.safe_dump(v).strip() for k, v in raw.items()}
+    if str(BOOTSTRAP) not in sys.path:
+        sys.path.insert(0, str(BOOTSTRAP))
+    mocks = RecordingMocks()
+    runtime_settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project="flightpipe-bootstrap", stack=stack, preview=False)
+    pulumi.runtime.set_all_config(config, [])
+
+    def program() -> None:
+        runpy.run_path(str(BOOTSTRAP / "__main__.py"), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program))
+    root = runtime_settings.get_root_resource()
+    assert root is not None
+    outputs: dict[str, Any] = getattr(root, "outputs", {})
+    exports = _sync_await(pulumi.Output.from_input(outputs).future()) or {}
+    return Graph(stack, config, list(mocks.resources), dict(exports))
+
+
+_BOOTSTRAP_CACHE: dict[str, Graph] = {}
+
+
+def bootstrap_for(stack: str) -> Graph:
+    if stack not in _BOOTSTRAP_CACHE:
+        _BOOTSTRAP_CACHE[stack] = run_bootstrap(stack)
+    return _BOOTSTRAP_CACHE[stack]
