@@ -150,7 +150,9 @@ def load() -> StackConfig:
 
 def _service_account(value: str | None) -> str | None:
     if value and not value.endswith(".iam.gserviceaccount.com"):
-        raise ValueError(f"config deployerServiceAccount={value!r}: expected a service account email")
+        raise ValueError(
+            f"config deployerServiceAccount={value!r}: expected a service account email"
+        )
     return value or None
 
 

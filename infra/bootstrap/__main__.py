@@ -24,9 +24,9 @@ import pulumi_gcp as gcp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # infra/: grants.py is shared
 
-import bootstrap_config  # noqa: E402
-import grants  # noqa: E402
-from trust import DEPLOY, PREVIEW, principal_set  # noqa: E402
+import bootstrap_config
+import grants
+from trust import DEPLOY, PREVIEW, principal_set
 
 cfg = bootstrap_config.load()
 project = cfg.project
@@ -63,7 +63,10 @@ state = gcp.storage.Bucket(
     versioning={"enabled": True},
     # Old checkpoints are kept for recovery, but not forever.
     lifecycle_rules=[
-        {"action": {"type": "Delete"}, "condition": {"num_newer_versions": 50, "with_state": "ARCHIVED"}}
+        {
+            "action": {"type": "Delete"},
+            "condition": {"num_newer_versions": 50, "with_state": "ARCHIVED"},
+        }
     ],
     force_destroy=False,
     labels={"app": "flightpipe", "managed-by": "pulumi", "env": cfg.env},
@@ -84,9 +87,15 @@ key = gcp.kms.CryptoKey(
 # Pulumi's form: gcpkms://projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>
 # (https://www.pulumi.com/docs/iac/cli/commands/pulumi_stack_init/).
 secrets_provider = pulumi.Output.concat(
-    "gcpkms://projects/", project, "/locations/", cfg.kms_location,
-    "/keyRings/", key_ring.name, "/cryptoKeys/", key.name,
-)  # fmt: skip
+    "gcpkms://projects/",
+    project,
+    "/locations/",
+    cfg.kms_location,
+    "/keyRings/",
+    key_ring.name,
+    "/cryptoKeys/",
+    key.name,
+)
 
 pool = gcp.iam.WorkloadIdentityPool(
     "gitlab-pool",
@@ -113,9 +122,12 @@ provider = gcp.iam.WorkloadIdentityPoolProvider(
 def ci_account(short: str, display: str, access: str) -> gcp.serviceaccount.Account:
     """A service account that tokens mapped to `access` (and only those) may impersonate."""
     account = gcp.serviceaccount.Account(
-        short, project=project, account_id=f"flightpipe-{short}", display_name=display,
+        short,
+        project=project,
+        account_id=f"flightpipe-{short}",
+        display_name=display,
         opts=after_apis,
-    )  # fmt: skip
+    )
     gcp.serviceaccount.IAMMember(
         f"{short}-wif",
         service_account_id=account.name,
@@ -145,7 +157,7 @@ gcp.projects.IAMMember(
     member=deployer.member,
     condition={
         "title": "only-flightpipe-project-grants",
-        "description": "Grant or revoke only the project-level roles the main program grants (infra/grants.py)",
+        "description": "Only the project-level roles the main program grants (infra/grants.py)",
         "expression": grants.grant_limit_condition(),
     },
     opts=after_apis,
@@ -172,12 +184,17 @@ gcp.serviceaccount.IAMMember(
 
 previewer: gcp.serviceaccount.Account | None = None
 if cfg.trust.merge_request_previews:
-    previewer = ci_account("previewer", "flightpipe previewer (GitLab merge requests via WIF)", PREVIEW)
+    previewer = ci_account(
+        "previewer", "flightpipe previewer (GitLab merge requests via WIF)", PREVIEW
+    )
     project_roles("previewer", previewer.member, grants.PREVIEWER_PROJECT_ROLES)
     # A preview reads the checkpoint and takes no lock (pulumi/pulumi pkg/backend/diy/backend.go:
     # Preview, unlike Update, never calls Lock); it decrypts the stack's data key, never encrypts.
     gcp.storage.BucketIAMMember(
-        "previewer-state", bucket=state.name, role="roles/storage.objectViewer", member=previewer.member
+        "previewer-state",
+        bucket=state.name,
+        role="roles/storage.objectViewer",
+        member=previewer.member,
     )
     gcp.kms.CryptoKeyIAMMember(
         "previewer-secrets-key",

@@ -1,4 +1,4 @@
-"""The bootstrap stack's configuration: the only module of infra/bootstrap that reads pulumi.Config."""
+"""The bootstrap stack's configuration: the only bootstrap module that reads pulumi.Config."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ class TrustPolicy:
     def __post_init__(self) -> None:
         if not self.gitlab_project_id.isdigit():
             raise ValueError(
-                f"gitlabProjectId must be GitLab's numeric project id, got {self.gitlab_project_id!r}"
+                f"gitlabProjectId must be the numeric project id, got {self.gitlab_project_id!r}"
             )
 
     @property
@@ -89,9 +89,7 @@ class TrustPolicy:
     @property
     def attribute_mapping(self) -> dict[str, str]:
         """The provider's attribute mapping (Google attribute -> CEL over the token)."""
-        access = (
-            f"{self.deploy_rule} ? '{DEPLOY}' : ({self.preview_rule} ? '{PREVIEW}' : '{NONE}')"
-        )
+        access = f"{self.deploy_rule} ? '{DEPLOY}' : ({self.preview_rule} ? '{PREVIEW}' : '{NONE}')"
         return {
             "google.subject": "'gitlab:' + assertion.project_id + ':job:' + assertion.job_id",
             "attribute.project_id": "assertion.project_id",
@@ -103,10 +101,7 @@ class TrustPolicy:
     def attribute_condition(self) -> str:
         """The provider's condition: this project's tokens that map to some access only."""
         project = _literal(self.gitlab_project_id, "gitlabProjectId")
-        return (
-            f"assertion.project_id == {project}"
-            f" && ({self.deploy_rule} || {self.preview_rule})"
-        )
+        return f"assertion.project_id == {project} && ({self.deploy_rule} || {self.preview_rule})"
 
 
 def principal_set(pool_name: str, access: str) -> str:

@@ -80,32 +80,30 @@ def parents(scope: str) -> list[str]:
     return chain
 
 
+# IAM member resource type -> (scope kind, the input naming the resource it edits).
+_IAM_SCOPES: dict[str, tuple[str, str]] = {
+    "gcp:serviceaccount/iAMMember:IAMMember": ("service-account", "serviceAccountId"),
+    "gcp:storage/bucketIAMMember:BucketIAMMember": ("bucket", "bucket"),
+    "gcp:secretmanager/secretIamMember:SecretIamMember": ("secret", "secretId"),
+    "gcp:pubsub/topicIAMMember:TopicIAMMember": ("topic", "topic"),
+    "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember": ("subscription", "subscription"),
+    "gcp:bigquery/datasetIamMember:DatasetIamMember": ("dataset", "datasetId"),
+    "gcp:cloudrunv2/serviceIamMember:ServiceIamMember": ("run-service", "name"),
+    "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember": ("repository", "repository"),
+}
+
+
 def _scope(r: Recorded, by_id: dict[str, Recorded]) -> str:
-    i = r.inputs
-    kind = r.type.split(":")[-1]
-    if kind == "IAMMember" and r.type.startswith("gcp:projects/"):
+    if r.type == "gcp:projects/iAMMember:IAMMember":
         return PROJECT
-    if kind == "IAMMember" and r.type.startswith("gcp:serviceaccount/"):
-        return "service-account:" + str(i["serviceAccountId"]).rsplit("/", 1)[-1]
-    if kind == "BucketIAMMember":
-        return "bucket:" + str(i["bucket"])
-    if kind == "CryptoKeyIAMMember":
-        key = by_id[str(i["cryptoKeyId"])]
+    if r.type == "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember":
+        key = by_id[str(r.inputs["cryptoKeyId"])]
         ring = by_id[str(key.inputs["keyRing"])]
         return f"kms-key:{ring.inputs['name']}/{key.inputs['name']}"
-    if kind == "SecretIamMember":
-        return "secret:" + str(i["secretId"]).rsplit("/", 1)[-1]
-    if kind == "TopicIAMMember":
-        return "topic:" + str(i["topic"]).rsplit("/", 1)[-1]
-    if kind == "SubscriptionIAMMember":
-        return "subscription:" + str(i["subscription"]).rsplit("/", 1)[-1]
-    if kind == "DatasetIamMember":
-        return "dataset:" + str(i["datasetId"])
-    if kind == "ServiceIamMember":
-        return "run-service:" + str(i["name"])
-    if kind == "RepositoryIamMember":
-        return "repository:" + str(i["repository"])
-    raise AssertionError(f"IAM resource type {r.type} has no scope in the simulation: add it")
+    if r.type not in _IAM_SCOPES:
+        raise AssertionError(f"IAM resource type {r.type} has no scope in the simulation: add it")
+    kind, key_input = _IAM_SCOPES[r.type]
+    return f"{kind}:" + str(r.inputs[key_input]).rsplit("/", 1)[-1]
 
 
 def iam_resources(graph: Graph) -> list[Recorded]:
@@ -119,12 +117,18 @@ def bindings(*graphs: Graph) -> list[Binding]:
         by_id = {r.outputs["__id"]: r for r in graph.resources}
         for r in iam_resources(graph):
             condition = (r.inputs.get("condition") or {}).get("expression")
-            found.append(Binding(_scope(r, by_id), r.inputs["role"], r.inputs["member"], condition, r.name))
+            found.append(
+                Binding(_scope(r, by_id), r.inputs["role"], r.inputs["member"], condition, r.name)
+            )
     return found
 
 
 def granting(
-    found: list[Binding], member: str, permission: str, scope: str, grants: frozenset[str] | None = None
+    found: list[Binding],
+    member: str,
+    permission: str,
+    scope: str,
+    grants: frozenset[str] | None = None,
 ) -> list[Binding]:
     """The bindings that give `member` `permission` at `scope` (directly or inherited)."""
     roles = role_permissions()

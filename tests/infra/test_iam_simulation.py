@@ -16,9 +16,23 @@ from typing import Any
 
 import grants
 import pytest
+from components.monitoring import uptime_check_agent
 
-from tests.infra.iam_calls import LOCAL_ONLY_RPCS, RESOURCE_TYPES, RPC_PERMISSIONS, STATIC_CALLS, Call
-from tests.infra.iam_model import Binding, bindings, bootstrap_for, granting, iam_resources, role_permissions
+from tests.infra.iam_calls import (
+    LOCAL_ONLY_RPCS,
+    RESOURCE_TYPES,
+    RPC_PERMISSIONS,
+    STATIC_CALLS,
+    Call,
+)
+from tests.infra.iam_model import (
+    Binding,
+    bindings,
+    bootstrap_for,
+    granting,
+    iam_resources,
+    role_permissions,
+)
 from tests.infra.program import INGEST_MODES, PROJECT_NUMBER, STACKS, Graph, graph_for
 
 SURPLUS_REPORT = Path(__file__).resolve().parent / "iam_surplus.md"
@@ -39,9 +53,13 @@ def _context(main: Graph, boot: Graph) -> dict[str, str]:
     accounts |= {r.inputs["accountId"]: r.outputs["email"] for r in boot.of_type(ACCOUNT)}
     e = main.exports
     return {
-        "topic": e["topic"], "subscription": e["subscription"],
-        "dead_letter_topic": e["dead_letter_topic"], "dataset": e["dataset"],
-        "table": e["table"], "view": e["view"], "api_service": e["api_service"],
+        "topic": e["topic"],
+        "subscription": e["subscription"],
+        "dead_letter_topic": e["dead_letter_topic"],
+        "dataset": e["dataset"],
+        "table": e["table"],
+        "view": e["view"],
+        "api_service": e["api_service"],
         "api_keys_secret": e["api_keys_secret"],
         "e2e_key_secret": e.get("e2e_api_key_secret") or "flightpipe-e2e-api-key",
         "repository": "flightpipe",
@@ -51,7 +69,7 @@ def _context(main: Graph, boot: Graph) -> dict[str, str]:
         "previewer_sa": accounts.get("flightpipe-previewer", ""),
         "state_bucket": boot.exports["state_url"].removeprefix("gs://"),
         "kms_key": "flightpipe-pulumi/stack-secrets",
-    }  # fmt: skip
+    }
 
 
 def _members(main: Graph, boot: Graph, ctx: dict[str, str]) -> dict[str, str | None]:
@@ -65,39 +83,38 @@ def _members(main: Graph, boot: Graph, ctx: dict[str, str]) -> dict[str, str | N
         "api": sa(ctx["api_sa"]),
         "subscriber": sa(ctx["subscriber_sa"]),
         "pubsub-agent": agent.outputs["member"],
-        "uptime-agent": f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-monitoring-notification.iam.gserviceaccount.com",
+        "uptime-agent": uptime_check_agent(PROJECT_NUMBER),
         "deployer": sa(ctx["deployer_sa"]),
         "post-deploy-test": sa(ctx["deployer_sa"]),
         "previewer": sa(ctx["previewer_sa"]),
         "gitlab-deploy": f"principalSet://iam.googleapis.com/{pool}/attribute.access/deploy",
-        "gitlab-preview": f"principalSet://iam.googleapis.com/{pool}/attribute.access/preview" if ctx["previewer_sa"] else None,
-    }  # fmt: skip
+        "gitlab-preview": f"principalSet://iam.googleapis.com/{pool}/attribute.access/preview"
+        if ctx["previewer_sa"]
+        else None,
+    }
+
+
+# Resource type -> (scope kind, the inputs that name it); anything else lives at project level.
+_SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gcp:pubsub/topic:Topic": ("topic", ("name",)),
+    "gcp:pubsub/subscription:Subscription": ("subscription", ("name",)),
+    "gcp:bigquery/dataset:Dataset": ("dataset", ("datasetId",)),
+    "gcp:bigquery/table:Table": ("table", ("datasetId", "tableId")),
+    "gcp:secretmanager/secret:Secret": ("secret", ("secretId",)),
+    "gcp:secretmanager/secretVersion:SecretVersion": ("secret", ("secret",)),
+    "gcp:artifactregistry/repository:Repository": ("repository", ("repositoryId",)),
+    "gcp:cloudrunv2/service:Service": ("run-service", ("name",)),
+    "gcp:cloudrunv2/workerPool:WorkerPool": ("run-workerpool", ("name",)),
+}
 
 
 def _resource_scope(r: Any) -> str:
-    i = r.inputs
-    t = r.type
-    if t == "gcp:pubsub/topic:Topic":
-        return f"topic:{i['name']}"
-    if t == "gcp:pubsub/subscription:Subscription":
-        return f"subscription:{i['name']}"
-    if t == "gcp:bigquery/dataset:Dataset":
-        return f"dataset:{i['datasetId']}"
-    if t == "gcp:bigquery/table:Table":
-        return f"table:{i['datasetId']}/{i['tableId']}"
-    if t == "gcp:secretmanager/secret:Secret":
-        return f"secret:{i['secretId']}"
-    if t == "gcp:secretmanager/secretVersion:SecretVersion":
-        return "secret:" + str(i["secret"]).rsplit("/", 1)[-1]
-    if t == "gcp:artifactregistry/repository:Repository":
-        return f"repository:{i['repositoryId']}"
-    if t == "gcp:cloudrunv2/service:Service":
-        return f"run-service:{i['name']}"
-    if t == "gcp:cloudrunv2/workerPool:WorkerPool":
-        return f"run-workerpool:{i['name']}"
-    if t == "gcp:serviceaccount/account:Account":
+    if r.type == ACCOUNT:
         return f"service-account:{r.outputs['email']}"
-    return "project"
+    if r.type not in _SCOPES:
+        return "project"
+    kind, names = _SCOPES[r.type]
+    return f"{kind}:" + "/".join(str(r.inputs[n]).rsplit("/", 1)[-1] for n in names)
 
 
 def deployer_calls(main: Graph) -> list[Call]:
@@ -113,15 +130,34 @@ def deployer_calls(main: Graph) -> list[Call]:
         scope = scopes[r.name] if id(r) in iam else _resource_scope(r)
         for perm in kind.create:
             # Creating a topic is a permission on the project; attaching on the topic itself.
-            target = f"topic:{str(r.inputs['topic']).rsplit('/', 1)[-1]}" if perm == "pubsub.topics.attachSubscription" else "project"
+            target = (
+                f"topic:{str(r.inputs['topic']).rsplit('/', 1)[-1]}"
+                if perm == "pubsub.topics.attachSubscription"
+                else "project"
+            )
             found.append(Call("deployer", perm, target, f"create {r.name}"))
         for perm in (*kind.get, *kind.update, *kind.delete):
             found.append(Call("deployer", perm, scope, f"read/update/delete {r.name}"))
         for perm in kind.iam_set:
-            found.append(Call("deployer", perm, scope, f"grant {r.inputs['role']} ({r.name})", grants=(r.inputs["role"],)))
+            found.append(
+                Call(
+                    "deployer",
+                    perm,
+                    scope,
+                    f"grant {r.inputs['role']} ({r.name})",
+                    grants=(r.inputs["role"],),
+                )
+            )
         if r.type in ("gcp:cloudrunv2/service:Service", "gcp:cloudrunv2/workerPool:WorkerPool"):
             runs_as = r.inputs["template"]["serviceAccount"]
-            found.append(Call("deployer", "iam.serviceAccounts.actAs", f"service-account:{runs_as}", f"deploy {r.name} as {runs_as}"))
+            found.append(
+                Call(
+                    "deployer",
+                    "iam.serviceAccounts.actAs",
+                    f"service-account:{runs_as}",
+                    f"deploy {r.name} as {runs_as}",
+                )
+            )
     return found
 
 
@@ -130,7 +166,12 @@ def previewer_refresh_calls(main: Graph) -> list[Call]:
     scopes = {b.resource: b.scope for b in bindings(main)}
     iam = {id(r) for r in iam_resources(main)}
     return [
-        Call("previewer", perm, scopes[r.name] if id(r) in iam else _resource_scope(r), f"refresh {r.name}")
+        Call(
+            "previewer",
+            perm,
+            scopes[r.name] if id(r) in iam else _resource_scope(r),
+            f"refresh {r.name}",
+        )
         for r in main.resources
         if not r.type.startswith("flightpipe:")
         for perm in RESOURCE_TYPES[r.type].get
@@ -162,7 +203,9 @@ def test_every_call_in_the_table_is_granted_at_its_resource_or_above(stack: str,
     missing = [
         f"{c.identity}: {c.permission} on {scope} ({c.step})"
         for c, member, scope in resolved
-        if not granting(found, member, c.permission, scope, frozenset(c.grants) if c.grants else None)
+        if not granting(
+            found, member, c.permission, scope, frozenset(c.grants) if c.grants else None
+        )
     ]
     assert not missing, "calls no grant covers:\n" + "\n".join(missing)
 
@@ -170,13 +213,19 @@ def test_every_call_in_the_table_is_granted_at_its_resource_or_above(stack: str,
 def test_every_permission_in_the_table_exists_in_a_predefined_role() -> None:
     known = set().union(*role_permissions().values())
     perms = {c.permission for c in STATIC_CALLS}
-    perms |= {p for t in RESOURCE_TYPES.values() for p in (*t.create, *t.get, *t.update, *t.delete, *t.iam_set)}
+    perms |= {
+        p
+        for t in RESOURCE_TYPES.values()
+        for p in (*t.create, *t.get, *t.update, *t.delete, *t.iam_set)
+    }
     perms |= {p for p, _, _ in RPC_PERMISSIONS.values()}
     assert not sorted(perms - known)
 
 
 @pytest.mark.parametrize(("stack", "mode"), CASES, ids=[f"{s}-{m}" for s, m in CASES])
-def test_project_level_roles_the_program_grants_are_exactly_the_shared_list(stack: str, mode: str) -> None:
+def test_project_level_roles_the_program_grants_are_exactly_the_shared_list(
+    stack: str, mode: str
+) -> None:
     main = graph_for(stack, mode)
     project = {r.inputs["role"] for r in main.of_type("gcp:projects/iAMMember:IAMMember")}
     others = {r.inputs["role"] for r in iam_resources(main)} - project
@@ -191,9 +240,10 @@ def test_resource_level_roles_in_the_shared_list_are_all_used() -> None:
 
 def test_deployer_grant_condition_lists_exactly_the_programs_project_roles() -> None:
     (limited,) = [
-        r for r in bootstrap_for("dev").of_type("gcp:projects/iAMMember:IAMMember")
+        r
+        for r in bootstrap_for("dev").of_type("gcp:projects/iAMMember:IAMMember")
         if r.inputs["role"] == grants.DEPLOYER_CONDITIONED_ROLE
-    ]  # fmt: skip
+    ]
     expression = limited.inputs["condition"]["expression"]
     assert expression.startswith("api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', [])")
     assert set(re.findall(r"'(roles/[^']+)'", expression)) == set(grants.PROJECT_GRANTED_ROLES)
@@ -204,13 +254,28 @@ def test_the_limited_deployer_cannot_grant_owner_or_itself_more(stack: str) -> N
     boot = bootstrap_for(stack)
     found = bindings(boot)
     deployer = f"serviceAccount:{boot.exports['deployer_service_account']}"
-    for role in ("roles/owner", "roles/editor", "roles/resourcemanager.projectIamAdmin", "roles/iam.serviceAccountTokenCreator"):
-        assert not granting(found, deployer, "resourcemanager.projects.setIamPolicy", "project", frozenset({role}))
-    assert granting(found, deployer, "resourcemanager.projects.setIamPolicy", "project", frozenset({"roles/bigquery.jobUser"}))
+    for role in (
+        "roles/owner",
+        "roles/editor",
+        "roles/resourcemanager.projectIamAdmin",
+        "roles/iam.serviceAccountTokenCreator",
+    ):
+        assert not granting(
+            found, deployer, "resourcemanager.projects.setIamPolicy", "project", frozenset({role})
+        )
+    assert granting(
+        found,
+        deployer,
+        "resourcemanager.projects.setIamPolicy",
+        "project",
+        frozenset({"roles/bigquery.jobUser"}),
+    )
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_no_identity_ci_can_impersonate_holds_an_unconditioned_self_widening_permission(stack: str) -> None:
+def test_no_identity_ci_can_impersonate_holds_an_unconditioned_self_widening_permission(
+    stack: str,
+) -> None:
     boot = bootstrap_for(stack)
     ci = {f"serviceAccount:{boot.exports['deployer_service_account']}"}
     if boot.exports.get("previewer_service_account"):
@@ -233,9 +298,17 @@ def test_previewer_holds_no_write_permission(stack: str) -> None:
     if not boot.exports.get("previewer_service_account"):
         return
     member = f"serviceAccount:{boot.exports['previewer_service_account']}"
-    write = re.compile(r"\.(create|update|delete|setIamPolicy|publish|consume|useToEncrypt|add|destroy|enable|disable|actAs|getAccessToken|signBlob|signJwt|updateData)$")
+    write = re.compile(
+        r"\.(create|update|delete|setIamPolicy|publish|consume|useToEncrypt|add|destroy|enable|disable|actAs|getAccessToken|signBlob|signJwt|updateData)$"
+    )
     roles = role_permissions()
-    bad = {f"{b.role}: {p}" for b in bindings(boot) if b.member == member for p in roles[b.role] if write.search(p)}
+    bad = {
+        f"{b.role}: {p}"
+        for b in bindings(boot)
+        if b.member == member
+        for p in roles[b.role]
+        if write.search(p)
+    }
     assert not bad, sorted(bad)
 
 
@@ -255,7 +328,7 @@ def surplus_report() -> str:
     for stack, mode in CASES:
         resolved, found = all_calls(stack, mode)
         members = {member: c.identity for c, member, _ in resolved}
-        for c, member, _ in resolved:
+        for c, _, _ in resolved:
             name = "deployer" if c.identity == "post-deploy-test" else c.identity
             needed.setdefault(name, set()).add(c.permission)
             covered.setdefault(name, set()).add(f"{c.permission} on {c.scope}")
@@ -277,8 +350,10 @@ def surplus_report() -> str:
         lines += [
             f"## {name}",
             "",
-            f"- calls covered: {len(covered.get(name, ()))} (distinct permissions {len(needed.get(name, ()))})",
-            f"- permissions granted: {len(granted[name])}; surplus (granted, no call needs): {len(surplus)}",
+            f"- calls covered: {len(covered.get(name, ()))}"
+            f" (distinct permissions {len(needed.get(name, ()))})",
+            f"- permissions granted: {len(granted[name])};"
+            f" surplus (granted, no call needs): {len(surplus)}",
             "",
             "<details><summary>surplus</summary>",
             "",

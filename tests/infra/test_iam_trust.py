@@ -22,29 +22,66 @@ PROVIDER = "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider"
 PROJECT_ID = "12345678"  # infra/bootstrap/Pulumi.<stack>.yaml
 # GitLab's documented ID-token claims (the page above); every claim the CEL reads must be one.
 DOCUMENTED_CLAIMS = {
-    "namespace_id", "namespace_path", "project_id", "project_path", "user_id", "user_login",
-    "user_email", "user_access_level", "pipeline_id", "pipeline_source", "job_id", "ref",
-    "ref_type", "ref_path", "ref_protected", "environment", "environment_protected",
-    "deployment_tier", "environment_action", "runner_id", "runner_environment", "sha",
-    "ci_config_ref_uri", "ci_config_sha", "project_visibility", "sub", "iss", "aud",
-}  # fmt: skip
+    "namespace_id",
+    "namespace_path",
+    "project_id",
+    "project_path",
+    "user_id",
+    "user_login",
+    "user_email",
+    "user_access_level",
+    "pipeline_id",
+    "pipeline_source",
+    "job_id",
+    "ref",
+    "ref_type",
+    "ref_path",
+    "ref_protected",
+    "environment",
+    "environment_protected",
+    "deployment_tier",
+    "environment_action",
+    "runner_id",
+    "runner_environment",
+    "sha",
+    "ci_config_ref_uri",
+    "ci_config_sha",
+    "project_visibility",
+    "sub",
+    "iss",
+    "aud",
+}
 
 
 def token(**claims: str) -> dict[str, str]:
     """A GitLab ID token payload of a push pipeline on protected `main`, with overrides."""
     base = {
-        "iss": "https://gitlab.com", "aud": "https://gitlab.com", "sub": "project_path:latam/flightpipe:ref_type:branch:ref:main",
-        "namespace_id": "99", "namespace_path": "latam", "project_id": PROJECT_ID, "project_path": "latam/flightpipe",
-        "pipeline_id": "1001", "pipeline_source": "push", "job_id": "5005", "ref": "main", "ref_type": "branch",
-        "ref_path": "refs/heads/main", "ref_protected": "true", "user_id": "7", "user_login": "dev",
-    }  # fmt: skip
+        "iss": "https://gitlab.com",
+        "aud": "https://gitlab.com",
+        "sub": "project_path:latam/flightpipe:ref_type:branch:ref:main",
+        "namespace_id": "99",
+        "namespace_path": "latam",
+        "project_id": PROJECT_ID,
+        "project_path": "latam/flightpipe",
+        "pipeline_id": "1001",
+        "pipeline_source": "push",
+        "job_id": "5005",
+        "ref": "main",
+        "ref_type": "branch",
+        "ref_path": "refs/heads/main",
+        "ref_protected": "true",
+        "user_id": "7",
+        "user_login": "dev",
+    }
     base.update(claims)
     return {k: v for k, v in base.items() if v != "<absent>"}
 
 
 def _eval(expression: str, assertion: dict[str, str]) -> Any:
     env = celpy.Environment()
-    return env.program(env.compile(expression)).evaluate({"assertion": celpy.json_to_cel(assertion)})
+    return env.program(env.compile(expression)).evaluate(
+        {"assertion": celpy.json_to_cel(assertion)}
+    )
 
 
 def access(stack: str, assertion: dict[str, str]) -> str:
@@ -55,13 +92,30 @@ def access(stack: str, assertion: dict[str, str]) -> str:
     return str(_eval(provider.inputs["attributeMapping"]["attribute.access"], assertion))
 
 
-MR = {"pipeline_source": "merge_request_event", "ref": "feature/x", "ref_path": "refs/heads/feature/x", "ref_protected": "false"}
+MR = {
+    "pipeline_source": "merge_request_event",
+    "ref": "feature/x",
+    "ref_path": "refs/heads/feature/x",
+    "ref_protected": "false",
+}
 DEV_CASES = {
-    "deploy-dev job on protected main": (token(environment="dev", environment_protected="false"), "deploy"),
-    "post-deploy-test-dev on main": (token(environment="dev", environment_action="verify"), "deploy"),
+    "deploy-dev job on protected main": (
+        token(environment="dev", environment_protected="false"),
+        "deploy",
+    ),
+    "post-deploy-test-dev on main": (
+        token(environment="dev", environment_action="verify"),
+        "deploy",
+    ),
     "main pipeline started from the web UI": (token(pipeline_source="web"), "deploy"),
-    "merge-request preview job": (token(**MR, environment="dev", environment_action="prepare"), "preview"),
-    "merge-request pipeline whose source branch is main": (token(pipeline_source="merge_request_event"), "preview"),
+    "merge-request preview job": (
+        token(**MR, environment="dev", environment_action="prepare"),
+        "preview",
+    ),
+    "merge-request pipeline whose source branch is main": (
+        token(pipeline_source="merge_request_event"),
+        "preview",
+    ),
     "fork merge request (fork's project_id)": (token(**MR, project_id="87654321"), "refused"),
     "another project with the same path": (token(project_id="11111111"), "refused"),
     "push to an unprotected branch": (token(ref="feature/x", ref_protected="false"), "refused"),
@@ -70,14 +124,29 @@ DEV_CASES = {
     "main while unprotected": (token(ref_protected="false"), "refused"),
 }
 PROD_CASES = {
-    "deploy-prod job on the protected prod environment": (token(environment="prod", environment_protected="true"), "deploy"),
+    "deploy-prod job on the protected prod environment": (
+        token(environment="prod", environment_protected="true"),
+        "deploy",
+    ),
     "main job without an environment": (token(), "refused"),
     "main job on dev": (token(environment="dev", environment_protected="true"), "refused"),
-    "prod environment left unprotected": (token(environment="prod", environment_protected="false"), "refused"),
-    "prod from a merge-request pipeline": (token(**MR, environment="prod", environment_protected="true"), "refused"),
-    "prod from another protected branch": (token(ref="release", environment="prod", environment_protected="true"), "refused"),
+    "prod environment left unprotected": (
+        token(environment="prod", environment_protected="false"),
+        "refused",
+    ),
+    "prod from a merge-request pipeline": (
+        token(**MR, environment="prod", environment_protected="true"),
+        "refused",
+    ),
+    "prod from another protected branch": (
+        token(ref="release", environment="prod", environment_protected="true"),
+        "refused",
+    ),
     "merge-request preview job (no previews in prod)": (token(**MR, environment="dev"), "refused"),
-    "another project": (token(project_id="11111111", environment="prod", environment_protected="true"), "refused"),
+    "another project": (
+        token(project_id="11111111", environment="prod", environment_protected="true"),
+        "refused",
+    ),
 }
 
 
@@ -96,7 +165,9 @@ def test_prod_trust_maps_each_pipeline_to_the_right_identity(case: str) -> None:
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_claim_the_cel_reads_is_a_documented_gitlab_claim(stack: str) -> None:
     provider = bootstrap_for(stack).one(PROVIDER)
-    text = provider.inputs["attributeCondition"] + " ".join(provider.inputs["attributeMapping"].values())
+    text = provider.inputs["attributeCondition"] + " ".join(
+        provider.inputs["attributeMapping"].values()
+    )
     used = set(re.findall(r"assertion\.([a-z_]+)", text))
     assert used and used <= DOCUMENTED_CLAIMS, used - DOCUMENTED_CLAIMS
     assert "project_path" not in used  # mutable: trust is keyed on project_id
@@ -126,9 +197,15 @@ def test_each_ci_account_trusts_exactly_its_access_level(stack: str) -> None:
         for r in boot.of_type("gcp:serviceaccount/iAMMember:IAMMember")
         if r.inputs["role"] == "roles/iam.workloadIdentityUser"
     }
-    expected = {boot.exports["deployer_service_account"]: f"principalSet://iam.googleapis.com/{pool}/attribute.access/deploy"}
+    expected = {
+        boot.exports[
+            "deployer_service_account"
+        ]: f"principalSet://iam.googleapis.com/{pool}/attribute.access/deploy"
+    }
     if boot.exports.get("previewer_service_account"):
-        expected[boot.exports["previewer_service_account"]] = f"principalSet://iam.googleapis.com/{pool}/attribute.access/preview"
+        expected[boot.exports["previewer_service_account"]] = (
+            f"principalSet://iam.googleapis.com/{pool}/attribute.access/preview"
+        )
     assert wif == expected
     assert (stack == "dev") == bool(boot.exports.get("previewer_service_account"))
 
