@@ -19,9 +19,11 @@ Claims are strings, so every comparison is against a string literal.
 - A claim that a token lacks (`environment` outside environment jobs) is tested with `has()`
   first, so the expression is false rather than an evaluation error.
 
-Google's CEL for attribute mappings and conditions (https://cloud.google.com/iam/docs/workload-identity-federation#mapping,
-#conditions): `assertion` is the token's claims, a mapping may compute a value with the ternary
-operator and string concatenation, `google.subject` is at most 127 bytes. GitLab's `sub`
+Google's IAM v1 reference for `WorkloadIdentityPoolProvider.attributeMapping` (REST
+projects.locations.workloadIdentityPools.providers): each value is a CEL expression over
+`assertion` (the token's claims), at most 2048 characters; custom keys are `attribute.[a-z0-9_]`;
+`google.subject` cannot exceed 127 bytes. The ternary and string concatenation used here are
+standard CEL; that STS accepts them is not checkable here. GitLab's `sub`
 (`project_path:<path>:ref_type:<type>:ref:<ref>`) can exceed that for long paths or branch
 names, so the subject is `gitlab:<project_id>:job:<job_id>`: short, unique, and audit logs name
 the job. Not checkable here: STS's own evaluation (tests/infra/test_iam_trust.py evaluates these

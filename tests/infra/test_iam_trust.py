@@ -174,6 +174,13 @@ def test_every_claim_the_cel_reads_is_a_documented_gitlab_claim(stack: str) -> N
 
 
 @pytest.mark.parametrize("stack", STACKS)
+def test_mapping_fits_googles_limits(stack: str) -> None:
+    mapping = bootstrap_for(stack).one(PROVIDER).inputs["attributeMapping"]
+    assert all(len(expression) <= 2048 for expression in mapping.values())
+    assert all(re.fullmatch(r"attribute\.[a-z0-9_]+|google\.subject", key) for key in mapping)
+
+
+@pytest.mark.parametrize("stack", STACKS)
 def test_subject_is_short_enough_for_google(stack: str) -> None:
     provider = bootstrap_for(stack).one(PROVIDER)
     long_branch = token(ref="feature/" + "x" * 200, job_id="98765432109")
