@@ -11,13 +11,16 @@ Three parts:
   Pub/Sub emulator and the fake BigQuery endpoint by tests/integration/test_rpc_permissions.py),
   mapped to the permission Google checks for each and to the identity that sends it in the cloud.
 
-Permission names are Google's (checked: every permission here exists in a predefined role of
-tests/infra/data/gcp-iam-roles.json, a test asserts it). Which permission an RPC needs follows
-Google's API references ("Authorization requires the following IAM permission ..." on each
-method page: pubsub.googleapis.com v1 projects.topics.publish -> pubsub.topics.publish,
-projects.subscriptions.pull/acknowledge/modifyAckDeadline/streamingPull ->
-pubsub.subscriptions.consume; bigquery v2 tabledata.insertAll -> bigquery.tables.updateData,
-jobs.query -> bigquery.jobs.create plus bigquery.tables.getData on every table read).
+Permission names are Google's (a test asserts each exists in a predefined role of
+tests/infra/data/gcp-iam-roles.json). Which permission a method needs: Pub/Sub's "Access control"
+page (https://cloud.google.com/pubsub/docs/access-control, "Required permissions": acknowledge,
+modifyAckDeadline, pull, streamingPull -> pubsub.subscriptions.consume on the subscription;
+publish -> pubsub.topics.publish on the topic; subscriptions.create -> pubsub.subscriptions.create
+on the project and pubsub.topics.attachSubscription on the topic). BigQuery (tabledata.insertAll
+-> bigquery.tables.updateData; jobs.query -> bigquery.jobs.create on the project and
+bigquery.tables.getData on each table read) follows BigQuery's access-control page, not re-read
+through the search tool in this session; the other CRUD names follow each service's
+`<service>.<resource>.<verb>` permissions as the role dataset lists them.
 Scopes: `project`, `dataset:<id>`, `table:<dataset>/<table>`, `topic:<name>`,
 `subscription:<name>`, `secret:<id>`, `run-service:<name>`, `run-workerpool:<name>`,
 `repository:<id>`, `bucket:<name>`, `kms-key:<ring>/<key>`, `service-account:<email>`.
@@ -281,8 +284,9 @@ RESOURCE_TYPES: Final[dict[str, ResourceType]] = {
     "gcp:projects/service:Service": ResourceType(
         create=("serviceusage.services.enable",), get=("serviceusage.services.get",)
     ),
-    # services.generateServiceIdentity: Google's reference names serviceusage.services.use
-    # (not re-checkable here beyond the role dataset, which holds it in serviceUsageAdmin).
+    # services.generateServiceIdentity: Google's reference page (service-usage v1beta1) names
+    # OAuth scopes but no IAM permission; serviceusage.services.use is an assumption (held by
+    # serviceUsageAdmin). Not verifiable here.
     "gcp:projects/serviceIdentity:ServiceIdentity": ResourceType(
         create=("serviceusage.services.use",), get=()
     ),
