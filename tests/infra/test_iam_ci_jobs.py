@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.infra.iam_model import bootstrap_for
 from tests.infra.test_iam_trust import access, token
 
 CI_FILE = Path(__file__).resolve().parents[2] / ".gitlab-ci.yml"
@@ -96,3 +97,16 @@ def test_pulumi_jobs_log_in_to_the_bootstrap_state_and_key_before_selecting_the_
         job = _merged(name)
         if "STACK" in job["variables"]:
             assert job["variables"]["STACK"] == job["environment"]["name"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_committed_stack_files_use_the_bootstraps_key_and_deployer(stack: str) -> None:
+    """Once `pulumi stack init` ran (docs/deploying.md step 3), its lines must name this key."""
+    boot = bootstrap_for(stack)
+    settings = yaml.safe_load((CI_FILE.parent / "infra" / f"Pulumi.{stack}.yaml").read_text())
+    if "secretsprovider" in settings:
+        assert settings["secretsprovider"] == boot.exports["secrets_provider"]
+        assert settings.get("encryptedkey"), "a KMS secrets provider needs its encryptedkey"
+    deployer = settings["config"].get("flightpipe:deployerServiceAccount")
+    assert deployer == boot.exports["deployer_service_account"]
+    assert settings["config"]["gcp:project"] == boot.config["gcp:project"]
