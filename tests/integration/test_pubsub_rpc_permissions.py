@@ -1,42 +1,56 @@
-"""Every Pub/Sub RPC the broker adapter really sends (to Google's emulator) is in the IAM table.
+"""Every Pub/Sub RPC the subscriber really sends (to Google's emulator) is in the IAM table.
 
-The subscriber's side of the broker port (publish to the dead-letter topic, pull, ack, nack,
-modify the ack deadline) runs against the emulator through `make_broker`, whose channels record
-each gRPC method (tests/rpc_log.py); so do the other emulator tests that ran before this module
-in the same process. A method missing from tests/infra/iam_calls.py (`RPC_PERMISSIONS`, or
-`LOCAL_ONLY_RPCS` for topology calls that Pulumi makes in the cloud) fails here.
+The subscriber service's own worker (`flightpipe_subscriber.Subscriber.handle`: dead-letter the
+invalid, write then ack the valid) runs over a PubSubBroker on the emulator, after the broker's
+pull and lease extension, with DuckDB as the warehouse. `make_broker` builds the clients' gRPC
+channels with a recording interceptor (tests/rpc_log.py), so every emulator test that ran before
+this module in the same process is recorded too. A method missing from tests/infra/iam_calls.py
+(`RPC_PERMISSIONS`, or `LOCAL_ONLY_RPCS` for topology calls that Pulumi makes in the cloud) fails.
 """
 
 from __future__ import annotations
 
+from flightpipe_subscriber import Subscriber, sort_messages
+
 from flightpipe.broker import SubscriptionConfig
+from flightpipe.settings import load_settings
+from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests import rpc_log
+from tests.factories import make_event, payload
 from tests.infra.iam_calls import LOCAL_ONLY_RPCS, RPC_PERMISSIONS
 from tests.pubsub_emulator import make_broker, pubsub_emulator
 
 __all__ = ["pubsub_emulator"]  # fixture used by name
 
 
-def test_every_pubsub_rpc_the_adapter_sends_is_in_the_iam_table(pubsub_emulator: str) -> None:
+def test_every_pubsub_rpc_the_subscriber_sends_is_in_the_iam_table(
+    pubsub_emulator: str, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    settings = load_settings({})
     broker = make_broker(pubsub_emulator)
     try:
-        broker.create_topic("flights")
-        broker.create_topic("flights-dead-letter")
+        broker.create_topic(settings.topic)
+        broker.create_topic(settings.dead_letter_topic)
         broker.create_subscription(
-            "flights-subscriber",
-            SubscriptionConfig(topic="flights", dead_letter_topic="flights-dead-letter"),
+            settings.subscription,
+            SubscriptionConfig(topic=settings.topic, dead_letter_topic=settings.dead_letter_topic),
         )
-        broker.publish("flights", [(b"{}", {"source": "rpc-test"})])
-        (message,) = broker.pull("flights-subscriber", 10, timeout=5)
-        broker.modify_ack_deadline("flights-subscriber", [message.ack_id], 30)
-        broker.nack("flights-subscriber", [message.ack_id])
-        (again,) = broker.pull("flights-subscriber", 10, timeout=5)
-        broker.publish("flights-dead-letter", [(again.data, {"reason": "rpc-test"})])
-        broker.ack("flights-subscriber", [again.ack_id])
+        broker.publish(settings.topic, [(payload(make_event()), {}), (b"not json", {})])
+        pulled = []
+        while len(pulled) < 2:
+            batch = broker.pull(settings.subscription, 10, timeout=5)
+            assert batch, "the emulator stopped delivering"
+            pulled += batch
+        broker.modify_ack_deadline(settings.subscription, [m.ack_id for m in pulled], 60)
+        Subscriber(broker, duckdb_warehouse, settings).handle(sort_messages(pulled))
+        assert duckdb_warehouse.count_events() == 1
     finally:
         broker.close()
 
     pubsub = {m for m in rpc_log.RECORDED if m.startswith("/google.pubsub.")}
     for method in ("Publish", "Pull", "Acknowledge", "ModifyAckDeadline"):
-        assert any(m.endswith(f"/{method}") for m in pubsub), f"{method} was not recorded"
+        assert (
+            f"/google.pubsub.v1.{'Publisher' if method == 'Publish' else 'Subscriber'}/{method}"
+            in pubsub
+        )
     assert not sorted(pubsub - set(RPC_PERMISSIONS) - set(LOCAL_ONLY_RPCS))
