@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.infra.gitlab_tokens import access, token
 from tests.infra.iam_model import bootstrap_for
-from tests.infra.test_iam_trust import access, token
 
 CI_FILE = Path(__file__).resolve().parents[2] / ".gitlab-ci.yml"
 CI: dict[str, Any] = yaml.safe_load(CI_FILE.read_text())
