@@ -150,6 +150,32 @@ def project_roles(short: str, member: pulumi.Input[str], roles: tuple[str, ...])
 
 deployer = ci_account("deployer", "flightpipe deployer (GitLab main / prod via WIF)", DEPLOY)
 project_roles("deployer", deployer.member, grants.DEPLOYER_PROJECT_ROLES)
+# In place of the service admin roles (each holds its resource type's setIamPolicy, so it could
+# grant any role on a topic, dataset, secret, service or repository): the lifecycle permissions
+# of the program's resource types, with setIamPolicy only where no conditioned project-level
+# grant can replace it (infra/grants.py says which and why). pulumi-gcp's IAMCustomRole
+# (gcp.projects.IAMCustomRole: role_id, title, permissions, stage; its `name` is
+# projects/<project>/roles/<role_id>).
+deployer_role = gcp.projects.IAMCustomRole(
+    "deployer-role",
+    project=project,
+    role_id=grants.DEPLOYER_CUSTOM_ROLE_ID,
+    title="flightpipe deployer",
+    description="Manage flightpipe's resources; set IAM policies only on topics, "
+    "subscriptions and Cloud Run services (infra/grants.py)",
+    permissions=list(grants.DEPLOYER_CUSTOM_ROLE_PERMISSIONS),
+    stage="GA",
+    opts=after_apis,
+)
+gcp.projects.IAMMember(
+    "deployer-custom-role",
+    project=project,
+    role=pulumi.Output.from_input(deployer_role.role_id).apply(
+        lambda role_id: grants.custom_role_name(project, role_id)
+    ),
+    member=deployer.member,
+    opts=after_apis,
+)
 gcp.projects.IAMMember(
     "deployer-project-iam-limited",
     project=project,

@@ -19,6 +19,8 @@ import pulumi
 import pulumi_gcp as gcp
 from config import IngestMode
 
+from components.grants_on import dataset_name, project_grant_on
+
 
 @dataclass(frozen=True)
 class IdentityArgs:
@@ -48,12 +50,13 @@ class Identity(pulumi.ComponentResource):
             opts=child,
         )
         self.grants += [
-            gcp.bigquery.DatasetIamMember(
+            project_grant_on(
                 f"{name}-api-data-viewer",
                 project=args.project,
-                dataset_id=args.dataset_id,
                 role="roles/bigquery.dataViewer",
                 member=self.api.member,
+                service="bigquery.googleapis.com",
+                resource_name=dataset_name(args.project, args.dataset_id),
                 opts=child,
             ),
             gcp.projects.IAMMember(
@@ -93,12 +96,13 @@ class Identity(pulumi.ComponentResource):
                     member=member,
                     opts=child,
                 ),
-                gcp.bigquery.DatasetIamMember(
+                project_grant_on(
                     f"{name}-subscriber-data-editor",
                     project=args.project,
-                    dataset_id=args.dataset_id,
                     role="roles/bigquery.dataEditor",
                     member=member,
+                    service="bigquery.googleapis.com",
+                    resource_name=dataset_name(args.project, args.dataset_id),
                     opts=child,
                 ),
             ]

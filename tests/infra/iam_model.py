@@ -8,8 +8,15 @@ a parent of it (IAM policies inherit downwards: table < dataset < project). A bi
 condition counts only where the simulation can evaluate the condition: the one condition form
 the programs use, `api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([...])`,
 holds for a call when every role it grants is listed (and, as Google documents, for calls that
-grant nothing, where the attribute is absent and defaults to `[]`). Any other condition fails the
-test that meets it, rather than being guessed.
+grant nothing, where the attribute is absent and defaults to `[]`). The main program's
+project-level grants limited to one resource (`grants.resource_condition`:
+`resource.service == S && (resource.name == N || resource.name.startsWith(N + '/'))`) count as a
+binding at that resource (a dataset, which its tables inherit, or a secret), since the condition
+holds exactly for N and the names under it. Any other condition fails the test that meets it,
+rather than being guessed.
+
+Custom roles (`gcp.projects.IAMCustomRole`, the deployer's) are read from the recorded graph:
+their permissions are the ones the bootstrap declares, bound by `projects/<p>/roles/<id>`.
 
 `run_bootstrap(stack)` runs infra/bootstrap/__main__.py under the same mocks as the main program
 (tests/infra/program.py).
@@ -43,11 +50,56 @@ _GRANT_LIMIT = re.compile(
 )
 
 
+_RESOURCE_LIMIT = re.compile(
+    r"^resource\.service == '([a-z.]+)' && "
+    r"\(resource\.name == '([^']+)' \|\| resource\.name\.startsWith\('\2/'\)\)$"
+)
+# Full resource name (as IAM Conditions read it) -> the simulation's scope.
+_CONDITION_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("bigquery.googleapis.com", re.compile(r"^projects/[^/]+/datasets/([^/]+)$"), "dataset"),
+    ("secretmanager.googleapis.com", re.compile(r"^projects/\d+/secrets/([^/]+)$"), "secret"),
+)
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+
+
 @cache
-def role_permissions() -> dict[str, frozenset[str]]:
+def predefined_role_permissions() -> dict[str, frozenset[str]]:
     """Predefined role -> its permissions (the dataset's snapshot)."""
     roles = json.loads(ROLES_FILE.read_text())["roles"]
     return {name: frozenset(role["permissions"]) for name, role in roles.items()}
+
+
+_CUSTOM_ROLES: dict[str, frozenset[str]] = {}
+
+
+def role_permissions() -> dict[str, frozenset[str]]:
+    """Role -> its permissions: the predefined roles, and the custom roles of graphs seen."""
+    return predefined_role_permissions() | _CUSTOM_ROLES
+
+
+def custom_roles(graph: Graph) -> dict[str, frozenset[str]]:
+    """`projects/<p>/roles/<id>` -> permissions, for every custom role the graph declares."""
+    return {
+        f"projects/{r.inputs['project']}/roles/{r.inputs['roleId']}": frozenset(
+            r.inputs["permissions"]
+        )
+        for r in graph.of_type(CUSTOM_ROLE)
+    }
+
+
+def resource_limit(condition: str | None) -> str | None:
+    """The scope a resource-limited project grant applies to, or None for another condition."""
+    if condition is None:
+        return None
+    match = _RESOURCE_LIMIT.match(condition)
+    if not match:
+        return None
+    service, name = match.groups()
+    for svc, pattern, kind in _CONDITION_SCOPES:
+        found = pattern.match(name)
+        if svc == service and found:
+            return f"{kind}:{found.group(1)}"
+    raise AssertionError(f"resource condition on a name the simulation cannot place: {name!r}")
 
 
 @dataclass(frozen=True)
@@ -60,8 +112,8 @@ class Binding:
 
     def applies(self, grants: frozenset[str] | None) -> bool:
         """Whether the condition holds for a call that grants `grants` (None: grants nothing)."""
-        if self.condition is None:
-            return True
+        if self.condition is None or resource_limit(self.condition) is not None:
+            return True  # a resource limit is applied by placing the binding at that resource
         match = _GRANT_LIMIT.match(self.condition)
         if not match:
             raise AssertionError(f"{self.resource}: cannot evaluate condition {self.condition!r}")
@@ -114,12 +166,12 @@ def bindings(*graphs: Graph) -> list[Binding]:
     """Every grant the graphs declare, at its scope."""
     found = []
     for graph in graphs:
+        _CUSTOM_ROLES.update(custom_roles(graph))
         by_id = {r.outputs["__id"]: r for r in graph.resources}
         for r in iam_resources(graph):
             condition = (r.inputs.get("condition") or {}).get("expression")
-            found.append(
-                Binding(_scope(r, by_id), r.inputs["role"], r.inputs["member"], condition, r.name)
-            )
+            scope = resource_limit(condition) or _scope(r, by_id)
+            found.append(Binding(scope, r.inputs["role"], r.inputs["member"], condition, r.name))
     return found
 
 

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import celpy
 import grants
 import pytest
 
@@ -25,11 +26,14 @@ from tests.infra.iam_calls import (
     Call,
 )
 from tests.infra.iam_model import (
+    CUSTOM_ROLE,
     Binding,
     bindings,
     bootstrap_for,
     granting,
     iam_resources,
+    predefined_role_permissions,
+    resource_limit,
     role_permissions,
 )
 from tests.infra.program import INGEST_MODES, PROJECT_NUMBER, STACKS, Graph, graph_for
@@ -37,6 +41,7 @@ from tests.infra.program import INGEST_MODES, PROJECT_NUMBER, STACKS, Graph, gra
 REPO = Path(__file__).resolve().parents[2]
 CASES = [(s, m) for s in STACKS for m in INGEST_MODES]
 ACCOUNT = "gcp:serviceaccount/account:Account"
+PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
 # Permissions no identity CI can impersonate may hold unconditioned: each lets it widen its own
 # trust or power (set a policy above its resources, edit the pool, mint keys, edit roles).
 SELF_WIDENING = re.compile(
@@ -135,7 +140,14 @@ def deployer_calls(main: Graph) -> list[Call]:
             continue  # component resources: no API behind them
         assert r.type in RESOURCE_TYPES, f"{r.type} ({r.name}) is not in tests/infra/iam_calls.py"
         kind = RESOURCE_TYPES[r.type]
-        scope = scopes[r.name] if id(r) in iam else _resource_scope(r)
+        # A project-level grant edits the project's policy, whatever resource it is limited to.
+        scope = (
+            "project"
+            if r.type == PROJECT_MEMBER
+            else scopes[r.name]
+            if id(r) in iam
+            else _resource_scope(r)
+        )
         for perm in kind.create:
             # Creating a topic is a permission on the project; attaching on the topic itself.
             target = (
@@ -177,7 +189,11 @@ def previewer_refresh_calls(main: Graph) -> list[Call]:
         Call(
             "previewer",
             perm,
-            scopes[r.name] if id(r) in iam else _resource_scope(r),
+            "project"
+            if r.type == PROJECT_MEMBER
+            else scopes[r.name]
+            if id(r) in iam
+            else _resource_scope(r),
             f"refresh {r.name}",
         )
         for r in main.resources
@@ -288,8 +304,8 @@ def test_no_identity_ci_can_impersonate_holds_an_unconditioned_self_widening_per
     ci = {f"serviceAccount:{boot.exports['deployer_service_account']}"}
     if boot.exports.get("previewer_service_account"):
         ci.add(f"serviceAccount:{boot.exports['previewer_service_account']}")
-    roles = role_permissions()
     found = [b for s, m in CASES if s == stack for b in bindings(graph_for(s, m), boot)]
+    roles = role_permissions()  # after bindings(): it registers the graphs' custom roles
     bad = {
         f"{b.member} {b.role} at {b.scope}: {p}"
         for b in found
@@ -337,14 +353,115 @@ def test_every_rpc_method_in_the_table_needs_a_permission_its_identity_is_grante
     assert not set(RPC_PERMISSIONS) & set(LOCAL_ONLY_RPCS)
 
 
+def _ci_members(boot: Graph) -> dict[str, str]:
+    """Member -> identity name, for every identity CI can impersonate in this bootstrap."""
+    ci = {f"serviceAccount:{boot.exports['deployer_service_account']}": "deployer"}
+    if boot.exports.get("previewer_service_account"):
+        ci[f"serviceAccount:{boot.exports['previewer_service_account']}"] = "previewer"
+    return ci
+
+
+def policy_powers(stack: str) -> dict[str, set[str]]:
+    """Per CI identity: every permission it holds that edits an IAM policy or a dataset's access
+    list, other than through the deployer's one conditioned projectIamAdmin binding (whose
+    condition limits it to the program's roles): `<permission> (<role> at <scope>)`."""
+    boot = bootstrap_for(stack)
+    ci = _ci_members(boot)
+    found = {b for s, m in CASES if s == stack for b in bindings(graph_for(s, m), boot)}
+    roles = role_permissions()  # after bindings(): it registers the graphs' custom roles
+    powers: dict[str, set[str]] = {name: set() for name in ci.values()}
+    for b in found:
+        if b.member not in ci or b.role == grants.DEPLOYER_CONDITIONED_ROLE:
+            continue
+        for perm in roles[b.role]:
+            if perm.endswith(".setIamPolicy") or perm in grants.DATASET_ACL_PERMISSIONS:
+                role = b.role.rsplit("/", 1)[-1]
+                powers[ci[b.member]].add(f"{perm} ({role} at {b.scope})")
+    return powers
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_ci_identity_sets_an_iam_policy_but_the_documented_exceptions(stack: str) -> None:
+    """Granting roles outside the program's list takes a setIamPolicy other than the project's
+    conditioned one: CI's identities hold exactly the documented exceptions (grants.py: topics,
+    subscriptions and Cloud Run services, whose resource names IAM Conditions cannot read).
+    On the old design (pubsub/run/secretmanager/artifactregistry admin, bigquery.dataOwner)
+    this fails with datasets', tables', secrets' and repositories' setIamPolicy besides."""
+    powers = policy_powers(stack)
+    held = {p.split(" ")[0] for p in powers["deployer"]}
+    assert held == set(grants.RESOURCE_SET_IAM_EXCEPTIONS) | set(grants.DATASET_ACL_PERMISSIONS)
+    assert not powers.get("previewer")
+    # The only policies it sets directly are the resource-level grants the program still makes.
+    for b in bindings(*(graph_for(stack, m) for m in INGEST_MODES)):
+        if b.scope != "project" and b.condition is None:
+            assert b.scope.split(":")[0] in {"topic", "subscription", "run-service"}, b
+
+
+def test_no_resource_level_grant_where_a_conditioned_project_grant_can_do() -> None:
+    """Datasets and secrets are granted at project level with a resource condition."""
+    for s, m in CASES:
+        main = graph_for(s, m)
+        assert not main.of_type(
+            "gcp:bigquery/datasetIamMember:DatasetIamMember",
+            "gcp:secretmanager/secretIamMember:SecretIamMember",
+        )
+        limited = [
+            r
+            for r in main.of_type(PROJECT_MEMBER)
+            if r.inputs.get("condition") and resource_limit(r.inputs["condition"]["expression"])
+        ]
+        assert {r.inputs["role"] for r in limited} >= {
+            "roles/bigquery.dataViewer",
+            "roles/secretmanager.secretAccessor",
+        }
+
+
+def test_deployer_custom_role_is_the_shared_list_and_a_subset_of_the_replaced_roles() -> None:
+    predefined = predefined_role_permissions()
+    replaced = set().union(*(predefined[r] for r in grants.DEPLOYER_REPLACED_ROLES))
+    perms = set(grants.DEPLOYER_CUSTOM_ROLE_PERMISSIONS)
+    assert len(perms) == len(grants.DEPLOYER_CUSTOM_ROLE_PERMISSIONS), "duplicates"
+    assert not sorted(perms - replaced), "not in the roles it replaces (or misspelt)"
+    assert {p for p in perms if p.endswith(".setIamPolicy")} == set(
+        grants.RESOURCE_SET_IAM_EXCEPTIONS
+    )
+    assert not {p for p in perms if "TagBinding" in p or ".ssh" in p}
+    for stack in STACKS:
+        boot = bootstrap_for(stack)
+        (role,) = boot.of_type(CUSTOM_ROLE)
+        assert set(role.inputs["permissions"]) == perms
+        bound = {r.inputs["role"] for r in boot.of_type(PROJECT_MEMBER)}
+        assert not bound & set(grants.DEPLOYER_REPLACED_ROLES)
+        assert f"projects/{role.inputs['project']}/roles/{grants.DEPLOYER_CUSTOM_ROLE_ID}" in bound
+
+
+def test_resource_condition_is_exact_about_children() -> None:
+    """`startsWith(N + '/')`: a sibling secret `...-plain` is not under `...`."""
+
+    def evaluate(expression: str, activation: dict[str, Any]) -> bool:
+        env = celpy.Environment()
+        program = env.program(env.compile(expression))
+        return bool(program.evaluate({k: celpy.json_to_cel(v) for k, v in activation.items()}))
+
+    name = "projects/123/secrets/flightpipe-api-keys"
+    expr = grants.resource_condition("secretmanager.googleapis.com", name)
+    svc = "secretmanager.googleapis.com"
+    assert evaluate(expr, {"resource": {"service": svc, "name": name}})
+    assert evaluate(expr, {"resource": {"service": svc, "name": name + "/versions/3"}})
+    assert not evaluate(expr, {"resource": {"service": svc, "name": name + "-plain"}})
+    assert not evaluate(expr, {"resource": {"service": "run.googleapis.com", "name": name}})
+    with pytest.raises(ValueError, match="do not read"):
+        grants.resource_condition("pubsub.googleapis.com", "projects/p/topics/t")
+
+
 def surplus_report() -> str:
     """Per identity (over every stack and mode): granted permissions that no call needs."""
-    roles = role_permissions()
     granted: dict[str, set[str]] = {}
     needed: dict[str, set[str]] = {}
     covered: dict[str, set[str]] = {}
     for stack, mode in CASES:
         resolved, found = all_calls(stack, mode)
+        roles = role_permissions()  # after bindings(): it registers the graphs' custom roles
         members = {member: c.identity for c, member, _ in resolved}
         for c, _, _ in resolved:
             name = "deployer" if c.identity == "post-deploy-test" else c.identity
@@ -363,6 +480,10 @@ def surplus_report() -> str:
         "Roles: tests/infra/data/gcp-iam-roles.json (iann0036/iam-dataset snapshot).",
         "",
     ]
+    powers: dict[str, set[str]] = {}
+    for stack in STACKS:
+        for name, held in policy_powers(stack).items():
+            powers.setdefault(name, set()).update(f"{p} [{stack}]" for p in held)
     for name in sorted(granted):
         surplus = sorted(granted[name] - needed.get(name, set()))
         lines += [
@@ -372,6 +493,15 @@ def surplus_report() -> str:
             f" (distinct permissions {len(needed.get(name, ()))})",
             f"- permissions granted: {len(granted[name])};"
             f" surplus (granted, no call needs): {len(surplus)}",
+        ]
+        if name in powers:
+            lines += [
+                "- remaining powers to grant roles outside the program's list (IAM policies or"
+                " dataset access lists it can set other than through its conditioned"
+                f" projectIamAdmin binding; infra/grants.py says why): {len(powers[name])}",
+                *[f"  - `{p}`" for p in sorted(powers[name])],
+            ]
+        lines += [
             "",
             "<details><summary>surplus</summary>",
             "",
