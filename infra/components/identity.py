@@ -3,6 +3,8 @@
 - subscriber: `pubsub.subscriber` on its subscription, `pubsub.publisher` on the dead-letter topic
   (it dead-letters messages that fail the contract straight away), `bigquery.dataEditor` on the
   dataset; it does not exist in `bigquery-subscription` mode, where Pub/Sub writes the table.
+Dataset grants are project-level grants with an IAM condition on the dataset
+(components/grants_on.py: they go through the deployer's conditioned projectIamAdmin).
 - api: `bigquery.dataViewer` on the dataset and `bigquery.jobUser` on the project (a query is a
   job, and jobs only exist at project level).
 Both: `monitoring.metricWriter` on the project, for the Managed Service for Prometheus sidecar
