@@ -234,18 +234,23 @@ def custom_role_name(project: str, role_id: str = DEPLOYER_CUSTOM_ROLE_ID) -> st
     return f"projects/{project}/roles/{role_id}"
 
 
-def resource_condition(service: str, name: str) -> str:
-    """The CEL expression that limits a project-level grant to resource `name` and its children.
+def resource_condition(service: str, *names: str) -> str:
+    """The CEL expression that limits a project-level grant to resources `names` and children.
 
-    `name` is the full resource name as IAM Conditions read it (see CONDITION_SERVICES); children
-    are the names under `name + '/'` (a dataset's tables, a secret's versions), never a sibling
-    that merely starts with the same characters.
+    Each name is a full resource name as IAM Conditions read it (see CONDITION_SERVICES); more
+    than one names the same resource in the forms IAM may use (a secret by project number and by
+    project id: the number form is what Google's page gives, the id form is a hedge). Children are
+    the names under `name + '/'` (a dataset's tables, a secret's versions), never a sibling that
+    merely starts with the same characters.
     """
     if service not in CONDITION_SERVICES:
         raise ValueError(f"IAM Conditions do not read resource names of {service}")
-    if not name.startswith("projects/") or "'" in name or "\\" in name:
-        raise ValueError(f"not a full resource name: {name!r}")
-    return (
-        f"resource.service == '{service}' && "
-        f"(resource.name == '{name}' || resource.name.startsWith('{name}/'))"
+    if not names:
+        raise ValueError("no resource name")
+    for name in names:
+        if not name.startswith("projects/") or "'" in name or "\\" in name:
+            raise ValueError(f"not a full resource name: {name!r}")
+    alternatives = " || ".join(
+        f"resource.name == '{n}' || resource.name.startsWith('{n}/')" for n in names
     )
+    return f"resource.service == '{service}' && ({alternatives})"

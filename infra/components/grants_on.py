@@ -22,11 +22,16 @@ def project_grant_on(
     role: str,
     member: pulumi.Input[str],
     service: str,
-    resource_name: pulumi.Input[str],
+    resource_name: pulumi.Input[str] | pulumi.Input[list[str]],
     opts: pulumi.ResourceOptions | None = None,
 ) -> gcp.projects.IAMMember:
-    """Grant `role` to `member` at project level, for `resource_name` and its children only."""
-    full = pulumi.Output.from_input(resource_name)
+    """Grant `role` to `member` at project level, for `resource_name` and its children only.
+
+    `resource_name` may be a list: the forms of one resource's name (see `secret_name`)."""
+    names = pulumi.Output.from_input(resource_name).apply(
+        lambda n: [n] if isinstance(n, str) else list(n)
+    )
+    full = names.apply(lambda n: n[0])
     return gcp.projects.IAMMember(
         name,
         project=project,
@@ -36,7 +41,7 @@ def project_grant_on(
             # IAM wants a title per conditioned binding; the resource's last name segment.
             "title": full.apply(lambda n: f"only-{n.rsplit('/', 1)[-1]}"[:100]),
             "description": full.apply(lambda n: f"{role} on {n} and what lies under it"),
-            "expression": full.apply(lambda n: grants.resource_condition(service, n)),
+            "expression": names.apply(lambda n: grants.resource_condition(service, *n)),
         },
         opts=opts,
     )
@@ -48,12 +53,12 @@ def dataset_name(project: pulumi.Input[str], dataset_id: pulumi.Input[str]) -> p
 
 
 def secret_name(
-    project_number: pulumi.Input[str], secret_id: pulumi.Input[str]
-) -> pulumi.Output[str]:
-    """A secret's name as IAM Conditions read it: projects/<project number>/secrets/<id>."""
-    return pulumi.Output.concat(
-        "projects/",
-        pulumi.Output.from_input(project_number).apply(str),
-        "/secrets/",
-        pulumi.Output.from_input(secret_id).apply(lambda s: s.rsplit("/", 1)[-1]),
+    project: pulumi.Input[str], project_number: pulumi.Input[str], secret_id: pulumi.Input[str]
+) -> pulumi.Output[list[str]]:
+    """A secret's name as IAM Conditions read it: `projects/<project number>/secrets/<id>` in
+    Google's resource-name table; the `projects/<project id>/...` form is accepted too, so a
+    difference between the page and the service cannot lock the API out of its key."""
+    short = pulumi.Output.from_input(secret_id).apply(lambda s: s.rsplit("/", 1)[-1])
+    return pulumi.Output.all(project_number, project, short).apply(
+        lambda v: [f"projects/{v[0]}/secrets/{v[2]}", f"projects/{v[1]}/secrets/{v[2]}"]
     )

@@ -143,7 +143,9 @@ class Runtime(pulumi.ComponentResource):
             member=args.api_service_account_member,
             service="secretmanager.googleapis.com",
             resource_name=secret_name(
-                gcp.organizations.get_project_output(project_id=args.project).number, secret_id
+                args.project,
+                gcp.organizations.get_project_output(project_id=args.project).number,
+                secret_id,
             ),
             opts=child,
         )

@@ -50,14 +50,14 @@ _GRANT_LIMIT = re.compile(
 )
 
 
-_RESOURCE_LIMIT = re.compile(
-    r"^resource\.service == '([a-z.]+)' && "
-    r"\(resource\.name == '([^']+)' \|\| resource\.name\.startsWith\('\2/'\)\)$"
+_RESOURCE_LIMIT = re.compile(r"^resource\.service == '([a-z.]+)' && \((.+)\)$")
+_NAME_ALTERNATIVE = re.compile(
+    r"^resource\.name == '([^']+)' \|\| resource\.name\.startsWith\('\1/'\)$"
 )
 # Full resource name (as IAM Conditions read it) -> the simulation's scope.
 _CONDITION_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("bigquery.googleapis.com", re.compile(r"^projects/[^/]+/datasets/([^/]+)$"), "dataset"),
-    ("secretmanager.googleapis.com", re.compile(r"^projects/\d+/secrets/([^/]+)$"), "secret"),
+    ("secretmanager.googleapis.com", re.compile(r"^projects/[^/]+/secrets/([^/]+)$"), "secret"),
 )
 CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
 
@@ -94,7 +94,21 @@ def resource_limit(condition: str | None) -> str | None:
     match = _RESOURCE_LIMIT.match(condition)
     if not match:
         return None
-    service, name = match.groups()
+    service, body = match.groups()
+    parts = body.split(" || ")
+    pairs = [" || ".join(parts[i : i + 2]) for i in range(0, len(parts), 2)]
+    scopes = set()
+    for pair in pairs:
+        alternative = _NAME_ALTERNATIVE.match(pair)
+        if not alternative:
+            raise AssertionError(f"cannot evaluate resource condition {condition!r}")
+        scopes.add(_place(service, alternative.group(1)))
+    if len(scopes) != 1:
+        raise AssertionError(f"a resource condition names more than one resource: {condition!r}")
+    return scopes.pop()
+
+
+def _place(service: str, name: str) -> str:
     for svc, pattern, kind in _CONDITION_SCOPES:
         found = pattern.match(name)
         if svc == service and found:

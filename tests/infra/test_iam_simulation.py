@@ -444,11 +444,15 @@ def test_resource_condition_is_exact_about_children() -> None:
         return bool(program.evaluate({k: celpy.json_to_cel(v) for k, v in activation.items()}))
 
     name = "projects/123/secrets/flightpipe-api-keys"
-    expr = grants.resource_condition("secretmanager.googleapis.com", name)
+    by_id = "projects/flightpipe-dev/secrets/flightpipe-api-keys"
+    expr = grants.resource_condition("secretmanager.googleapis.com", name, by_id)
     svc = "secretmanager.googleapis.com"
-    assert evaluate(expr, {"resource": {"service": svc, "name": name}})
-    assert evaluate(expr, {"resource": {"service": svc, "name": name + "/versions/3"}})
-    assert not evaluate(expr, {"resource": {"service": svc, "name": name + "-plain"}})
+    for full in (name, by_id):
+        assert evaluate(expr, {"resource": {"service": svc, "name": full}})
+        assert evaluate(expr, {"resource": {"service": svc, "name": full + "/versions/3"}})
+        assert not evaluate(expr, {"resource": {"service": svc, "name": full + "-plain"}})
+    other = "projects/123/secrets/other"
+    assert not evaluate(expr, {"resource": {"service": svc, "name": other}})
     assert not evaluate(expr, {"resource": {"service": "run.googleapis.com", "name": name}})
     with pytest.raises(ValueError, match="do not read"):
         grants.resource_condition("pubsub.googleapis.com", "projects/p/topics/t")
