@@ -354,10 +354,16 @@ def test_every_rpc_method_in_the_table_needs_a_permission_its_identity_is_grante
 
 
 def _ci_members(boot: Graph) -> dict[str, str]:
-    """Member -> identity name, for every identity CI can impersonate in this bootstrap."""
-    ci = {f"serviceAccount:{boot.exports['deployer_service_account']}": "deployer"}
+    """Member -> identity name, for every identity CI can impersonate in this bootstrap, and the
+    federated principal sets CI's tokens become."""
+    pool = boot.one("gcp:iam/workloadIdentityPool:WorkloadIdentityPool").outputs["name"]
+    ci = {
+        f"serviceAccount:{boot.exports['deployer_service_account']}": "deployer",
+        f"principalSet://iam.googleapis.com/{pool}/attribute.access/deploy": "gitlab-deploy",
+    }
     if boot.exports.get("previewer_service_account"):
         ci[f"serviceAccount:{boot.exports['previewer_service_account']}"] = "previewer"
+        ci[f"principalSet://iam.googleapis.com/{pool}/attribute.access/preview"] = "gitlab-preview"
     return ci
 
 
@@ -390,7 +396,7 @@ def test_no_ci_identity_sets_an_iam_policy_but_the_documented_exceptions(stack: 
     powers = policy_powers(stack)
     held = {p.split(" ")[0] for p in powers["deployer"]}
     assert held == set(grants.RESOURCE_SET_IAM_EXCEPTIONS) | set(grants.DATASET_ACL_PERMISSIONS)
-    assert not powers.get("previewer")
+    assert not {name: held for name, held in powers.items() if name != "deployer" and held}
     # The only policies it sets directly are the resource-level grants the program still makes.
     for b in bindings(*(graph_for(stack, m) for m in INGEST_MODES)):
         if b.scope != "project" and b.condition is None:
@@ -484,10 +490,11 @@ def surplus_report() -> str:
         "Roles: tests/infra/data/gcp-iam-roles.json (iann0036/iam-dataset snapshot).",
         "",
     ]
-    powers: dict[str, set[str]] = {}
+    powers: dict[str, dict[str, list[str]]] = {}  # identity -> power -> stacks
     for stack in STACKS:
         for name, held in policy_powers(stack).items():
-            powers.setdefault(name, set()).update(f"{p} [{stack}]" for p in held)
+            for power in held:
+                powers.setdefault(name, {}).setdefault(power, []).append(stack)
     for name in sorted(granted):
         surplus = sorted(granted[name] - needed.get(name, set()))
         lines += [
@@ -503,7 +510,7 @@ def surplus_report() -> str:
                 "- remaining powers to grant roles outside the program's list (IAM policies or"
                 " dataset access lists it can set other than through its conditioned"
                 f" projectIamAdmin binding; infra/grants.py says why): {len(powers[name])}",
-                *[f"  - `{p}`" for p in sorted(powers[name])],
+                *[f"  - `{p}` ({', '.join(st)})" for p, st in sorted(powers[name].items())],
             ]
         lines += [
             "",
