@@ -13,7 +13,14 @@ it in "Set limits on granting roles" (https://cloud.google.com/iam/docs/setting-
 role whose grants a `setIamPolicy` call adds or removes is in the list. The same page warns that
 the holder must have no other, unconditioned way to set the project's policy: no role in
 `DEPLOYER_PROJECT_ROLES` contains `resourcemanager.projects.setIamPolicy` (a test checks it against
-Google's predefined roles in tests/infra/data/gcp-iam-roles.json).
+Google's predefined roles in tests/infra/data/gcp-iam-roles.json), and neither does the
+deployer's custom role.
+
+No resource admin role either: each carries its resource type's setIamPolicy, a way to grant any
+role that `modifiedGrantsByRole` (a limit on the project's policy only) never sees. The deployer
+gets a custom role (`DEPLOYER_CUSTOM_ROLE_PERMISSIONS`) instead, and the main program grants on
+datasets and secrets at project level with a resource condition. What is left, on purpose and
+listed by the simulation: `RESOURCE_SET_IAM_EXCEPTIONS` and `DATASET_ACL_PERMISSIONS`.
 """
 
 from __future__ import annotations
