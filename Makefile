@@ -58,7 +58,8 @@ lint: setup ## ruff (lint + format check) and mypy --strict.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/mypy --strict infra/__main__.py infra/config.py infra/environment.py infra/components
+	$(BIN)/mypy --strict infra/__main__.py infra/config.py infra/environment.py infra/grants.py infra/components
+	cd infra/bootstrap && $(abspath $(BIN))/mypy --strict __main__.py bootstrap_config.py trust.py ../grants.py
 
 format: setup ## Apply ruff's formatting and safe fixes.
 	$(BIN)/ruff format .

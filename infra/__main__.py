@@ -11,7 +11,6 @@ import config
 import environment
 import pulumi
 import pulumi_gcp as gcp
-from components.ci import CiIdentity, CiIdentityArgs
 from components.identity import Identity, IdentityArgs
 from components.messaging import Messaging, MessagingArgs
 from components.monitoring import Monitoring, MonitoringArgs
@@ -123,15 +122,6 @@ runtime = Runtime(
     ),
     after_apis,
 )
-ci = CiIdentity(
-    "ci",
-    CiIdentityArgs(
-        project=cfg.project,
-        gitlab_project_path=cfg.gitlab_project_path,
-        issuer_uri=cfg.gitlab_issuer_uri,
-    ),
-    after_apis,
-)
 monitoring = Monitoring(
     "monitoring",
     MonitoringArgs(
@@ -167,6 +157,4 @@ pulumi.export("subscriber_image", registry.images["subscriber"].ref)
 pulumi.export("api_image_digest", registry.images["api"].digest)
 pulumi.export("subscriber_image_digest", registry.images["subscriber"].digest)
 pulumi.export("api_keys_secret", runtime.api_keys_secret_id)
-pulumi.export("wif_provider", ci.provider.name)
-pulumi.export("deployer_service_account", ci.deployer.email)
 pulumi.export("dashboard_id", monitoring.dashboard_id)

@@ -34,8 +34,6 @@ class StackConfig:
     ingest_mode: IngestMode
     dataset_location: str
     analyst_group: str
-    gitlab_project_path: str
-    gitlab_issuer_uri: str
     image_tag: str
     # The BuildKit builder the images are built on (CI registers a remote one as BUILDX_BUILDER);
     # None uses the local Docker daemon.
@@ -58,6 +56,15 @@ class StackConfig:
     trace_exporter: str
     api_keys_secret: str | None
     notification_channels: tuple[str, ...] = field(default_factory=tuple)
+    # The bootstrap's deployer (infra/bootstrap output `deployer_service_account`): the identity
+    # that runs the post-deploy test, so it is the one reader of the plain e2e key. None: no reader.
+    deployer_service_account: str | None = None
+
+    @property
+    def deployer_member(self) -> str | None:
+        """The deployer as an IAM member, or None when the stack is not told who it is."""
+        sa = self.deployer_service_account
+        return f"serviceAccount:{sa}" if sa else None
 
     @property
     def labels(self) -> dict[str, str]:
@@ -102,8 +109,6 @@ def load() -> StackConfig:
         ),
         dataset_location=cfg.get("datasetLocation") or "US",
         analyst_group=cfg.require("analystGroup"),
-        gitlab_project_path=cfg.require("gitlabProjectPath"),
-        gitlab_issuer_uri=cfg.get("gitlabIssuerUri") or "https://gitlab.com",
         image_tag=image_tag,
         buildx_builder=os.environ.get("BUILDX_BUILDER") or None,
         deletion_protection=_bool(cfg.get_bool("deletionProtection"), default=env == "prod"),
@@ -139,7 +144,16 @@ def load() -> StackConfig:
         ),
         api_keys_secret=cfg.get("apiKeysSecret") or None,
         notification_channels=tuple(cfg.get_object("notificationChannels") or ()),
+        deployer_service_account=_service_account(cfg.get("deployerServiceAccount")),
     )
+
+
+def _service_account(value: str | None) -> str | None:
+    if value and not value.endswith(".iam.gserviceaccount.com"):
+        raise ValueError(
+            f"config deployerServiceAccount={value!r}: expected a service account email"
+        )
+    return value or None
 
 
 def _bool(value: bool | None, *, default: bool) -> bool:

@@ -31,10 +31,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 
 from flightpipe.broker import Broker
 from flightpipe.broker.pubsub import PubSubBroker
+from tests import rpc_log
 
 INSTALL_HINT = (
     "the Pub/Sub emulator is not installed: run `gcloud components install pubsub-emulator` "
@@ -135,6 +137,8 @@ def make_broker(host: str, project: str | None = None) -> PubSubBroker:
     project = project or f"flightpipe-test-{uuid.uuid4().hex[:12]}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PUBSUB_EMULATOR_HOST", host)
+        # Every RPC the clients send is noted for the IAM table check (tests/rpc_log.py).
+        mp.setattr(grpc, "insecure_channel", rpc_log.recording(grpc.insecure_channel))
         return PubSubBroker(project=project, rpc_timeout=20.0)
 
 

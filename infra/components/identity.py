@@ -3,6 +3,8 @@
 - subscriber: `pubsub.subscriber` on its subscription, `pubsub.publisher` on the dead-letter topic
   (it dead-letters messages that fail the contract straight away), `bigquery.dataEditor` on the
   dataset; it does not exist in `bigquery-subscription` mode, where Pub/Sub writes the table.
+Dataset grants are project-level grants with an IAM condition on the dataset
+(components/grants_on.py: they go through the deployer's conditioned projectIamAdmin).
 - api: `bigquery.dataViewer` on the dataset and `bigquery.jobUser` on the project (a query is a
   job, and jobs only exist at project level).
 Both: `monitoring.metricWriter` on the project, for the Managed Service for Prometheus sidecar
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 from config import IngestMode
+
+from components.grants_on import dataset_name, project_grant_on
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,13 @@ class Identity(pulumi.ComponentResource):
             opts=child,
         )
         self.grants += [
-            gcp.bigquery.DatasetIamMember(
+            project_grant_on(
                 f"{name}-api-data-viewer",
                 project=args.project,
-                dataset_id=args.dataset_id,
                 role="roles/bigquery.dataViewer",
                 member=self.api.member,
+                service="bigquery.googleapis.com",
+                resource_name=dataset_name(args.project, args.dataset_id),
                 opts=child,
             ),
             gcp.projects.IAMMember(
@@ -93,12 +98,13 @@ class Identity(pulumi.ComponentResource):
                     member=member,
                     opts=child,
                 ),
-                gcp.bigquery.DatasetIamMember(
+                project_grant_on(
                     f"{name}-subscriber-data-editor",
                     project=args.project,
-                    dataset_id=args.dataset_id,
                     role="roles/bigquery.dataEditor",
                     member=member,
+                    service="bigquery.googleapis.com",
+                    resource_name=dataset_name(args.project, args.dataset_id),
                     opts=child,
                 ),
             ]

@@ -21,6 +21,8 @@ import pulumi
 import pulumi_gcp as gcp
 from config import IngestMode
 
+from components.grants_on import dataset_name, project_grant_on
+
 
 @dataclass(frozen=True)
 class MessagingArgs:
@@ -90,16 +92,18 @@ class Messaging(pulumi.ComponentResource):
 
         subscription_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.agent_publisher])
         bigquery_config: gcp.pubsub.SubscriptionBigqueryConfigArgsDict | None = None
-        self.agent_data_editor: gcp.bigquery.DatasetIamMember | None = None
+        self.agent_data_editor: gcp.projects.IAMMember | None = None
         if args.ingest_mode == "bigquery-subscription":
             if args.table_ref is None or args.dataset_id is None:
                 raise ValueError("bigquery-subscription mode needs table_ref and dataset_id")
-            self.agent_data_editor = gcp.bigquery.DatasetIamMember(
+            # Project level, conditioned on the dataset (components/grants_on.py says why).
+            self.agent_data_editor = project_grant_on(
                 f"{name}-agent-data-editor",
                 project=args.project,
-                dataset_id=args.dataset_id,
                 role="roles/bigquery.dataEditor",
                 member=agent_member,
+                service="bigquery.googleapis.com",
+                resource_name=dataset_name(args.project, args.dataset_id),
                 opts=child,
             )
             # Pub/Sub checks the table's permissions when the subscription is created.

@@ -34,6 +34,8 @@ from typing import Any, Final
 import pulumi
 import pulumi_gcp as gcp
 
+from components.grants_on import project_grant_on, secret_name
+
 API_KEYS_ENV: Final = "FLIGHTPIPE_API_KEYS"
 READY_PATH: Final = "/readyz"
 HEALTH_PATH: Final = "/healthz"
@@ -133,12 +135,18 @@ class Runtime(pulumi.ComponentResource):
             secret_id = secret.secret_id
             secret_ready = [version]
         self.api_keys_secret_id = pulumi.Output.from_input(secret_id)
-        self.secret_access = gcp.secretmanager.SecretIamMember(
+        # Project level, conditioned on the secret (components/grants_on.py says why).
+        self.secret_access = project_grant_on(
             f"{name}-api-keys-accessor",
             project=args.project,
-            secret_id=secret_id,
             role="roles/secretmanager.secretAccessor",
             member=args.api_service_account_member,
+            service="secretmanager.googleapis.com",
+            resource_name=secret_name(
+                args.project,
+                gcp.organizations.get_project_output(project_id=args.project).number,
+                secret_id,
+            ),
             opts=child,
         )
 

@@ -20,13 +20,13 @@ from sqlglot import exp
 
 from flightpipe.contract import COLUMN_NAMES, bigquery_schema
 from flightpipe.settings import ENV_VARS, Settings, load_settings
+from tests.infra.iam_model import resource_limit
 from tests.infra.program import INFRA, PROJECT_NUMBER, Graph, graph_for, run_stack
 
 SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
 TOPIC = "gcp:pubsub/topic:Topic"
 TOPIC_IAM = "gcp:pubsub/topicIAMMember:TopicIAMMember"
 SUBSCRIPTION_IAM = "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember"
-DATASET_IAM = "gcp:bigquery/datasetIamMember:DatasetIamMember"
 PROJECT_IAM = "gcp:projects/iAMMember:IAMMember"
 ACCOUNT = "gcp:serviceaccount/account:Account"
 AGENT = "gcp:projects/serviceIdentity:ServiceIdentity"
@@ -48,6 +48,17 @@ UPTIME_AGENT = (
 
 def _iam(graph: Graph) -> list[Any]:
     return [r for r in graph.resources if "iam" in r.type.lower() and "role" in r.inputs]
+
+
+def _limited_to(grant: Any) -> str | None:
+    """The resource a project-level grant's IAM condition limits it to (`dataset:<id>`, ...)."""
+    return resource_limit((grant.inputs.get("condition") or {}).get("expression"))
+
+
+def _where(grant: Any) -> str:
+    """Where a grant applies: its IAM member type, or `project on <resource>` when limited."""
+    limited = _limited_to(grant)
+    return f"project on {limited}" if limited else str(grant.type)
 
 
 def _agent_member(graph: Graph) -> str:
@@ -155,26 +166,28 @@ def test_runtime_accounts_hold_no_project_wide_data_roles(graph: Graph) -> None:
     # Project level only for roles that exist nowhere else and read no data: jobs (the API's
     # queries), trace spans and metric time series are project-scoped writes.
     allowed = {"roles/bigquery.jobUser", "roles/cloudtrace.agent", METRIC_WRITER}
+    # Data roles sit at project level too, but only with an IAM condition on one resource.
     runtime = set(_runtime_members(graph).values())
     for grant in graph.of_type(PROJECT_IAM):
         if grant.inputs["member"] in runtime:
-            assert grant.inputs["role"] in allowed, grant.name
+            assert grant.inputs["role"] in allowed or _limited_to(grant), grant.name
 
 
 def test_runtime_accounts_get_exactly_their_resource_level_grants(graph: Graph) -> None:
     members = _runtime_members(graph)
     granted = {
-        (g.type, g.inputs["role"], g.inputs["member"])
+        (_where(g), g.inputs["role"], g.inputs["member"])
         for g in _iam(graph)
         if g.inputs["member"] in members.values() and g.inputs["role"] != "roles/cloudtrace.agent"
     }
     api = members["flightpipe-api"]
+    dataset = f"project on dataset:{graph.exports['dataset']}"
     expected = {
-        (DATASET_IAM, "roles/bigquery.dataViewer", api),
+        (dataset, "roles/bigquery.dataViewer", api),
         (PROJECT_IAM, "roles/bigquery.jobUser", api),
         (PROJECT_IAM, METRIC_WRITER, api),
         (
-            "gcp:secretmanager/secretIamMember:SecretIamMember",
+            f"project on secret:{graph.exports['api_keys_secret']}",
             "roles/secretmanager.secretAccessor",
             api,
         ),
@@ -184,7 +197,7 @@ def test_runtime_accounts_get_exactly_their_resource_level_grants(graph: Graph) 
         expected |= {
             (SUBSCRIPTION_IAM, "roles/pubsub.subscriber", sub),
             (TOPIC_IAM, "roles/pubsub.publisher", sub),
-            (DATASET_IAM, "roles/bigquery.dataEditor", sub),
+            (dataset, "roles/bigquery.dataEditor", sub),
             (PROJECT_IAM, METRIC_WRITER, sub),
         }
         assert {
@@ -222,7 +235,9 @@ def test_uptime_check_authenticates_as_the_agent_granted_invoker(graph: Graph) -
 def test_ingest_modes_write_the_table_through_exactly_one_path(graph: Graph) -> None:
     (source,) = [s for s in graph.of_type(SUBSCRIPTION) if s.inputs.get("deadLetterPolicy")]
     agent_editors = [
-        g for g in graph.of_type(DATASET_IAM) if g.inputs["member"] == _agent_member(graph)
+        g
+        for g in graph.of_type(PROJECT_IAM)
+        if g.inputs["member"] == _agent_member(graph) and _limited_to(g)
     ]
     if graph.exports["ingest_mode"] == "subscriber":
         assert "bigqueryConfig" not in source.inputs  # a pull subscription
@@ -234,11 +249,14 @@ def test_ingest_modes_write_the_table_through_exactly_one_path(graph: Graph) -> 
         assert config["table"] == f"{project}.{graph.exports['dataset']}.{graph.exports['table']}"
         assert config["useTableSchema"] and config["writeMetadata"]
         assert not graph.of_type(WORKER_POOL)
-        assert [(g.inputs["role"], g.inputs["datasetId"]) for g in agent_editors] == [
-            ("roles/bigquery.dataEditor", graph.exports["dataset"])
+        assert [(g.inputs["role"], _limited_to(g)) for g in agent_editors] == [
+            ("roles/bigquery.dataEditor", f"dataset:{graph.exports['dataset']}")
         ]
+        # The agent's only project-level grant is that one, limited to the dataset.
         assert not [
-            g for g in graph.of_type(PROJECT_IAM) if g.inputs["member"] == _agent_member(graph)
+            g
+            for g in graph.of_type(PROJECT_IAM)
+            if g.inputs["member"] == _agent_member(graph) and not _limited_to(g)
         ]
 
 
@@ -429,21 +447,7 @@ def test_current_view_keeps_the_latest_event_of_each_flight() -> None:
     assert _run_view(sql, rows) == [("F1", "e2", "departed"), ("F2", "e4", "cancelled")]
 
 
-# --- CI identity, labels, outputs ------------------------------------------------------------
-
-
-def test_wif_provider_accepts_only_protected_branches_of_the_project(graph: Graph) -> None:
-    provider = graph.one("gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider")
-    condition = provider.inputs["attributeCondition"]
-    assert "assertion.project_path == 'latam/flightpipe'" in condition
-    assert "assertion.ref_protected == 'true'" in condition
-    assert provider.inputs["oidc"]["issuerUri"] == "https://gitlab.com"
-    (binding,) = graph.of_type("gcp:serviceaccount/iAMMember:IAMMember")
-    assert binding.inputs["role"] == "roles/iam.workloadIdentityUser"
-    assert binding.inputs["member"].startswith("principalSet://iam.googleapis.com/projects/")
-    assert binding.inputs["member"].endswith("/attribute.project_path/latam/flightpipe")
-    deployer = graph.one(ACCOUNT, "ci-deployer")
-    assert binding.inputs["serviceAccountId"] == deployer.outputs["name"]
+# --- Labels, outputs ------------------------------------------------------------
 
 
 def _takes_labels(type_token: str) -> bool:

@@ -22,6 +22,7 @@ from google.cloud import bigquery
 from flightpipe.contract import COLUMN_NAMES
 from flightpipe.warehouse import Envelope, FlightFilter, WarehouseError, WarehouseUnavailable
 from flightpipe.warehouse.bigquery import BigQueryWarehouse, RowErrors
+from tests import rpc_log
 from tests.factories import make_event
 
 PROJECT = "flightpipe-test"
@@ -49,6 +50,7 @@ class FakeBigQuery:
 
     def answer(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         self.requests.append(Recorded(method, path, body))
+        rpc_log.record_rest(method, path)  # for the IAM table check
         scripted = self.script.get(path)
         if scripted:
             return scripted.pop(0)

@@ -1,0 +1,238 @@
+"""flightpipe's bootstrap: what CI needs before it can run the main program, and who may do what.
+
+Run once per GCP project by a human with owner rights (docs/deploying.md), never by CI: nothing
+here is reachable by an identity CI can impersonate, so CI can never widen its own trust.
+
+- State bucket `<project>-pulumi-state` for the main program's stacks (`pulumi login gs://...`):
+  object versioning (every checkpoint recoverable), uniform bucket-level access (IAM only, no
+  ACLs) and public access prevention enforced.
+- KMS key `flightpipe-pulumi/stack-secrets`: the stacks' secrets provider (`gcpkms://...`), so CI
+  needs no passphrase and decrypting a secret needs an IAM grant on the key.
+- Workload Identity Federation pool `gitlab` and provider `gitlab-oidc` for GitLab's ID tokens
+  (trust.py says which job maps to which identity).
+- The deployer (what `pulumi up` and the post-deploy test run as) and, where merge-request
+  previews are on, the read-only previewer. Their roles come from infra/grants.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pulumi
+import pulumi_gcp as gcp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # infra/: grants.py is shared
+
+import bootstrap_config
+import grants
+from trust import DEPLOY, PREVIEW, principal_set
+
+cfg = bootstrap_config.load()
+project = cfg.project
+
+apis = [
+    gcp.projects.Service(
+        f"api-{api.split('.')[0]}",
+        project=project,
+        service=api,
+        disable_on_destroy=False,
+    )
+    for api in (
+        "cloudkms.googleapis.com",
+        "cloudresourcemanager.googleapis.com",
+        "iam.googleapis.com",
+        "iamcredentials.googleapis.com",  # generateAccessToken / generateIdToken of the accounts
+        "serviceusage.googleapis.com",
+        "storage.googleapis.com",
+        "sts.googleapis.com",  # the token exchange of Workload Identity Federation
+    )
+]
+after_apis = pulumi.ResourceOptions(depends_on=apis)
+# Losing the state bucket or the key loses every stack: deleting them takes a human who first
+# removes `protect` on purpose.
+kept = pulumi.ResourceOptions(depends_on=apis, protect=True)
+
+state = gcp.storage.Bucket(
+    "state",
+    project=project,
+    name=cfg.state_bucket,
+    location=cfg.state_location,
+    uniform_bucket_level_access=True,
+    public_access_prevention="enforced",
+    versioning={"enabled": True},
+    # Old checkpoints are kept for recovery, but not forever.
+    lifecycle_rules=[
+        {
+            "action": {"type": "Delete"},
+            "condition": {"num_newer_versions": 50, "with_state": "ARCHIVED"},
+        }
+    ],
+    force_destroy=False,
+    labels={"app": "flightpipe", "managed-by": "pulumi", "env": cfg.env},
+    opts=kept,
+)
+key_ring = gcp.kms.KeyRing(
+    "secrets-ring", project=project, name="flightpipe-pulumi", location=cfg.kms_location, opts=kept
+)
+key = gcp.kms.CryptoKey(
+    "secrets-key",
+    name="stack-secrets",
+    key_ring=key_ring.id,
+    purpose="ENCRYPT_DECRYPT",
+    rotation_period="7776000s",  # 90 days; older versions still decrypt what they encrypted
+    labels={"app": "flightpipe", "managed-by": "pulumi", "env": cfg.env},
+    opts=kept,
+)
+# Pulumi's form: gcpkms://projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>
+# (https://www.pulumi.com/docs/iac/cli/commands/pulumi_stack_init/).
+secrets_provider = pulumi.Output.concat(
+    "gcpkms://projects/",
+    project,
+    "/locations/",
+    cfg.kms_location,
+    "/keyRings/",
+    key_ring.name,
+    "/cryptoKeys/",
+    key.name,
+)
+
+pool = gcp.iam.WorkloadIdentityPool(
+    "gitlab-pool",
+    project=project,
+    workload_identity_pool_id="gitlab",
+    display_name="GitLab CI",
+    description="OIDC ID tokens of the flightpipe GitLab project's pipelines",
+    opts=after_apis,
+)
+provider = gcp.iam.WorkloadIdentityPoolProvider(
+    "gitlab-provider",
+    project=project,
+    workload_identity_pool_id=pool.workload_identity_pool_id,
+    workload_identity_pool_provider_id="gitlab-oidc",
+    display_name="GitLab OIDC",
+    attribute_mapping=cfg.trust.attribute_mapping,
+    attribute_condition=cfg.trust.attribute_condition,
+    # Jobs request `aud: $CI_SERVER_URL`, the issuer; no other audience is accepted.
+    oidc={"issuer_uri": cfg.gitlab_issuer_uri, "allowed_audiences": [cfg.gitlab_issuer_uri]},
+    opts=after_apis,
+)
+
+
+def ci_account(short: str, display: str, access: str) -> gcp.serviceaccount.Account:
+    """A service account that tokens mapped to `access` (and only those) may impersonate."""
+    account = gcp.serviceaccount.Account(
+        short,
+        project=project,
+        account_id=f"flightpipe-{short}",
+        display_name=display,
+        opts=after_apis,
+    )
+    gcp.serviceaccount.IAMMember(
+        f"{short}-wif",
+        service_account_id=account.name,
+        role="roles/iam.workloadIdentityUser",
+        member=pool.name.apply(lambda name: principal_set(name, access)),
+    )
+    return account
+
+
+def project_roles(short: str, member: pulumi.Input[str], roles: tuple[str, ...]) -> None:
+    for role in roles:
+        gcp.projects.IAMMember(
+            f"{short}-{role.removeprefix('roles/').replace('.', '-')}",
+            project=project,
+            role=role,
+            member=member,
+            opts=after_apis,
+        )
+
+
+deployer = ci_account("deployer", "flightpipe deployer (GitLab main / prod via WIF)", DEPLOY)
+project_roles("deployer", deployer.member, grants.DEPLOYER_PROJECT_ROLES)
+# In place of the service admin roles (each holds its resource type's setIamPolicy, so it could
+# grant any role on a topic, dataset, secret, service or repository): the lifecycle permissions
+# of the program's resource types, with setIamPolicy only where no conditioned project-level
+# grant can replace it (infra/grants.py says which and why). pulumi-gcp's IAMCustomRole
+# (gcp.projects.IAMCustomRole: role_id, title, permissions, stage; its `name` is
+# projects/<project>/roles/<role_id>).
+deployer_role = gcp.projects.IAMCustomRole(
+    "deployer-role",
+    project=project,
+    role_id=grants.DEPLOYER_CUSTOM_ROLE_ID,
+    title="flightpipe deployer",
+    description="Manage flightpipe's resources; set IAM policies only on topics, "
+    "subscriptions and Cloud Run services (infra/grants.py)",
+    permissions=list(grants.DEPLOYER_CUSTOM_ROLE_PERMISSIONS),
+    stage="GA",
+    opts=after_apis,
+)
+gcp.projects.IAMMember(
+    "deployer-custom-role",
+    project=project,
+    role=pulumi.Output.from_input(deployer_role.role_id).apply(
+        lambda role_id: grants.custom_role_name(project, role_id)
+    ),
+    member=deployer.member,
+    opts=after_apis,
+)
+gcp.projects.IAMMember(
+    "deployer-project-iam-limited",
+    project=project,
+    role=grants.DEPLOYER_CONDITIONED_ROLE,
+    member=deployer.member,
+    condition={
+        "title": "only-flightpipe-project-grants",
+        "description": "Only the project-level roles the main program grants (infra/grants.py)",
+        "expression": grants.grant_limit_condition(),
+    },
+    opts=after_apis,
+)
+# `pulumi login gs://...` + checkpoints, history, backups and update locks: objects only; the
+# bucket's own policy and settings stay the human's.
+gcp.storage.BucketIAMMember(
+    "deployer-state", bucket=state.name, role="roles/storage.objectUser", member=deployer.member
+)
+gcp.kms.CryptoKeyIAMMember(
+    "deployer-secrets-key",
+    crypto_key_id=key.id,
+    role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
+    member=deployer.member,
+)
+# The post-deploy test calls the IAM-protected API with an ID token the deployer mints for
+# itself (iamcredentials generateIdToken needs iam.serviceAccounts.getOpenIdToken on the account).
+gcp.serviceaccount.IAMMember(
+    "deployer-self-id-token",
+    service_account_id=deployer.name,
+    role="roles/iam.serviceAccountOpenIdTokenCreator",
+    member=deployer.member,
+)
+
+previewer: gcp.serviceaccount.Account | None = None
+if cfg.trust.merge_request_previews:
+    previewer = ci_account(
+        "previewer", "flightpipe previewer (GitLab merge requests via WIF)", PREVIEW
+    )
+    project_roles("previewer", previewer.member, grants.PREVIEWER_PROJECT_ROLES)
+    # A preview reads the checkpoint and takes no lock (pulumi/pulumi pkg/backend/diy/backend.go:
+    # Preview, unlike Update, never calls Lock); it decrypts the stack's data key, never encrypts.
+    gcp.storage.BucketIAMMember(
+        "previewer-state",
+        bucket=state.name,
+        role="roles/storage.objectViewer",
+        member=previewer.member,
+    )
+    gcp.kms.CryptoKeyIAMMember(
+        "previewer-secrets-key",
+        crypto_key_id=key.id,
+        role="roles/cloudkms.cryptoKeyDecrypter",
+        member=previewer.member,
+    )
+
+# What GitLab needs (Settings > CI/CD > Variables, scoped to this environment) and the main
+# program's config (`flightpipe:deployerServiceAccount`).
+pulumi.export("state_url", pulumi.Output.concat("gs://", state.name))
+pulumi.export("secrets_provider", secrets_provider)
+pulumi.export("wif_provider", provider.name)
+pulumi.export("deployer_service_account", deployer.email)
+pulumi.export("previewer_service_account", previewer.email if previewer else None)

@@ -1,0 +1,44 @@
+"""The bootstrap stack's configuration: the only bootstrap module that reads pulumi.Config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from trust import TrustPolicy
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """Everything the bootstrap is told, validated."""
+
+    env: str
+    project: str
+    gitlab_issuer_uri: str
+    trust: TrustPolicy
+    state_location: str
+    kms_location: str
+
+    @property
+    def state_bucket(self) -> str:
+        # Bucket names are global: the project id makes it unique and says whose state it is.
+        return f"{self.project}-pulumi-state"
+
+
+def load() -> BootstrapConfig:
+    """Read and validate the current bootstrap stack's configuration."""
+    gcp = pulumi.Config("gcp")
+    cfg = pulumi.Config()
+    return BootstrapConfig(
+        env=pulumi.get_stack(),
+        project=gcp.require("project"),
+        gitlab_issuer_uri=cfg.get("gitlabIssuerUri") or "https://gitlab.com",
+        trust=TrustPolicy(
+            gitlab_project_id=cfg.require("gitlabProjectId"),
+            deploy_branch=cfg.get("deployBranch") or "main",
+            deploy_environment=cfg.get("deployEnvironment") or None,
+            merge_request_previews=bool(cfg.get_bool("mergeRequestPreviews")),
+        ),
+        state_location=cfg.get("stateLocation") or "US",
+        kms_location=cfg.get("kmsLocation") or "us-central1",
+    )
