@@ -186,8 +186,8 @@ class Subscriber:
                 self._fail(name, exc)
 
         thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()  # before it is listed: a listed thread that is not alive has died
         self._threads.append(thread)
-        thread.start()
         return thread
 
     def run(self) -> None:
