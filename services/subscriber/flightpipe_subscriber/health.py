@@ -3,8 +3,8 @@
 Cloud Run needs the container to listen on `PORT`; the same port serves the scrape endpoint.
 
 `/healthz` (liveness) answers 503 once a thread of the subscriber died or it is stopping: a
-restart is the cure. `/readyz` also answers 503 while the warehouse keeps failing writes, naming
-the error: the process is alive and keeps every lease, and restarting it would not help, so a
+restart is the cure. `/readyz` also answers 503 while the warehouse keeps failing writes or the
+broker keeps failing pulls, naming the error: the process is alive and keeps every lease, and restarting it would not help, so a
 liveness probe must not see an outage. Both bodies say why.
 """
 
@@ -31,6 +31,7 @@ class Status(Protocol):
 
     failure: str | None
     warehouse_error: str | None
+    broker_error: str | None
 
     def healthy(self) -> bool: ...
 
@@ -51,6 +52,8 @@ def _app(status: Status) -> Callable[..., Iterable[bytes]]:
                 body["status"] = "stopping"
             if status.warehouse_error is not None:
                 body["warehouse_error"] = status.warehouse_error
+            if status.broker_error is not None:
+                body["broker_error"] = status.broker_error
             start_response(
                 "200 OK" if ok else "503 Service Unavailable",
                 [("Content-Type", "application/json"), ("Cache-Control", "no-store")],

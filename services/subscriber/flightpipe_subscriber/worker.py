@@ -144,6 +144,8 @@ class Subscriber:
         self.failure: str | None = None
         # The last write error while the warehouse keeps failing; None once a write commits.
         self.warehouse_error: str | None = None
+        # The last pull error while the broker keeps failing; None once a pull answers.
+        self.broker_error: str | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -162,8 +164,8 @@ class Subscriber:
         return all(t.is_alive() for t in self._threads)
 
     def ready(self) -> bool:
-        """Healthy and the warehouse takes writes (readiness; an outage is not a reason to kill)."""
-        return self.healthy() and self.warehouse_error is None
+        """Healthy and both the broker and the warehouse answer (an outage is no reason to kill)."""
+        return self.healthy() and self.warehouse_error is None and self.broker_error is None
 
     def _fail(self, where: str, exc: BaseException) -> None:
         """Record the first thread failure, log its cause once, and stop the loop."""
@@ -308,9 +310,11 @@ class Subscriber:
                 messages.extend(more)
                 size += sum(len(m.data) for m in more)
         except BrokerError as exc:
+            self.broker_error = f"{type(exc).__name__}: {exc}"
             log.warning("pull failed, retrying: %s", exc)
             self._stopping.wait(1.0)
             return []
+        self.broker_error = None
         return messages
 
     def _observe_backlog(self) -> None:
