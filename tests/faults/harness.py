@@ -12,6 +12,7 @@ so "an outage longer than ack deadline x max delivery attempts" is 2 s x 5 = 10 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -71,12 +72,13 @@ def write_figures(directory: Path) -> str:
     header = (
         "| fault | valid published | invalid published | stored | duplicates written "
         "| valid dead-lettered | invalid dead-lettered | max delivery attempt | fault (s) "
-        "| recovery (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| recovery (s) | notes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = [
         f"| {f.fault} | {f.published_valid} | {f.published_invalid} | {f.stored} "
         f"| {f.duplicates_written} | {f.dead_lettered_valid} | {f.dead_lettered_invalid} "
-        f"| {f.max_delivery_attempt} | {f.fault_seconds:.1f} | {f.recovery_seconds:.1f} |"
+        f"| {f.max_delivery_attempt} | {f.fault_seconds:.1f} | {f.recovery_seconds:.1f} "
+        f"| {'; '.join(f.notes).replace('|', '/')} |"
         for f in FIGURES
     ]
     table = header + "\n".join(lines) + "\n"
@@ -114,7 +116,15 @@ def fault_env(settings: Settings, port: int) -> dict[str, str]:
 
 def valid_events(n: int, prefix: str) -> list[FlightEvent]:
     """n valid events with distinct flights, event ids `<prefix>-<i>`."""
-    return [make_event(event_id=f"{prefix}-{i}") for i in range(n)]
+    day = dt.date(2013, 1, 1)
+    return [
+        make_event(
+            event_id=f"{prefix}-{i}",
+            flight_number=i % 90_000 + 1,
+            flight_date=day + dt.timedelta(days=i // 90_000),
+        )
+        for i in range(n)
+    ]
 
 
 def publish(broker: EmbeddedBroker, bodies: Sequence[bytes], chunk: int = 500) -> None:

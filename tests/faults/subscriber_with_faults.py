@@ -1,4 +1,4 @@
-"""The real subscriber entrypoint with one fault planted: `python -m tests.faults.subscriber_with_faults`.
+"""The real subscriber entrypoint with one fault planted (`python -m tests.faults.<this module>`).
 
 FAULT=crash:<thread> makes that thread raise an unexpected exception (a bug), once:
   puller (the 3rd pull), acker (the first ack), writer (the 2nd write), leaser (the first tick).

@@ -1,4 +1,4 @@
-"""Hostile publishers: a poison zoo mixed into valid traffic, through the real subscriber process."""
+"""Hostile publishers: a poison zoo mixed into valid traffic, through the subscriber process."""
 
 from __future__ import annotations
 

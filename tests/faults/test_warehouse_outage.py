@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 HANG_SECONDS = 1.5  # longer than the 1 s write timeout of the fault settings
 
 
-def _run_outage(
+def _run_outage(  # noqa: PLR0917 - one helper for the four outage tests
     figures: Figures,
     broker: EmbeddedBroker,
     settings: Settings,
@@ -61,7 +61,7 @@ def _run_outage(
         started = time.monotonic()
         publish_events(broker, during)
         wait_until(lambda: http_get(f"{url}/readyz")[0] == 503, 10, "/readyz to report it")
-        status, body = http_get(f"{url}/readyz")
+        _, body = http_get(f"{url}/readyz")
         assert cause in body["warehouse_error"], body  # the real cause, named
         assert http_get(f"{url}/healthz")[0] == 200, "an outage is not a reason to restart"
         while time.monotonic() - started < OUTAGE_SECONDS:
