@@ -4,8 +4,8 @@ Cloud Run needs the container to listen on `PORT`; the same port serves the scra
 
 `/healthz` (liveness) answers 503 once a thread of the subscriber died or it is stopping: a
 restart is the cure. `/readyz` also answers 503 while the warehouse keeps failing writes or the
-broker keeps failing pulls, naming the error: the process is alive and keeps every lease, and restarting it would not help, so a
-liveness probe must not see an outage. Both bodies say why.
+broker keeps failing pulls, naming the error: the process is alive and keeps every lease, and
+restarting it would not help, so a liveness probe must not see an outage. Both bodies say why.
 """
 
 from __future__ import annotations
