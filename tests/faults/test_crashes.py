@@ -68,8 +68,9 @@ def test_a_dead_thread_makes_the_process_unhealthy_and_exit_and_nothing_is_lost(
     critical = [r for r in faulty.json_lines() if r.get("severity") == "CRITICAL"]
     assert len(critical) == 1, faulty.log()
     assert f"thread {thread} died" in critical[0]["message"]
-    assert f"injected: a bug in the {thread if thread != 'leaser' else 'lease keeper'}" in (
-        critical[0]["message"]
+    assert (
+        f"injected: a bug in the {thread if thread != 'leaser' else 'lease keeper'}"
+        in (critical[0]["message"])
     )
     _take_over(figures, broker, settings, valid, ended)
     figures.notes.append(f"exit {faulty.proc.returncode}: {critical[0]['message'][:80]}")

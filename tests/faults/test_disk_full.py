@@ -83,9 +83,7 @@ def test_a_full_disk_stalls_nothing_for_good_and_the_log_names_it(
     for line in subscriber.lines:
         if "warehouse write failed" in line:  # DuckDB's own line names the OS error
             assert "File too large" in line, line
-    check_stored_exactly_once(
-        figures, stored_event_ids(settings.duckdb_path), before + during
-    )
+    check_stored_exactly_once(figures, stored_event_ids(settings.duckdb_path), before + during)
     check_dead_letters(figures, dead_letters(broker), set(invalid))
     figures.notes.append(json.loads(failures[0])["message"][:120])
     figures.record()

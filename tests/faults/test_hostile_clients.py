@@ -177,5 +177,3 @@ def test_malformed_requests_get_the_one_json_error_shape(
     assert head.split(b" ")[1] == str(status).encode(), head
     assert b"Content-Type: application/json" in head
     assert json.loads(body)["error"]["code"] == status
-
-

@@ -377,13 +377,18 @@ class Subscriber:
         """
         delay = 0.2
         while True:
+            # Rows the warehouse named (BigQuery's insertErrors) and rows found by halving.
+            named: list[tuple[Message, str]] = []
             suspects: list[tuple[Message, str]] = []
-            stored = self._write_split(items, suspects)
-            if not suspects:
+            stored = self._write_split(items, suspects, named)
+            if not suspects and not named:
                 return
             if stored or len(items) == 1:
-                self._dead_letter(suspects)
+                culprits = named + self._confirm(items, suspects)
+                if culprits:
+                    self._dead_letter(culprits)
                 return
+            suspects += named
             self.warehouse_error = f"every row rejected: {suspects[0][1]}"
             telemetry.WRITE_FAILURES.inc()
             log.error(
@@ -400,8 +405,24 @@ class Subscriber:
                 )
                 return
 
-    def _write_split(
+    def _confirm(
         self, items: Sequence[tuple[Message, Envelope]], suspects: list[tuple[Message, str]]
+    ) -> list[tuple[Message, str]]:
+        """Write each suspect alone once more; return those rejected again (the culprits).
+
+        A warehouse that recovered halfway through the halving rejected rows that were fine.
+        """
+        envelopes = {m.ack_id: env for m, env in items}
+        culprits: list[tuple[Message, str]] = []
+        for message, _ in suspects:
+            self._write_split([(message, envelopes[message.ack_id])], culprits, culprits)
+        return culprits
+
+    def _write_split(
+        self,
+        items: Sequence[tuple[Message, Envelope]],
+        suspects: list[tuple[Message, str]],
+        named: list[tuple[Message, str]],
     ) -> int:
         """Write, halving on permanent errors; collect rejected rows; return how many stored."""
         envelopes = [env for _, env in items]
@@ -416,8 +437,8 @@ class Subscriber:
                 span.set_attribute("flightpipe.events.new", new)
         except RowErrors as exc:
             # Partial success (BigQuery's skipInvalidRows): the named rows are rejected for good,
-            # every other one is stored. The rejects are suspects, the stored ones are acked.
-            suspects.extend(
+            # every other one is stored. The rejects are named, the stored ones are acked.
+            named.extend(
                 (m, f"warehouse: {exc.errors[e.event.event_id]}")
                 for m, e in items
                 if e.event.event_id in exc.errors
@@ -434,8 +455,8 @@ class Subscriber:
                 suspects.append((items[0][0], f"warehouse: {exc}"))
                 return 0
             middle = len(items) // 2
-            return self._write_split(items[:middle], suspects) + self._write_split(
-                items[middle:], suspects
+            return self._write_split(items[:middle], suspects, named) + self._write_split(
+                items[middle:], suspects, named
             )
         self._acknowledge_written(items, new)
         return len(items)
