@@ -21,7 +21,7 @@ HASH = hashlib.sha256(KEY.encode()).hexdigest()
     "raw", [",,,", ",", f"sha256:{HASH},", f",sha256:{HASH}", f"sha256:{HASH},,sha256:{HASH}"]
 )
 def test_an_empty_item_in_the_key_list_is_a_configuration_error_not_auth_off(raw: str) -> None:
-    with pytest.raises(ConfigError, match="FLIGHTPIPE_API_KEYS: item \\d+ is empty"):
+    with pytest.raises(ConfigError, match=r"FLIGHTPIPE_API_KEYS: item \d+ is empty"):
         load_settings({"FLIGHTPIPE_API_KEYS": raw})
 
 
