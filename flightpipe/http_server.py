@@ -12,10 +12,11 @@ this module sets against it:
   default 30 s instead of 120 s) closing idle and stalled connections, checked every
   `cleanup_interval`.
 * Task threads: a large CSV/NDJSON export streams for seconds on one thread; eight of them took
-  all four threads and a one-flight GET waited 10 s. `ExportGate` runs at most
-  FLIGHTPIPE_HTTP_MAX_EXPORTS (default: a quarter of the threads, at least one) exports at once and answers any more at
-  once with 503 and Retry-After, so short requests always find a thread. Written by hand: waitress has no per-route concurrency limit,
-  and Flask-Limiter limits request rates, not requests in flight.
+  all four threads and a one-flight GET waited 10-27 s. `ExportGate` runs at most
+  FLIGHTPIPE_HTTP_MAX_EXPORTS exports at once (default: a quarter of the threads, at least one)
+  and answers any more at once with 503 and Retry-After, so short requests always find a thread
+  (bench/serve_exports.py). Written by hand: waitress has no per-route concurrency limit, and
+  Flask-Limiter limits request rates, not requests in flight.
 * Errors waitress answers itself (a bad request line, headers over `max_request_header_size`, a
   body too large): `JsonErrorTask` gives them the API's one JSON error shape instead of
   waitress's text/plain page.
