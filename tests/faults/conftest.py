@@ -9,7 +9,13 @@ import pytest
 
 from flightpipe.broker.embedded import EmbeddedBroker
 from flightpipe.settings import Settings
-from tests.faults.harness import FIGURES, fault_settings, write_figures
+from tests.faults.harness import FIGURES, fault_settings, kill_leftovers, write_figures
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ TOPIC = "flights"
 SUBSCRIPTION = "flights-subscriber"
 DLQ_INSPECT = "flights-dead-letter-inspect"
 FIGURES: list[Figures] = []
+# Every subscriber process a test started; the suite's autouse fixture kills what is left.
+STARTED: list[subprocess.Popen[bytes]] = []
 
 
 @dataclass
@@ -63,6 +65,15 @@ class Figures:
 
     def record(self) -> None:
         FIGURES.append(self)
+
+
+def kill_leftovers() -> None:
+    """Kill every process a test started and did not stop (a failed assertion skips `stop`)."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def write_figures(directory: Path) -> str:
@@ -194,6 +205,7 @@ class SubscriberProcess:
         self.proc = subprocess.Popen(
             self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
+        STARTED.append(self.proc)
         threading.Thread(target=self._read, daemon=True).start()
         if wait_healthy:
             wait_until(self._healthy_or_dead, 30, "the subscriber's /healthz")
