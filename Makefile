@@ -51,8 +51,8 @@ test: setup ## Set up and run the whole test suite.
 test-unit: setup ## Unit tests only (no processes, no network).
 	$(BIN)/pytest tests/unit tests/contract
 
-test-integration: setup ## Integration tests: real processes, DuckDB files, the embedded broker, the emulator.
-	$(BIN)/pytest tests/integration
+test-integration: setup ## Integration and fault-injection tests: real processes, DuckDB files, the embedded broker, the emulator.
+	$(BIN)/pytest tests/integration tests/faults
 
 lint: setup ## ruff (lint + format check) and mypy --strict.
 	$(BIN)/ruff check .

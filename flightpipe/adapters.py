@@ -43,6 +43,7 @@ def make_warehouse(
             location=settings.bigquery_location,
             max_bytes_billed=settings.bigquery_max_bytes_billed,
             query_timeout=settings.query_timeout_seconds,
+            write_timeout=settings.write_timeout_seconds,
         )
     from flightpipe.warehouse.duckdb import DuckDBWarehouse
 

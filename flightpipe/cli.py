@@ -120,10 +120,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_lines(stream: IO[str]) -> Iterator[tuple[int, bytes]]:
+def _read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines as bytes, never decoded: a line that is not UTF-8 is a message like any
+    other (the subscriber dead-letters it with the reason) and cannot stop the lines after it."""
     for number, line in enumerate(stream, start=1):
         if line.strip():
-            yield number, line.strip().encode()
+            yield number, line.strip()
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -131,7 +133,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        stream: IO[str] = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+        stream: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
         message = f"flightpipe publish: cannot read {args.file}: {exc.strerror}"
         raise CommandLineError(message) from None
@@ -153,10 +155,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
                     batch = []
             if batch:
                 published += len(broker.publish(settings.topic, batch))
-    except UnicodeDecodeError:
-        raise CommandLineError(f"flightpipe publish: {args.file} is not UTF-8 text") from None
+    except BrokerError as exc:
+        # Say what did make it, so a rerun can skip it (the subscriber is idempotent anyway).
+        raise BrokerError(f"{exc} (after {published} messages were published)") from exc
     finally:
-        if stream is not sys.stdin:
+        if stream is not sys.stdin.buffer:
             stream.close()
         broker.close()
     print(f"published {published} messages to topic {settings.topic!r}", file=sys.stderr)

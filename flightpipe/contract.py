@@ -10,6 +10,14 @@
 
 Unknown fields are ignored; a missing required field, a wrong type, a value outside its pattern or
 malformed JSON makes the message invalid (`InvalidEvent` carries a one-line reason).
+
+Validation rejects whatever a warehouse or the API could not round-trip, so a stored row can always
+be read back: timestamps whose UTC value falls outside years 1-9999 (BigQuery's TIMESTAMP range and
+Python's `datetime`; `0001-01-01T00:00:00+14:00` is year 0 in UTC), strings with control
+characters, non-ASCII digits (`\\d` also accepts Arabic-Indic ones) and a trailing newline
+(Python's `$` matches before one: the patterns end in `$(?!\\n)`, which means the same in Python
+and in JSON Schema's ECMA-262 dialect). Any decoder failure, including `RecursionError` on deeply
+nested JSON, is an `InvalidEvent`: one message can never raise anything else.
 """
 
 from __future__ import annotations
@@ -25,8 +33,22 @@ import msgspec.inspect as mi
 Status = Literal["scheduled", "departed", "arrived", "cancelled", "diverted"]
 STATUSES: Final[tuple[str, ...]] = ("scheduled", "departed", "arrived", "cancelled", "diverted")
 
-FLIGHT_ID_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}-[A-Z0-9]{2}\d{1,5}-[A-Z0-9]{3}$"
-_AIRPORT: Final = r"^[A-Z0-9]{3}$"
+# `$(?!\n)`: the end of the string in both Python (where `$` alone also matches before a final
+# newline) and ECMA-262 (JSON Schema, OpenAPI). ASCII classes only: Python's `\d` is any Unicode
+# digit. The API reads these names; keep them stable.
+_END: Final = r"$(?!\n)"
+FLIGHT_ID_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}-[A-Z0-9]{2}[0-9]{1,5}-[A-Z0-9]{3}" + _END
+CARRIER_PATTERN: Final = r"^[A-Z0-9]{2}" + _END
+AIRPORT_PATTERN: Final = r"^[A-Z0-9]{3}" + _END
+# Registrations are letters, digits and hyphens (N14228, CC-BAW, PR-MYA).
+TAIL_NUMBER_PATTERN: Final = r"^[A-Z0-9-]{1,16}" + _END
+# Any printable text: no C0/C1 control characters (NUL, newline, escape...), which CSV, logs and
+# HTTP headers downstream cannot carry faithfully.
+EVENT_ID_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]{1,128}" + _END
+_AIRPORT: Final = AIRPORT_PATTERN
+# The range every adapter can store and read back (BigQuery TIMESTAMP, Python datetime).
+MIN_UTC: Final = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+MAX_UTC: Final = dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
 
 
 # Reusable constrained types; each field adds its own description with a second Meta.
@@ -47,6 +69,7 @@ class FlightEvent(msgspec.Struct, frozen=True, kw_only=True):
         msgspec.Meta(
             min_length=1,
             max_length=128,
+            pattern=EVENT_ID_PATTERN,
             description="Idempotency key: the same event always carries the same id",
         ),
     ]
@@ -61,11 +84,17 @@ class FlightEvent(msgspec.Struct, frozen=True, kw_only=True):
     event_time: Annotated[Utc, _d("When the source observed this state, UTC (RFC 3339)")]
     flight_date: Annotated[dt.date, msgspec.Meta(description="Local scheduled departure date")]
     carrier: Annotated[
-        str, msgspec.Meta(pattern=r"^[A-Z0-9]{2}$", description="2-character airline code")
+        str, msgspec.Meta(pattern=CARRIER_PATTERN, description="2-character airline code")
     ]
     flight_number: Annotated[int, msgspec.Meta(ge=0, le=99_999, description="Flight number")]
     tail_number: (
-        Annotated[str, msgspec.Meta(max_length=16, description="Aircraft tail number")] | None
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern=TAIL_NUMBER_PATTERN, max_length=16, description="Aircraft tail number"
+            ),
+        ]
+        | None
     ) = None
     origin: Annotated[str, msgspec.Meta(pattern=_AIRPORT, description="Origin airport code")]
     dest: Annotated[str, msgspec.Meta(pattern=_AIRPORT, description="Destination airport code")]
@@ -83,9 +112,27 @@ class FlightEvent(msgspec.Struct, frozen=True, kw_only=True):
     distance_mi: Annotated[Count, _d("Distance between the airports in miles")] | None = None
     status: Annotated[Status, msgspec.Meta(description="Lifecycle state of the flight")]
 
+    def __post_init__(self) -> None:
+        """Reject timestamps whose UTC value no warehouse can hold (msgspec reports the error)."""
+        # Only years 1 and 9999 can leave the range through their offset: a cheap test first,
+        # since this runs for every message.
+        for name in _TIMESTAMP_FIELDS:
+            value: dt.datetime | None = getattr(self, name)
+            if value is not None and value.year in (1, 9999) and not _in_utc_range(value):
+                raise ValueError(f"`{name}` is outside 0001-01-01..9999-12-31 UTC")
+
 
 class InvalidEvent(ValueError):
     """A message that can never become a valid flight record (dead-letter it, do not retry)."""
+
+
+def _in_utc_range(value: dt.datetime) -> bool:
+    """Whether an aware datetime's UTC value is a valid `datetime` (converting it would raise)."""
+    offset = value.utcoffset() or dt.timedelta(0)
+    naive = value.replace(tzinfo=None)
+    if offset > dt.timedelta(0):
+        return naive >= dt.datetime.min + offset
+    return naive <= dt.datetime.max + offset
 
 
 _decoder: Final = msgspec.json.Decoder(FlightEvent)
@@ -100,6 +147,11 @@ def decode_event(data: bytes) -> FlightEvent:
         raise InvalidEvent(f"schema: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"malformed json: {exc}") from None
+    except RecursionError:
+        # msgspec recurses per nesting level, even inside ignored fields.
+        raise InvalidEvent("malformed json: nested too deeply") from None
+    except Exception as exc:
+        raise InvalidEvent(f"undecodable: {type(exc).__name__}: {exc}") from None
 
 
 def encode_event(event: FlightEvent) -> bytes:
@@ -168,6 +220,8 @@ PIPELINE_COLUMNS: Final[tuple[Column, ...]] = (
     Column("ingest_time", "timestamp", False, "When the warehouse committed the row"),
 )
 COLUMNS: Final[tuple[Column, ...]] = CONTRACT_COLUMNS + PIPELINE_COLUMNS
+# Read by FlightEvent.__post_init__ (which only runs once decoding starts, after this is set).
+_TIMESTAMP_FIELDS: Final = tuple(c.name for c in CONTRACT_COLUMNS if c.kind == "timestamp")
 COLUMN_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in COLUMNS)
 FIELD_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in CONTRACT_COLUMNS)
 

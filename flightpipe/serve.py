@@ -2,13 +2,17 @@
 
 DuckDB allows one writing process per file, so the subscriber (the writer) and the API (a reader)
 share one DuckDB handle here. The HTTP server is waitress (threaded, pure Python, in-process: a
-forking server would copy the DuckDB handle into a child). SIGTERM or Ctrl-C stops the HTTP server,
-lets the subscriber finish and ack the batch in hand, and exits 0 within the grace period.
+forking server would copy the DuckDB handle into a child), configured by `flightpipe.http_server`
+so idle clients, slow clients and large exports cannot lock it up. SIGTERM or Ctrl-C stops the
+HTTP server, lets the subscriber finish and ack the batch in hand, and exits 0 within the grace
+period. If the subscriber dies (a thread failed) the whole process exits 1: an API that kept
+answering while nothing is ingested any more would hide the failure.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,9 +27,11 @@ log = logging.getLogger("flightpipe.serve")
 
 def serve(settings: Settings, host: str = "127.0.0.1") -> int:
     """Run the local stack until SIGTERM/SIGINT; return the exit code."""
-    import waitress
     from flightpipe_api import create_app
     from flightpipe_subscriber import Subscriber
+    from flightpipe_subscriber.worker import SubscriberFailed
+
+    from flightpipe.http_server import make_server
 
     telemetry.configure_logging(settings.log_level)
     tracing.configure_tracing(settings, "flightpipe-serve")
@@ -33,13 +39,22 @@ def serve(settings: Settings, host: str = "127.0.0.1") -> int:
     ensure_topology(broker, settings)
     warehouse = make_warehouse(settings)
     subscriber = Subscriber(broker, warehouse, settings)
-    worker = threading.Thread(target=subscriber.run, name="subscriber", daemon=True)
+
+    def ingest() -> None:
+        try:
+            subscriber.run()
+        except SubscriberFailed:
+            # Logged by the subscriber; wake the main thread, which exits 1.
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    worker = threading.Thread(target=ingest, name="subscriber", daemon=True)
     app = create_app(settings, warehouse=warehouse)
-    server = waitress.create_server(
-        app, host=host, port=settings.port, threads=settings.http_threads, ident="flightpipe"
-    )
+    server = make_server(app, settings, host)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if subscriber.failure is not None:
+            log.error("the subscriber failed, exiting 1: %s", subscriber.failure)
+            raise SystemExit(1)
         log.info("received %s: shutting down", signal.Signals(signum).name)
         subscriber.stop()
         # waitress's run() loop ends on SystemExit and shuts its task threads down.
@@ -62,4 +77,4 @@ def serve(settings: Settings, host: str = "127.0.0.1") -> int:
         warehouse.close()
         broker.close()
     log.info("flightpipe stopped")
-    return 0
+    return 1 if subscriber.failure is not None else 0

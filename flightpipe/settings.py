@@ -9,10 +9,12 @@ variable, which the entrypoints print on stderr before exiting non-zero.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
+import limits
 import msgspec
 
 
@@ -63,18 +65,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     batch_size: Positive = 10_000
     max_inflight_messages: Positive = 20_000
     max_inflight_bytes: Positive = 64 * 1024 * 1024
-    ack_deadline_seconds: Annotated[int, msgspec.Meta(ge=10, le=600)] = 60
+    # Pub/Sub accepts 10-600 s; the embedded broker also takes 1-9 s (the fault tests use that
+    # to make "an outage longer than deadline x attempts" last seconds instead of minutes).
+    ack_deadline_seconds: Annotated[int, msgspec.Meta(ge=1, le=600)] = 60
     max_delivery_attempts: Annotated[int, msgspec.Meta(ge=5, le=100)] = 5
     shutdown_grace_seconds: Annotated[float, msgspec.Meta(ge=0.5, le=60)] = 8.0
+    # The longest pause between two attempts of a failed write (exponential backoff with full
+    # jitter up to this): it bounds how long ingestion lags behind the end of an outage.
+    retry_max_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=300)] = 10.0
+    # One attempt of a warehouse write (BigQuery insertAll) gives up after this; the subscriber
+    # retries, keeping the leases, so a hanging warehouse never holds a batch unleased.
+    write_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 60.0
     # API.
     # Granian's request threads per API process. DuckDB pages are CPU-bound and DuckDB gives the
     # GIL back while it runs, so a few threads keep both cores busy; 4 served more pages with a
     # lower p99 than 8 or 2 on 2 cores (bench/api.py, docs/benchmarks.md). BigQuery requests
     # wait on the network instead: the Pulumi program sets this to Cloud Run's concurrency.
     http_threads: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
+    # `flightpipe serve` (waitress): open connections at most, and how long an idle or stalled
+    # one is kept. Idle connections cost no thread in waitress, only a file descriptor.
+    http_connection_limit: Annotated[int, msgspec.Meta(ge=10, le=100_000)] = 1000
+    http_idle_timeout_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0
+    # `flightpipe serve`: CSV/NDJSON exports streaming at once (more get 503 + Retry-After);
+    # 0 means a quarter of FLIGHTPIPE_HTTP_THREADS (at least 1): an export's CSV encoding holds the
+    # GIL, so with 4 threads two exports at once still made a one-flight GET wait up to 1.2 s, one
+    # kept it under 0.11 s (and all eight admitted: 27 s), measured side by side in one run.
+    http_max_exports: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     query_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     api_keys: str = ""
     api_rate_limit: str = "1200/minute"  # per API key, per instance (limits notation)
+    # Failed key checks allowed per client address before it gets 429 without any key check.
+    api_auth_failure_limit: str = "20/minute"
     api_cache_ttl_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0  # 0: no cache
     trace_exporter: TraceExporter = "none"
 
@@ -89,6 +110,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     @property
     def broker_path(self) -> Path:
         return self.data_path / "broker.sqlite3"
+
+
+_KEY_HASH: Final = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+def parse_api_keys(raw: str) -> frozenset[str]:
+    """The hex digests listed in FLIGHTPIPE_API_KEYS; ConfigError unless every item is one.
+
+    Blank means no keys (authentication off). Anything else must be a comma-separated list of
+    `sha256:<64 hex digits>` with no empty item: `",,,"` or a stray comma is a mistake in the
+    secret, and reading it as "no keys" would silently turn authentication off.
+    """
+    if not raw.strip():
+        return frozenset()
+    hashes: set[str] = set()
+    for position, item in enumerate((part.strip() for part in raw.split(",")), start=1):
+        if not item:
+            raise ConfigError(f"FLIGHTPIPE_API_KEYS: item {position} is empty")
+        match = _KEY_HASH.fullmatch(item.lower())
+        if match is None:
+            raise ConfigError(
+                f"FLIGHTPIPE_API_KEYS: item {position} is not sha256:<64 hex digits>"
+                " (list hashes, never plain keys)"
+            )
+        hashes.add(match.group(1))
+    return frozenset(hashes)
 
 
 ENV_VARS: Final[tuple[str, ...]] = tuple(
@@ -124,5 +171,18 @@ def _check_consistency(s: Settings) -> None:
         )
     if s.topic == s.dead_letter_topic:
         raise ConfigError("FLIGHTPIPE_DEAD_LETTER_TOPIC must differ from FLIGHTPIPE_TOPIC")
+    if s.broker == "pubsub" and s.ack_deadline_seconds < 10:
+        raise ConfigError("FLIGHTPIPE_ACK_DEADLINE_SECONDS must be 10-600 with Pub/Sub")
+    parse_api_keys(s.api_keys)
+    for name, value in (
+        ("FLIGHTPIPE_API_RATE_LIMIT", s.api_rate_limit),
+        ("FLIGHTPIPE_API_AUTH_FAILURE_LIMIT", s.api_auth_failure_limit),
+    ):
+        try:
+            # The `limits` notation ("1200/minute", "10 per 2 hours"), checked here so a typo
+            # fails at start-up in every entrypoint, not at the API's first request.
+            limits.parse_many(value)
+        except ValueError:
+            raise ConfigError(f"{name}: expected e.g. 1200/minute, got {value!r}") from None
     if s.batch_size > s.max_inflight_messages:
         raise ConfigError("FLIGHTPIPE_BATCH_SIZE must not exceed FLIGHTPIPE_MAX_INFLIGHT_MESSAGES")

@@ -37,6 +37,14 @@ MESSAGES_DEAD_LETTERED: Final = Counter(
     "Messages sent to the dead-letter topic, by reason.",
     ["reason"],
 )
+MESSAGES_REDELIVERED: Final = Counter(
+    "flightpipe_messages_redelivered_total",
+    "Messages pulled with a delivery attempt above 1 (a lapsed lease, a nack or a crash).",
+)
+DELIVERY_ATTEMPT_MAX: Final = Gauge(
+    "flightpipe_delivery_attempt_max",
+    "The highest delivery attempt this process has pulled (max_delivery_attempts dead-letters).",
+)
 WRITE_FAILURES: Final = Counter(
     "flightpipe_warehouse_write_failures_total",
     "Batch writes that failed and were retried.",

@@ -146,17 +146,15 @@ class EmbeddedBroker:
         try:
             yield conn
         except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback(conn)
             if isinstance(exc, sqlite3.Error):
-                raise BrokerError(str(exc)) from exc
+                raise BrokerError(_describe(exc)) from exc
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise BrokerError(f"commit failed: {exc}") from exc
+            _rollback(conn)
+            raise BrokerError(f"commit failed: {_describe(exc)}") from exc
 
     def _retrying(self, operation: Callable[[], _T]) -> _T:
         # SQLite's own busy handler backs off to 25-100 ms sleeps, so a process waiting for the
@@ -169,9 +167,9 @@ class EmbeddedBroker:
                 return operation()
             except sqlite3.OperationalError as exc:
                 if time.monotonic() > give_up or "locked" not in str(exc):
-                    raise BrokerError(str(exc)) from exc
+                    raise BrokerError(_describe(exc)) from exc
             except sqlite3.Error as exc:
-                raise BrokerError(str(exc)) from exc
+                raise BrokerError(_describe(exc)) from exc
             time.sleep(_LOCK_RETRY)
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -445,6 +443,22 @@ class EmbeddedBroker:
                 (sub.id,),
             ).fetchone()
         return count, (None if row is None else max(0.0, now - row[0]))
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    """SQLite's message plus its extended code (`disk I/O error (SQLITE_IOERR_WRITE)`)."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back without replacing the error that brought us here (see DuckDB's `_rollback`)."""
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.debug("rollback failed: %s", exc)
 
 
 def _utc(timestamp: float) -> dt.datetime:

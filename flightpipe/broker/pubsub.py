@@ -14,6 +14,14 @@ Exactly-once subscriptions: the unary `Acknowledge` RPC used here only returns o
 has recorded the acks and fails when it could not, which is what `ack_with_response` gives a
 streaming-pull user; a failure surfaces as `BrokerError` and the message is redelivered.
 
+One retry layer: `ack`, `nack` and `modify_ack_deadline` are tried once (`retry=None`), bounded
+by `lease_rpc_timeout`, because their callers own the retry: the subscriber's acker retries an ack
+until it succeeds, and its lease keeper sends the extensions again every third of the ack
+deadline (an RPC retried for a minute inside it would let the leases it is extending lapse).
+google-api-core: a GAPIC method's `retry=None` disables retries and `timeout` bounds the call
+(`google.api_core.gapic_v1.method.wrap_method`). The deadline per call is 0-600 s
+(`ModifyAckDeadlineRequest.ack_deadline_seconds` in google/pubsub/v1/pubsub.proto).
+
 The client talks to the emulator when `PUBSUB_EMULATOR_HOST` is set at construction time.
 """
 
@@ -84,6 +92,7 @@ class PubSubBroker:
         project: str,
         *,
         rpc_timeout: float = 60.0,
+        lease_rpc_timeout: float = 10.0,
         publisher: PublisherClient | None = None,
         subscriber: SubscriberClient | None = None,
     ) -> None:
@@ -91,6 +100,7 @@ class PubSubBroker:
             raise ValueError("PubSubBroker needs a Google Cloud project id")
         self.project = project
         self._rpc_timeout = rpc_timeout
+        self._lease_rpc_timeout = lease_rpc_timeout
         # The generated clients retry for up to 60-600 s; bound every call by `rpc_timeout` so a
         # dead endpoint becomes a BrokerError the caller can act on (log, back off, redeliver).
         self._retry = gretry.Retry(
@@ -217,8 +227,8 @@ class PubSubBroker:
                 self._subscriber.acknowledge(
                     subscription=path,
                     ack_ids=list(ack_ids[i : i + ACK_CHUNK]),
-                    retry=self._retry,
-                    timeout=self._rpc_timeout,
+                    retry=None,  # the acker retries (see the module docstring)
+                    timeout=self._lease_rpc_timeout,
                 )
 
     def nack(self, subscription: str, ack_ids: Sequence[str]) -> None:
@@ -234,8 +244,8 @@ class PubSubBroker:
                     subscription=path,
                     ack_ids=list(ack_ids[i : i + ACK_CHUNK]),
                     ack_deadline_seconds=seconds,
-                    retry=self._retry,
-                    timeout=self._rpc_timeout,
+                    retry=None,  # the lease keeper's next tick retries
+                    timeout=self._lease_rpc_timeout,
                 )
 
     def close(self) -> None:

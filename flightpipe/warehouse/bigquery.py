@@ -2,9 +2,14 @@
 
 Writes use the streaming `insertAll` API with `insertId = event_id` (BigQuery drops a repeated
 insertId on a best-effort basis; the view deduplicates by `event_id` for good). A batch is split
-into requests under 9 MB and 50,000 rows. Transient failures (429, 5xx, rate limits, deadlines,
-connection errors) are retried with exponential backoff; when the retries run out `write` raises
-`WarehouseUnavailable` and the caller must not ack. Rows BigQuery rejects (`insertErrors`) do not
+into requests under 9 MB and 50,000 rows. Each request is tried once, bounded by `write_timeout`:
+a transient failure (429, 5xx, rate limits, a request hanging past the timeout, connection errors)
+raises `WarehouseUnavailable` at once and the caller, which owns the messages' leases and keeps
+them extended, retries the batch (one retry layer; retrying here for minutes inside the
+subscriber's own loop let leases lapse). `retry=None` turns off the client's own retry
+(`google.cloud.bigquery.Client.insert_rows_json(retry=DEFAULT_RETRY, timeout=...)`: "How to
+retry the RPC", "The number of seconds to wait for the underlying HTTP transport before using
+retry"). Retrying a batch re-sends the same insertIds. Rows BigQuery rejects (`insertErrors`) do not
 stop the others (`skipInvalidRows`): `write` then raises `RowErrors` naming each rejected event
 and its reason; every other row of the batch is stored.
 
@@ -111,7 +116,6 @@ class BigQueryWarehouse:
         max_bytes_billed: int = 1_000_000_000,
         query_timeout: float = 10.0,
         client: bigquery.Client | None = None,
-        write_attempts: int = 6,
         write_timeout: float = 60.0,
         backoff_initial: float = 0.5,
         max_request_bytes: int = MAX_REQUEST_BYTES,
@@ -127,7 +131,6 @@ class BigQueryWarehouse:
         self._client = client or bigquery.Client(project=project, location=location)
         # Short queries may skip creating a job: lower latency, and no job quota spent.
         self._client.default_job_creation_mode = "JOB_CREATION_OPTIONAL"
-        self._write_attempts = write_attempts
         self._write_timeout = write_timeout
         self._backoff_initial = backoff_initial
         self._max_request_bytes = max_request_bytes
@@ -170,8 +173,8 @@ class BigQueryWarehouse:
         ):
             result = self._retrying(
                 self._insert_call(chunk_rows, chunk_ids),
-                attempts=self._write_attempts,
-                budget=self._write_timeout * self._write_attempts,
+                attempts=1,
+                budget=self._write_timeout,
                 what="insertAll",
             )
             for failure in result:
@@ -195,7 +198,7 @@ class BigQueryWarehouse:
                 rows,
                 row_ids=ids,
                 skip_invalid_rows=True,
-                # tenacity retries, with one policy for every call (None is accepted at runtime).
+                # One attempt: the subscriber retries (None is accepted at runtime).
                 retry=None,  # type: ignore[arg-type]
                 timeout=self._write_timeout,
             )

@@ -14,6 +14,7 @@ binds its values as parameters; identifiers come from allow-lists in this module
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from flightpipe.warehouse.port import (
 )
 from flightpipe.warehouse.watchdog import WATCHDOG
 
+log = logging.getLogger(__name__)
 _COLUMNS: Final = ", ".join(contract.COLUMN_NAMES)
 _TIMESTAMPS: Final = frozenset(c.name for c in contract.COLUMNS if c.kind == "timestamp")
 
@@ -131,6 +133,19 @@ def _schema_sql() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS events (\n  {ddl}\n)",
         f"CREATE TABLE IF NOT EXISTS flights (\n  {ddl}\n)",
     ]
+
+
+def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failed statement without hiding why it failed.
+
+    A failed COMMIT (a full disk: the WAL cannot grow) has already ended the transaction, and
+    ROLLBACK then raises "cannot rollback - no transaction is active", which would replace the
+    real error in the traceback and the logs. The caller re-raises the original error.
+    """
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error as exc:
+        log.debug("rollback after a failed write: %s", exc)
 
 
 class DuckDBWarehouse:
@@ -274,7 +289,7 @@ class DuckDBWarehouse:
                     row = cur.execute("SELECT count(*) FROM fresh").fetchone()
                     cur.execute("COMMIT")
                 except BaseException:
-                    cur.execute("ROLLBACK")
+                    _rollback(cur)
                     raise
             finally:
                 cur.unregister("incoming")

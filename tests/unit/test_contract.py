@@ -108,3 +108,69 @@ def test_the_published_json_schema_file_is_up_to_date() -> None:
     assert json.loads(path.read_text()) == contract.json_schema(), (
         "regenerate with: .venv/bin/python -m flightpipe.schemas"
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_time", "0001-01-01T00:00:00+14:00"),  # year 0 in UTC
+        ("scheduled_departure", "9999-12-31T23:59:59-05:00"),  # year 10000 in UTC
+        ("actual_arrival", "0001-01-01T00:00:00+00:01"),
+        ("flight_id", "2013-01-01-UA1545-EWR\n"),  # Python's `$` matches before a final newline
+        (
+            "flight_id",
+            "2013-01-01-UA\u0661\u0665\u0664\u0665-EWR",
+        ),  # Arabic-Indic digits match `\d`
+        ("carrier", "UA\n"),
+        ("origin", "EWR\n"),
+        ("tail_number", "N14228\n"),
+        ("tail_number", "n14228"),
+        ("event_id", "evt\x00-1"),
+        ("event_id", "evt-1\n"),
+        ("event_id", "evt\x85-1"),  # a C1 control character
+    ],
+)
+def test_values_the_warehouses_or_the_api_cannot_round_trip_are_invalid(
+    field: str, value: str
+) -> None:
+    body = json.loads(payload(make_event()))
+    body[field] = value
+    with pytest.raises(contract.InvalidEvent) as info:
+        contract.decode_event(json.dumps(body).encode())
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_time", "0001-01-01T00:00:00-05:00"),  # early but still year 1 in UTC
+        ("event_time", "9999-12-31T23:59:59+05:00"),
+        ("tail_number", "CC-BAW"),
+        ("event_id", "évènement 1 ✈"),
+    ],
+)
+def test_values_at_the_edges_of_the_range_are_valid(field: str, value: str) -> None:
+    body = json.loads(payload(make_event()))
+    body[field] = value
+    contract.decode_event(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("depth", [100, 10_000, 1_000_000])
+def test_deeply_nested_json_is_invalid_not_a_recursion_error(depth: int) -> None:
+    body = payload(make_event())
+    nested = body[:-1] + b',"extra":' + b"[" * depth + b"]" * depth + b"}"
+    if depth < 1000:
+        contract.decode_event(nested)  # shallow nesting in an unknown field is fine
+        return
+    with pytest.raises(contract.InvalidEvent, match="nested too deeply"):
+        contract.decode_event(nested)
+
+
+def test_patterns_mean_the_same_in_python_and_in_json_schema() -> None:
+    # JSON Schema's `pattern` is ECMA-262: `$` is the end of the string there, and `$(?!\n)` is
+    # the same end in Python; jsonschema evaluates with Python's re, so check both readings.
+    schema = contract.json_schema()
+    body = json.loads(payload(make_event()))
+    body["flight_id"] += "\n"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, schema)

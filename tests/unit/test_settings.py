@@ -54,3 +54,15 @@ def test_a_bad_or_contradictory_setting_is_one_line_naming_it(
 
 def test_empty_values_mean_unset() -> None:
     assert load_settings({"FLIGHTPIPE_TOPIC": ""}).topic == "flights"
+
+
+def test_a_short_ack_deadline_is_for_the_embedded_broker_only() -> None:
+    assert load_settings({"FLIGHTPIPE_ACK_DEADLINE_SECONDS": "2"}).ack_deadline_seconds == 2
+    with pytest.raises(ConfigError, match="FLIGHTPIPE_ACK_DEADLINE_SECONDS must be 10-600"):
+        load_settings(
+            {
+                "FLIGHTPIPE_BROKER": "pubsub",
+                "GOOGLE_CLOUD_PROJECT": "p",
+                "FLIGHTPIPE_ACK_DEADLINE_SECONDS": "5",
+            }
+        )

@@ -85,7 +85,6 @@ def test_a_failed_write_acks_nothing_and_is_retried_until_it_commits(
     assert flaky.calls == 4
     assert acked_during == [0, 0, 0, 0]  # nothing acked before the commit
     assert len(broker.acked) == 10
-    assert broker.extended  # leases were extended while retrying
     assert duckdb_warehouse.count_events() == 10
 
 
@@ -171,12 +170,25 @@ def test_dead_letter_publish_failure_is_retried_before_the_ack(
 def test_batch_write_errors_other_than_outages_are_not_retried_forever(
     broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
 ) -> None:
+    # A permanent rejection is confirmed once (the row alone), then dead-lettered.
+    flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
+    flaky.fail_next = 2
+    broker.publish("flights", [(payload(make_event()), {})])
+    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    assert flaky.calls == 2
+    assert len(broker.published["flights-dead-letter"]) == 1
+
+
+def test_a_one_off_permanent_error_is_confirmed_before_anything_is_dead_lettered(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
     flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
     flaky.fail_next = 1
     broker.publish("flights", [(payload(make_event()), {})])
     drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
-    assert flaky.calls == 1
-    assert len(broker.published["flights-dead-letter"]) == 1
+    assert flaky.calls == 2
+    assert broker.published["flights-dead-letter"] == []
+    assert duckdb_warehouse.count_events() == 1
 
 
 def test_rows_a_warehouse_rejects_individually_are_dead_lettered_and_the_rest_acked(

@@ -38,7 +38,11 @@ def create_app(settings: Settings | None = None, warehouse: Warehouse | None = N
         settings, read_only=True
     )
     cache = ResultCache(warehouse, settings.api_cache_ttl_seconds)
-    keys = KeyGate(parse_key_hashes(settings.api_keys), settings.api_rate_limit)
+    keys = KeyGate(
+        parse_key_hashes(settings.api_keys),
+        settings.api_rate_limit,
+        settings.api_auth_failure_limit,
+    )
     app.extensions[routes.CACHE_KEY] = cache
     register_error_handlers(app)
     app.register_blueprint(health.bp)

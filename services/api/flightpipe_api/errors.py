@@ -25,7 +25,9 @@ _STATUS = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     406: "NOT_ACCEPTABLE",
+    413: "INVALID_ARGUMENT",  # waitress: request body too large (flightpipe serve)
     429: "RESOURCE_EXHAUSTED",
+    431: "INVALID_ARGUMENT",  # waitress: request headers too large (flightpipe serve)
     500: "INTERNAL",
     503: "UNAVAILABLE",
 }

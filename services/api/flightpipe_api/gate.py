@@ -76,7 +76,11 @@ class Gate:
         path: str = environ.get("PATH_INFO", "")
         if not path.startswith(_API_PREFIX):
             return self.app(environ, start_response)
-        verdict = self.keys.check(environ.get("HTTP_X_API_KEY"), environ.get("HTTP_AUTHORIZATION"))
+        verdict = self.keys.check(
+            environ.get("HTTP_X_API_KEY"),
+            environ.get("HTTP_AUTHORIZATION"),
+            environ.get("REMOTE_ADDR"),  # failed-key limit per TCP peer (auth.py says why)
+        )
         if verdict.status != 200:
             headers = [("X-Request-ID", rid), ("Cache-Control", NO_STORE)]
             if verdict.status == 401:

@@ -2,6 +2,8 @@
 
 Reads the settings from the environment, serves /healthz and /metrics on PORT, and runs the loop
 until SIGTERM or SIGINT, then finishes the batch in hand and exits 0 (Cloud Run allows 10 s).
+When a thread of the subscriber dies it gives the held messages back, logs the cause once and
+exits 1, so the platform restarts it (Cloud Run restarts a worker whose process exits).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from flightpipe.adapters import ensure_topology, make_broker, make_warehouse
 from flightpipe.settings import ConfigError, load_settings
 from flightpipe.warehouse import WarehouseError
 from flightpipe_subscriber.health import start_health_server
-from flightpipe_subscriber.worker import Subscriber
+from flightpipe_subscriber.worker import Subscriber, SubscriberFailed
 
 log = logging.getLogger("flightpipe_subscriber")
 
@@ -45,13 +47,15 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = start_health_server(settings.port, alive=lambda: not subscriber.stopping)
+    server = start_health_server(settings.port, subscriber)
     log.info(
         "subscriber started",
         extra={"fields": {"subscription": settings.subscription, "port": settings.port}},
     )
     try:
         subscriber.run()
+    except SubscriberFailed:
+        return 1  # the cause is logged already; the messages held were given back
     finally:
         server.shutdown()
         warehouse.close()

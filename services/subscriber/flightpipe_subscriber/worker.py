@@ -12,7 +12,18 @@ effect. Two threads form a short pipeline so the broker and the warehouse work a
   the leases are extended. A batch the warehouse rejects for good is split in halves until the
   offending messages are found and dead-lettered, so one bad row never blocks the others;
 * the acker acks committed batches (and then records the write metrics), so the writer starts the
-  next write while the broker deletes the last batch (acks were ~20 % of the writer's time).
+  next write while the broker deletes the last batch (acks were ~20 % of the writer's time);
+* the leaser (`leases.Leases`) extends the lease of every message held, from its pull until its ack
+  or nack, every third of the ack deadline: an outage of any length redelivers nothing.
+
+One retry layer: the writer retries a failed write (backoff up to FLIGHTPIPE_RETRY_MAX_SECONDS)
+for as long as it takes, since it owns the leases; the warehouse adapters try once with a timeout.
+
+Failure isolation: any exception while decoding or validating one message dead-letters that
+message alone (`sort_messages`). Any other exception that escapes a thread is a bug or a broken
+process: it is logged once with its cause, the process turns unhealthy (`healthy()` is False,
+/healthz answers 503) and `run()` returns with `failure` set so the entrypoint exits non-zero and
+the platform restarts it; the messages held are redelivered, none is dead-lettered for it.
 
 `stop()` (SIGTERM) stops pulling, finishes and acks the batch in hand, gives queued batches back
 (nack: immediate redelivery) and returns once every committed batch is acked.
@@ -49,6 +60,7 @@ from flightpipe.warehouse import (
     WarehouseError,
     WarehouseUnavailable,
 )
+from flightpipe_subscriber.leases import Leases
 
 log = logging.getLogger(__name__)
 REASON_ATTRIBUTE = "dead_letter_reason"
@@ -62,6 +74,7 @@ class Batch:
 
     valid: list[tuple[Message, Envelope]] = field(default_factory=list)
     invalid: list[tuple[Message, str]] = field(default_factory=list)
+    lease: int = 0  # the Leases token keeping these messages leased (0: not held)
 
     @property
     def ack_ids(self) -> list[str]:
@@ -80,17 +93,32 @@ class _Committed:
     new: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Release:
+    """Every ack of a batch has been sent before this: stop extending its leases."""
+
+    lease: int
+
+
 def sort_messages(messages: Sequence[Message]) -> Batch:
-    """Validate every message against the contract."""
+    """Validate every message against the contract; what one message raises concerns it alone."""
     batch = Batch()
     for message in messages:
         try:
             event = decode_event(message.data)
+            envelope = Envelope(event, message.message_id, message.publish_time)
         except InvalidEvent as exc:
             batch.invalid.append((message, str(exc)))
             continue
-        batch.valid.append((message, Envelope(event, message.message_id, message.publish_time)))
+        except Exception as exc:
+            batch.invalid.append((message, f"undecodable: {type(exc).__name__}: {exc}"))
+            continue
+        batch.valid.append((message, envelope))
     return batch
+
+
+class SubscriberFailed(Exception):
+    """A thread of the subscriber died; the process must exit and be restarted."""
 
 
 class Subscriber:
@@ -107,7 +135,17 @@ class Subscriber:
         self._puller: threading.Thread | None = None
         # Committed batches waiting for their ack; bounded so leases cannot pile up behind a
         # slow broker. None (handle() called directly, as the tests do) acks inline.
-        self._acks: queue.Queue[_Committed | None] | None = None
+        self._acks: queue.Queue[_Committed | _Release | None] | None = None
+        self.leases = Leases(broker, self.subscription, settings.ack_deadline_seconds)
+        self._threads: list[threading.Thread] = []
+        self._acker: threading.Thread | None = None
+        self.max_delivery_attempt = 0
+        # The first thread failure, as "<thread>: <ExcType>: <message>"; None while healthy.
+        self.failure: str | None = None
+        # The last write error while the warehouse keeps failing; None once a write commits.
+        self.warehouse_error: str | None = None
+        # The last pull error while the broker keeps failing; None once a pull answers.
+        self.broker_error: str | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -119,13 +157,53 @@ class Subscriber:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def healthy(self) -> bool:
+        """Alive and able to make progress: no thread died and none is missing (liveness)."""
+        if self.failure is not None or self._stopping.is_set():
+            return False
+        return all(t.is_alive() for t in self._threads)
+
+    def ready(self) -> bool:
+        """Healthy and both the broker and the warehouse answer (an outage is no reason to kill)."""
+        return self.healthy() and self.warehouse_error is None and self.broker_error is None
+
+    def _fail(self, where: str, exc: BaseException) -> None:
+        """Record the first thread failure, log its cause once, and stop the loop."""
+        if self.failure is None:
+            self.failure = f"{where}: {type(exc).__name__}: {exc}"
+            log.critical(
+                "subscriber thread %s died, exiting so the platform restarts the process: %s: %s",
+                where,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+        self._stopping.set()
+
+    def _supervised(self, target: Callable[[], object], name: str) -> threading.Thread:
+        def body() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                self._fail(name, exc)
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()  # before it is listed: a listed thread that is not alive has died
+        self._threads.append(thread)
+        return thread
+
     def run(self) -> None:
-        """Run until `stop()`; the calling thread becomes the writer."""
-        self._acks = queue.Queue(maxsize=2)
-        acker = threading.Thread(target=self._ack_loop, args=(self._acks,), name="acker")
-        acker.start()
-        self._puller = threading.Thread(target=self._pull_loop, name="puller", daemon=True)
-        self._puller.start()
+        """Run until `stop()` or a failure; the calling thread becomes the writer.
+
+        Raises SubscriberFailed (after giving every held message back) when a thread died.
+        """
+        acks: queue.Queue[_Committed | _Release | None] = queue.Queue(maxsize=2)
+        self._acks = acks
+        leaser_stop = threading.Event()  # outlives `_stopping`: the batch in hand stays leased
+        self._supervised(lambda: self.leases.run(leaser_stop), "leaser")
+        acker = self._acker = self._supervised(lambda: self._ack_loop(acks), "acker")
+        self._puller = self._supervised(self._pull_loop, "puller")
+        self._threads.append(threading.current_thread())
         try:
             while True:
                 try:
@@ -139,13 +217,33 @@ class Subscriber:
                 if self._stopping.is_set() and not batch.valid and not batch.invalid:
                     continue
                 self.handle(batch)
+        except BaseException as exc:
+            self._fail("writer", exc)
         finally:
             self._stopping.set()
             self._give_back_queued()
             self._puller.join(timeout=2)
-            self._acks.put(None)
-            acker.join()
+            self._put_ack(None)
+            acker.join(timeout=self.settings.shutdown_grace_seconds)
+            if self.failure is not None:
+                # Give back what is still held (a batch in hand when a thread died) so another
+                # process takes it at once rather than after the lease lapses.
+                self._safe(lambda: self.broker.nack(self.subscription, self.leases.held()))
+            leaser_stop.set()
             self._acks = None
+        if self.failure is not None:
+            raise SubscriberFailed(self.failure)
+
+    def _put_ack(self, item: _Committed | _Release | None) -> None:
+        """Queue for the acker, never blocking forever behind a dead one."""
+        assert self._acks is not None  # noqa: S101 - callers check
+        while True:
+            try:
+                self._acks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self._acker is None or not self._acker.is_alive():
+                    return
 
     def _give_back_queued(self) -> None:
         while True:
@@ -154,7 +252,12 @@ class Subscriber:
             except queue.Empty:
                 return
             if batch:
-                self._safe(functools.partial(self.broker.nack, self.subscription, batch.ack_ids))
+                self._give_back(batch)
+
+    def _give_back(self, batch: Batch) -> None:
+        """Nack a held batch (immediate redelivery) and stop extending it."""
+        self.leases.release(batch.lease)
+        self._safe(functools.partial(self.broker.nack, self.subscription, batch.ack_ids))
 
     # --- puller --------------------------------------------------------------------------------
 
@@ -168,20 +271,26 @@ class Subscriber:
                     last_backlog = time.monotonic()
                 if not messages:
                     continue
+                lease = self.leases.hold([m.ack_id for m in messages])
                 telemetry.MESSAGES_RECEIVED.inc(len(messages))
                 telemetry.BATCH_SIZE.observe(len(messages))
+                attempt = max(m.delivery_attempt for m in messages)
+                if attempt > 1:
+                    telemetry.MESSAGES_REDELIVERED.inc(
+                        sum(1 for m in messages if m.delivery_attempt > 1)
+                    )
+                if attempt > self.max_delivery_attempt:
+                    self.max_delivery_attempt = attempt
+                    telemetry.DELIVERY_ATTEMPT_MAX.set(attempt)
                 batch = sort_messages(messages)
+                batch.lease = lease
                 while True:
                     try:
                         self._queue.put(batch, timeout=0.2)
                         break
                     except queue.Full:
                         if self._stopping.is_set():
-                            self._safe(
-                                functools.partial(
-                                    self.broker.nack, self.subscription, batch.ack_ids
-                                )
-                            )
+                            self._give_back(batch)
                             return
         finally:
             self._queue.put(None)
@@ -201,9 +310,11 @@ class Subscriber:
                 messages.extend(more)
                 size += sum(len(m.data) for m in more)
         except BrokerError as exc:
+            self.broker_error = f"{type(exc).__name__}: {exc}"
             log.warning("pull failed, retrying: %s", exc)
             self._stopping.wait(1.0)
             return []
+        self.broker_error = None
         return messages
 
     def _observe_backlog(self) -> None:
@@ -225,6 +336,13 @@ class Subscriber:
             self._dead_letter(batch.invalid)
         if batch.valid:
             self._write_and_ack(batch.valid)
+        if batch.lease:
+            # After this batch's acks in the acker's queue: released once they are sent.
+            release = _Release(batch.lease)
+            if self._acks is None:
+                self.leases.release(batch.lease)
+            else:
+                self._put_ack(release)
 
     def _dead_letter(self, items: Sequence[tuple[Message, str]]) -> None:
         outgoing = [
@@ -251,6 +369,62 @@ class Subscriber:
         )
 
     def _write_and_ack(self, items: Sequence[tuple[Message, Envelope]]) -> None:
+        """Write and ack the valid messages; dead-letter only rows the warehouse proved bad.
+
+        A permanent rejection is split in halves until the culprits are found. When nothing of a
+        multi-message batch could be stored, the cause is the warehouse (a schema change, a
+        broken table), not the data: it is retried as an outage instead of dead-letter everything.
+        """
+        delay = 0.2
+        while True:
+            # Rows the warehouse named (BigQuery's insertErrors) and rows found by halving.
+            named: list[tuple[Message, str]] = []
+            suspects: list[tuple[Message, str]] = []
+            stored = self._write_split(items, suspects, named)
+            if not suspects and not named:
+                return
+            if stored or len(items) == 1:
+                culprits = named + self._confirm(items, suspects)
+                if culprits:
+                    self._dead_letter(culprits)
+                return
+            suspects += named
+            self.warehouse_error = f"every row rejected: {suspects[0][1]}"
+            telemetry.WRITE_FAILURES.inc()
+            log.error(
+                "the warehouse rejected all %d messages of a batch; retrying it as an outage, "
+                "not dead-lettering: %s",
+                len(items),
+                suspects[0][1][:300],
+            )
+            self._sleep(delay)
+            delay = min(delay * 2, self.settings.retry_max_seconds)
+            if self._stopping.is_set():
+                self._safe(
+                    lambda: self.broker.nack(self.subscription, [m.ack_id for m, _ in items])
+                )
+                return
+
+    def _confirm(
+        self, items: Sequence[tuple[Message, Envelope]], suspects: list[tuple[Message, str]]
+    ) -> list[tuple[Message, str]]:
+        """Write each suspect alone once more; return those rejected again (the culprits).
+
+        A warehouse that recovered halfway through the halving rejected rows that were fine.
+        """
+        envelopes = {m.ack_id: env for m, env in items}
+        culprits: list[tuple[Message, str]] = []
+        for message, _ in suspects:
+            self._write_split([(message, envelopes[message.ack_id])], culprits, culprits)
+        return culprits
+
+    def _write_split(
+        self,
+        items: Sequence[tuple[Message, Envelope]],
+        suspects: list[tuple[Message, str]],
+        named: list[tuple[Message, str]],
+    ) -> int:
+        """Write, halving on permanent errors; collect rejected rows; return how many stored."""
         envelopes = [env for _, env in items]
         ack_ids = [m.ack_id for m, _ in items]
         try:
@@ -263,31 +437,29 @@ class Subscriber:
                 span.set_attribute("flightpipe.events.new", new)
         except RowErrors as exc:
             # Partial success (BigQuery's skipInvalidRows): the named rows are rejected for good,
-            # every other one is stored. Dead-letter the rejects, ack the stored ones.
-            rejected = [
+            # every other one is stored. The rejects are named, the stored ones are acked.
+            named.extend(
                 (m, f"warehouse: {exc.errors[e.event.event_id]}")
                 for m, e in items
                 if e.event.event_id in exc.errors
-            ]
-            if rejected:
-                self._dead_letter(rejected)
+            )
             stored = [(m, e) for m, e in items if e.event.event_id not in exc.errors]
             self._acknowledge_written(stored, exc.written)
-            return
+            return len(stored)
         except WarehouseUnavailable:
             # Only reached when stopping: give the batch back instead of losing the lease silently.
             self._safe(lambda: self.broker.nack(self.subscription, ack_ids))
-            return
+            return 0
         except WarehouseError as exc:
             if len(items) == 1:
-                self._dead_letter([(items[0][0], f"warehouse: {exc}")])
-                return
-            # A permanent rejection of a multi-message batch: find the culprits by halving.
+                suspects.append((items[0][0], f"warehouse: {exc}"))
+                return 0
             middle = len(items) // 2
-            self._write_and_ack(items[:middle])
-            self._write_and_ack(items[middle:])
-            return
+            return self._write_split(items[:middle], suspects, named) + self._write_split(
+                items[middle:], suspects, named
+            )
         self._acknowledge_written(items, new)
+        return len(items)
 
     def _acknowledge_written(self, items: Sequence[tuple[Message, Envelope]], new: int) -> None:
         """Have committed messages acked (by the acker when running), then counted."""
@@ -301,11 +473,14 @@ class Subscriber:
         if self._acks is None:
             self._ack(committed)
         else:
-            self._acks.put(committed)
+            self._put_ack(committed)
 
-    def _ack_loop(self, acks: queue.Queue[_Committed | None]) -> None:
-        while (committed := acks.get()) is not None:
-            self._ack(committed)
+    def _ack_loop(self, acks: queue.Queue[_Committed | _Release | None]) -> None:
+        while (item := acks.get()) is not None:
+            if isinstance(item, _Release):
+                self.leases.release(item.lease)
+            else:
+                self._ack(item)
 
     def _ack(self, committed: _Committed) -> None:
         """Ack one committed batch and record what its commit means for the metrics."""
@@ -321,30 +496,38 @@ class Subscriber:
         telemetry.record_commit(max(published).timestamp())
 
     def _retry_write(self, envelopes: list[Envelope], ack_ids: list[str]) -> int:
-        def extend_leases(state: RetryCallState) -> None:
+        """Write until it commits (or we stop); the leaser keeps the batch leased meanwhile."""
+
+        def failed(state: RetryCallState) -> None:
             telemetry.WRITE_FAILURES.inc()
+            error = state.outcome.exception() if state.outcome else None
+            self.warehouse_error = f"{type(error).__name__}: {error}"
             log.warning(
                 "warehouse write failed (attempt %d), retrying: %s",
                 state.attempt_number,
-                state.outcome.exception() if state.outcome else "",
-            )
-            self._safe(
-                lambda: self.broker.modify_ack_deadline(
-                    self.subscription, ack_ids, self.settings.ack_deadline_seconds
-                )
+                self.warehouse_error,
+                extra={"fields": {"messages": len(ack_ids)}},
             )
 
         retrying = Retrying(
             retry=retry_if_exception_type(WarehouseUnavailable),
-            wait=wait_random_exponential(multiplier=0.2, max=10),
+            wait=wait_random_exponential(multiplier=0.2, max=self.settings.retry_max_seconds),
             stop=stop_any(stop_when_event_set(self._stopping)),
-            before_sleep=extend_leases,
+            before_sleep=failed,
             sleep=self._sleep,
             reraise=True,
         )
         for attempt in retrying:
             with attempt, telemetry.BATCH_WRITE_SECONDS.time():
-                return self.warehouse.write(envelopes)
+                new = self.warehouse.write(envelopes)
+                if self.warehouse_error is not None:
+                    log.info(
+                        "warehouse write succeeded again after: %s",
+                        self.warehouse_error,
+                        extra={"fields": {"attempt": attempt.retry_state.attempt_number}},
+                    )
+                    self.warehouse_error = None
+                return new
         raise WarehouseUnavailable("retries exhausted")  # pragma: no cover - Retrying re-raises
 
     def _sleep(self, seconds: float) -> None:

@@ -1,0 +1,155 @@
+"""The HTTP server of `flightpipe serve`: waitress, configured so no client can lock it up.
+
+Waitress (https://docs.pylonsproject.org/projects/waitress/en/stable/arguments.html) reads requests
+and buffers responses in one asyncore loop and runs the app on `threads` task threads, so an idle
+or slow client costs a file descriptor, never a thread. What could lock the server up, and what
+this module sets against it:
+
+* Open connections: waitress stops accepting at `connection_limit` (default 100: 100 idle
+  sockets locked `flightpipe serve` up). FLIGHTPIPE_HTTP_CONNECTION_LIMIT (default 1000) with
+  poll() instead of select() (select() cannot watch descriptors above 1023), the soft
+  RLIMIT_NOFILE raised to fit, and FLIGHTPIPE_HTTP_IDLE_TIMEOUT_SECONDS (`channel_timeout`,
+  default 30 s instead of 120 s) closing idle and stalled connections, checked every
+  `cleanup_interval`.
+* Task threads: a large CSV/NDJSON export streams for seconds on one thread; eight of them took
+  all four threads and a one-flight GET waited 10-27 s. `ExportGate` runs at most
+  FLIGHTPIPE_HTTP_MAX_EXPORTS exports at once (default: a quarter of the threads, at least one)
+  and answers any more at once with 503 and Retry-After, so short requests always find a thread
+  (bench/serve_exports.py). Written by hand: waitress has no per-route concurrency limit, and
+  Flask-Limiter limits request rates, not requests in flight.
+* Errors waitress answers itself (a bad request line, headers over `max_request_header_size`, a
+  body too large): `JsonErrorTask` gives them the API's one JSON error shape instead of
+  waitress's text/plain page.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
+from waitress.task import ErrorTask
+from werkzeug.wsgi import ClosingIterator
+
+from flightpipe.settings import Settings
+
+# Request headers larger than this get 431 (waitress's default is 256 KiB per request; nothing in
+# the API needs more than a few KiB, and it bounds what one client makes the server buffer).
+MAX_REQUEST_HEADER_BYTES: Final = 64 * 1024
+# The API takes no request bodies.
+MAX_REQUEST_BODY_BYTES: Final = 1024 * 1024
+_EXPORT_FORMATS: Final = frozenset({"csv", "ndjson"})
+_EXPORT_TYPES: Final = ("text/csv", "application/x-ndjson")
+_RETRY_AFTER_SECONDS: Final = 2
+_REASONS: Final = {400: "Bad Request", 413: "Payload Too Large", 431: "Too Large", 503: "Busy"}
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _error_body(code: int, message: str) -> bytes:
+    # The API's one error shape; imported here so the core never imports a service at load time.
+    from flightpipe_api.errors import error_body
+
+    return error_body(code, message)
+
+
+class JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress ships no type hints
+    """Waitress's own error responses (400, 413, 431...) in the API's JSON error shape."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        body = _error_body(int(error.code), f"{error.reason}: {error.body}")
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend(
+            [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        )
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):  # type: ignore[misc]
+    """A waitress channel whose protocol errors use `JsonErrorTask`."""
+
+    error_task_class = JsonErrorTask
+
+
+def is_export(environ: dict[str, Any]) -> bool:
+    """Whether a request asks for a CSV or NDJSON export (`format=` or the Accept header)."""
+    formats = parse_qs(environ.get("QUERY_STRING", "")).get("format", [])
+    if any(f in _EXPORT_FORMATS for f in formats):
+        return True
+    accept: str = environ.get("HTTP_ACCEPT", "")
+    return any(t in accept for t in _EXPORT_TYPES)
+
+
+class ExportGate:
+    """WSGI middleware: at most `limit` exports in flight; more get 503 with Retry-After."""
+
+    def __init__(self, app: WsgiApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not is_export(environ):
+            return self.app(environ, start_response)
+        if not self._slots.acquire(blocking=False):
+            body = _error_body(
+                503, f"{self.limit} exports are already running; retry in a few seconds"
+            )
+            start_response(
+                "503 Service Unavailable",
+                [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body))),
+                    ("Retry-After", str(_RETRY_AFTER_SECONDS)),
+                    ("Cache-Control", "no-store"),
+                ],
+            )
+            return [body]
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:
+            self._slots.release()
+            raise
+        # Released when waitress closes the (streamed) response, however it ends.
+        return ClosingIterator(result, [self._slots.release])
+
+
+def _raise_open_files(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def make_server(app: WsgiApp, settings: Settings, host: str) -> BaseWSGIServer | MultiSocketServer:
+    """A waitress server for `app` on host:PORT with the settings above."""
+    # Each connection may hold up to three descriptors (socket, spooled request and response).
+    _raise_open_files(settings.http_connection_limit * 3 + 64)
+    idle = settings.http_idle_timeout_seconds
+    sockets: dict[int, Any] = {}  # waitress's socket map: every listening server registers in it
+    server = create_server(
+        ExportGate(app, settings.http_max_exports or max(1, settings.http_threads // 4)),
+        map=sockets,
+        host=host,
+        port=settings.port,
+        threads=settings.http_threads,
+        ident="flightpipe",
+        connection_limit=settings.http_connection_limit,
+        channel_timeout=max(1, round(idle)),
+        cleanup_interval=max(1, round(idle / 3)),
+        asyncore_use_poll=True,
+        max_request_header_size=MAX_REQUEST_HEADER_BYTES,
+        max_request_body_size=MAX_REQUEST_BODY_BYTES,
+    )
+    for listener in sockets.values():
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = JsonErrorChannel  # read by each accept (handle_accept)
+    return server
