@@ -20,7 +20,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flightpipe_api import create_app, routes
-from flightpipe_api.params import encode_page_token
+from flightpipe_api.tokens import encode_page_token
 from werkzeug.test import TestResponse
 
 from flightpipe.contract import COLUMN_NAMES
@@ -159,7 +159,7 @@ def test_fields_choose_and_order_the_columns_even_without_the_cursor_columns(
     body = client.get("/v1/flights?fields=carrier,dep_delay_min&limit=3").get_json()
     assert [list(r) for r in body["data"]] == [["carrier", "dep_delay_min"]] * 3
     assert body["next_page_token"]  # the cursor still knows the flight_id it did not show
-    assert body["meta"]["count"] == 3 and body["meta"]["query_ms"] >= 0
+    assert body["meta"] == {"count": 3}
 
 
 def test_a_page_token_is_bound_to_its_sort(client: FlaskClient) -> None:
@@ -278,7 +278,6 @@ INJECTIONS = ["' OR 1=1--", "1; DROP TABLE flights", "UA' UNION SELECT 1--", '";
         "date_to",
         "carrier",
         "flight_number",
-        "tail_number",
         "origin",
         "dest",
         "status",
@@ -495,11 +494,16 @@ def test_openapi_links_name_real_operations_and_parameters(client: FlaskClient) 
         target = operations[link["operationId"]]
         accepted = {p["name"] for p in target["parameters"]}
         assert set(link["parameters"]) <= accepted, link
-    page = client.get("/docs").get_data(as_text=True)
-    assert "NextPage" in page and "$response.body#/next_page_token" in page
 
 
-def test_the_docs_page_is_self_contained(client: FlaskClient) -> None:
-    page = client.get("/docs").get_data(as_text=True)
-    assert "/v1/stats/delays" in page and "min_arr_delay" in page
-    assert "<script" not in page and "http://" not in page and "https://" not in page
+def test_the_docs_page_is_swagger_ui_served_by_the_api_itself(client: FlaskClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "/docs/swagger-ui-bundle.js" in html and "/docs/docs.js" in html
+    assert "http://" not in html and "https://" not in html  # no CDN
+    bundle = client.get("/docs/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and b"SwaggerUIBundle" in bundle.data
+    assert 'url: "/openapi.json"' in client.get("/docs/docs.js").get_data(as_text=True)
+    missing = client.get("/docs/swagger-ui.js.map")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == 404
