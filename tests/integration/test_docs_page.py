@@ -84,7 +84,7 @@ def test_a_deep_link_opens_an_operation_ready_to_try_against_this_server(
     base_url, _ = served
     dom = _browser(
         tmp_path,
-        f"{base_url}/docs#/default/listFlights",
+        f"{base_url}/docs#/flights/listFlights",
         "--dump-dom",
         "--virtual-time-budget=15000",
     )

@@ -141,3 +141,21 @@ def test_the_query_struct_carries_parsed_typed_values() -> None:
     assert query.flight_number == 0 and query.fields == ("carrier", "flight_id")
     assert query.order.field == "dep_delay_min" and query.order.descending
     assert query.limit == 100 and query.format is None
+
+
+def test_exports_beyond_the_stream_cap_are_503_and_small_requests_still_answer(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})  # one export stream at a time
+    client = create_app(settings, warehouse=warehouse).test_client()
+    export = "/v1/flights?format=csv&limit=10000"
+    first = client.get(export, buffered=False)  # streaming, not yet closed
+    assert first.status_code == 200
+    busy = client.get(export)
+    assert busy.status_code == 503 and busy.headers["Retry-After"].isdigit()
+    assert busy.get_json()["error"]["status"] == "UNAVAILABLE"
+    assert client.get("/v1/flights?carrier=AA").status_code == 200  # not starved
+    rows = b"".join(first.response).decode().splitlines()
+    first.close()  # the server closes the response: the slot is free again
+    assert len(rows) == 1 + len(ODD_TAILS) + 1
+    assert client.get(export).status_code == 200

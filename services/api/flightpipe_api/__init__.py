@@ -22,6 +22,7 @@ from flightpipe_api.auth import KeyGate, parse_key_hashes
 from flightpipe_api.cache import ResultCache
 from flightpipe_api.context import SETTINGS_KEY, WAREHOUSE_KEY
 from flightpipe_api.errors import register_error_handlers
+from flightpipe_api.exports import EXPORTS_KEY, ExportGate
 from flightpipe_api.gate import ENV_REQUEST_ID, Gate, request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, warehouse: Warehouse | None = N
     cache = ResultCache(warehouse, settings.api_cache_ttl_seconds)
     keys = KeyGate(parse_key_hashes(settings.api_keys), settings.api_rate_limit)
     app.extensions[routes.CACHE_KEY] = cache
+    app.extensions[EXPORTS_KEY] = ExportGate(settings.http_threads)
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(routes.bp)

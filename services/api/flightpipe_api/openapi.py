@@ -253,6 +253,7 @@ def _operation(op: Operation, query_schema: dict[str, Any]) -> dict[str, Any]:
         responses[code] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
     path_params = [_flight_id_parameter()] if "{flight_id}" in op.path else []
     return {
+        "tags": ["statistics" if "/stats/" in op.path else "flights"],
         "operationId": op.operation_id,
         "summary": op.summary,
         "description": op.description,
@@ -267,7 +268,8 @@ def _plain(operation_id: str, summary: str, media: str, schema: dict[str, Any]) 
     responses: dict[str, Any] = {"200": ok}
     if operation_id == "readiness":
         responses["503"] = {"$ref": "#/components/responses/Unavailable"}
-    return {"get": {"operationId": operation_id, "summary": summary, "responses": responses}}
+    get = {"tags": ["service"], "operationId": operation_id, "summary": summary}
+    return {"get": get | {"responses": responses}}
 
 
 def build_spec() -> dict[str, Any]:
@@ -311,6 +313,11 @@ def build_spec() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "flightpipe API", "version": "1", "description": DESCRIPTION},
+        "tags": [
+            {"name": "flights", "description": "Current states and event histories"},
+            {"name": "statistics", "description": "Delay statistics over the current states"},
+            {"name": "service", "description": "Probes, this document and this page"},
+        ],
         "paths": paths,
         "components": {
             "schemas": components,

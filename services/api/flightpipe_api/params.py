@@ -28,6 +28,7 @@ narrowing filter (carrier, flight_number, tail_number, origin or dest).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from functools import cache
@@ -134,17 +135,27 @@ class Filters(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
         if self.date_from and self.date_to:
             if self.date_from > self.date_to:
                 raise bad_parameter("date_to", "must not be before date_from")
-            narrowed = any(getattr(self, n) is not None for n in NARROWING)
-            if (self.date_to - self.date_from).days >= MAX_RANGE_DAYS and not narrowed:
+            if (self.date_to - self.date_from).days >= MAX_RANGE_DAYS and not self._narrowed():
                 raise bad_parameter(
                     "date_to",
                     f"a range over {MAX_RANGE_DAYS} days needs one of {', '.join(NARROWING)}",
                 )
-        for low, high in (("min_dep_delay", "max_dep_delay"), ("min_arr_delay", "max_arr_delay")):
-            low_value, high_value = getattr(self, low), getattr(self, high)
-            if low_value is not None and high_value is not None and low_value > high_value:
-                raise bad_parameter(high, f"must not be below {low}")
-        return FlightFilter(**{name: getattr(self, name) for name in Filters.__struct_fields__})
+        _ordered(self.min_dep_delay, self.max_dep_delay, "min_dep_delay", "max_dep_delay")
+        _ordered(self.min_arr_delay, self.max_arr_delay, "min_arr_delay", "max_arr_delay")
+        # The filter fields come first in every subclass, in FlightFilter's order (checked below).
+        return FlightFilter(*msgspec.structs.astuple(self)[: len(_FILTER_FIELDS)])
+
+    def _narrowed(self) -> bool:
+        return any(getattr(self, n) is not None for n in NARROWING)
+
+
+def _ordered(low: int | None, high: int | None, low_name: str, high_name: str) -> None:
+    if low is not None and high is not None and low > high:
+        raise bad_parameter(high_name, f"must not be below {low_name}")
+
+
+_FILTER_FIELDS: Final = tuple(f.name for f in dataclasses.fields(FlightFilter))
+assert Filters.__struct_fields__ == _FILTER_FIELDS, "Filters must mirror FlightFilter"  # noqa: S101
 
 
 FormatParam = Annotated[
@@ -266,10 +277,9 @@ def parse_query(args: MultiDict[str, str], cls: type[Q]) -> Q:
     ints, lists, allowed = _shape(cls)
     fields = cls.__struct_fields__
     values: dict[str, Any] = {}
-    for name in args:
+    for name, given in args.lists():
         if name not in fields:
             raise bad_parameter(name[:64], f"unknown parameter; allowed: {allowed}")
-        given = args.getlist(name)
         if len(given) > 1:
             raise bad_parameter(name, "given more than once")
         value: Any = given[0]

@@ -30,6 +30,7 @@ from flightpipe_api import output
 from flightpipe_api.cache import ResultCache, etag_of
 from flightpipe_api.context import get_warehouse
 from flightpipe_api.errors import ApiError, bad_parameter
+from flightpipe_api.exports import export_gate
 from flightpipe_api.gate import CACHE_CONTROL, ENV_CACHE_KEY, NO_STORE
 from flightpipe_api.params import EventsQuery, FlightsQuery, NoQuery, StatsQuery, parse_query
 from flightpipe_api.schemas import STATS_COLUMNS, stats_row
@@ -157,26 +158,37 @@ def _stream(
     a failure after that can only end the stream early, and is logged.
     """
     warehouse = get_warehouse()
-    first = warehouse.list_flights(flt, min(EXPORT_CHUNK, limit), after, sort, query_columns)
+    gate = export_gate()
+    release = gate.admit()
+    try:
+        with gate.turn():
+            first = warehouse.list_flights(
+                flt, min(EXPORT_CHUNK, limit), after, sort, query_columns
+            )
+            head = _export_head(columns, fmt) + output.encode_rows(first, columns, fmt)
+    except BaseException:
+        release()
+        raise
 
     def chunks() -> Iterator[bytes]:
-        yield _export_head(columns, fmt)
-        page, cursor, remaining = first, after, limit
-        while page:
-            yield output.encode_rows(page, columns, fmt)
-            remaining -= len(page)
-            if remaining <= 0 or len(page) < EXPORT_CHUNK:
-                return
+        yield head
+        page, remaining = first, limit - len(first)
+        while remaining > 0 and len(page) == EXPORT_CHUNK:
             cursor = (page[-1][sort.field], page[-1]["flight_id"])
             try:
-                page = warehouse.list_flights(
-                    flt, min(EXPORT_CHUNK, remaining), cursor, sort, query_columns
-                )
+                with gate.turn():
+                    page = warehouse.list_flights(
+                        flt, min(EXPORT_CHUNK, remaining), cursor, sort, query_columns
+                    )
+                    body = output.encode_rows(page, columns, fmt)
             except WarehouseError:
                 log.exception("export stopped early: the warehouse failed mid-stream")
                 return
+            remaining -= len(page)
+            yield body
 
     response = Response(chunks(), status=200, content_type=output.MIME[fmt])
+    response.call_on_close(release)
     response.headers["Cache-Control"] = NO_STORE
     response.headers["Vary"] = "Accept"
     response.headers["X-Cache"] = "bypass"

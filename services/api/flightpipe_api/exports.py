@@ -1,0 +1,71 @@
+"""Streamed exports share the server with everyone else: a cap on streams and one lane for work.
+
+A streamed CSV/NDJSON export holds a server thread for its whole transfer (WSGI iterates the body
+on the thread that called the app) and, while it reads and encodes rows, a core and the GIL. Left
+alone, a few large exports take every thread of the image's server (FLIGHTPIPE_HTTP_THREADS) and
+a one-flight GET waits behind them. So:
+* at most `max(1, threads // 2)` exports stream at once; one more is refused with 503 and
+  Retry-After (the documented "busy, retry" answer), leaving the other threads to small requests;
+* the exports take turns producing chunks (one lock, held while a chunk is read and encoded), so
+  together they use about one core and the other stays free for the rest.
+The slot is released by `Response.call_on_close` (werkzeug calls it when the server closes the
+response, including a client that went away), not by the generator, whose `finally` never runs if
+it is closed before it starts.
+
+Hand-written: neither Flask nor werkzeug limits concurrent streamed responses.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from flask import current_app
+
+from flightpipe_api.errors import RETRY_AFTER_SECONDS, ApiError
+
+EXPORTS_KEY: Final = "flightpipe.exports"
+
+
+class ExportBusy(ApiError):
+    """Every export slot is taken: 503 with Retry-After."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "too many exports in progress; retry later")
+        self.retry_after = RETRY_AFTER_SECONDS
+
+
+class ExportGate:
+    """Streams admitted and the lane they share (thread-safe)."""
+
+    def __init__(self, threads: int) -> None:
+        self.streams = max(1, threads // 2)
+        self._slots = threading.BoundedSemaphore(self.streams)
+        self._lane = threading.Lock()
+
+    def admit(self) -> Callable[[], None]:
+        """Take a slot or raise ExportBusy; returns the (idempotent) release."""
+        if not self._slots.acquire(blocking=False):
+            raise ExportBusy
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self._slots.release()
+
+        return release
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Hold the lane while producing one chunk."""
+        with self._lane:
+            yield
+
+
+def export_gate() -> ExportGate:
+    """This app's gate."""
+    gate: ExportGate = current_app.extensions[EXPORTS_KEY]
+    return gate
