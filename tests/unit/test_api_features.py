@@ -507,3 +507,47 @@ def test_the_docs_page_is_swagger_ui_served_by_the_api_itself(client: FlaskClien
     assert 'url: "/openapi.json"' in client.get("/docs/docs.js").get_data(as_text=True)
     missing = client.get("/docs/swagger-ui.js.map")
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == 404
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def test_the_document_is_openapi_3_0_without_json_schema_2020_idioms(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"] == "3.0.3"
+    for key, value in _walk(spec):
+        assert key not in ("examples", "$defs", "const"), key  # 3.0: example, components
+        assert not (key == "type" and value == "null"), "3.0 says nullable: true"
+        if key == "$ref":
+            name = value.rsplit("/", 1)[-1]
+            section = value.split("/")[2]
+            assert name in spec["components"][section], value
+
+
+def test_each_operations_parameters_are_exactly_its_query_structs_fields(
+    client: FlaskClient,
+) -> None:
+    from flightpipe_api.openapi import OPERATIONS
+
+    spec = client.get("/openapi.json").get_json()
+    for op in OPERATIONS:
+        listed = [
+            p["name"] for p in spec["paths"][op.path]["get"]["parameters"] if p["in"] == "query"
+        ]
+        assert listed == list(op.query.__struct_fields__), op.path
+    fields = next(
+        p for p in spec["paths"]["/v1/flights"]["get"]["parameters"] if p["name"] == "fields"
+    )
+    assert fields["style"] == "form" and fields["explode"] is False
+    assert set(fields["schema"]["items"]["enum"]) == set(COLUMN_NAMES)
+    tail = next(
+        p for p in spec["paths"]["/v1/flights"]["get"]["parameters"] if p["name"] == "tail_number"
+    )
+    assert tail["schema"] == {"type": "string", "maxLength": 16}  # the contract's rule, no more

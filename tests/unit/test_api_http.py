@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from flightpipe_api import create_app
+from flightpipe_api import create_app, routes
 from flightpipe_api.params import FlightsQuery, parse_query
 from werkzeug.datastructures import MultiDict
 
@@ -159,3 +160,30 @@ def test_exports_beyond_the_stream_cap_are_503_and_small_requests_still_answer(
     first.close()  # the server closes the response: the slot is free again
     assert len(rows) == 1 + len(ODD_TAILS) + 1
     assert client.get(export).status_code == 200
+
+
+def test_an_export_read_to_the_end_frees_its_slot_even_if_never_closed(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})
+    client = create_app(settings, warehouse=warehouse).test_client()
+    export = "/v1/flights?format=ndjson&limit=10000"
+    for _ in range(3):
+        response = client.get(export, buffered=False)
+        assert response.status_code == 200
+        assert len(b"".join(response.response).splitlines()) == len(ODD_TAILS) + 1
+        # not closed: the generator's end released the slot
+
+
+def test_a_large_export_starts_before_its_body_is_produced(
+    warehouse: DuckDBWarehouse, mocker: Any
+) -> None:
+    mocker.patch.object(routes, "EXPORT_CHUNK", 2)  # 6 flights: three chunks of 2
+    client = create_app(load_settings({}), warehouse=warehouse).test_client()
+    spy = mocker.spy(warehouse, "list_flights")
+    response = client.get("/v1/flights?format=csv&limit=50000", buffered=False)
+    assert response.status_code == 200 and "Content-Length" not in response.headers
+    assert spy.call_count == 1  # only the first chunk read: the rest waits for the client
+    assert len(b"".join(response.response).splitlines()) == 1 + len(ODD_TAILS) + 1
+    assert spy.call_count == 4  # three full chunks, then an empty read ends the stream
+    response.close()

@@ -8,9 +8,9 @@ a one-flight GET waits behind them. So:
   Retry-After (the documented "busy, retry" answer), leaving the other threads to small requests;
 * the exports take turns producing chunks (one lock, held while a chunk is read and encoded), so
   together they use about one core and the other stays free for the rest.
-The slot is released by `Response.call_on_close` (werkzeug calls it when the server closes the
-response, including a client that went away), not by the generator, whose `finally` never runs if
-it is closed before it starts.
+The slot is released when the body has been sent (the generator's `finally`) or when the server
+closes the response (`Response.call_on_close`: a client that went away, or a generator closed
+before it started, whose `finally` never runs), whichever comes first.
 
 Hand-written: neither Flask nor werkzeug limits concurrent streamed responses.
 """

@@ -10,13 +10,15 @@ string the contract stores (at most 16 characters), so every stored tail number 
 
 Why msgspec rather than a Flask extension (flask-smorest/webargs on marshmallow, spectree or
 flask-openapi3 on pydantic): the contract already is msgspec, so its `Meta` constraints are reused
-as they are, and no second model system enters the API. Per-request cost of parsing a /v1/flights
-query (7 parameters) and a /v1/stats/delays query (4), measured with
-`python /tmp/apiw/parse_before.py`-style timeit loops (best of 7 x 20,000, this machine):
-hand-written parsers 23.3 / 15.7 us, this module 8.8 / 6.4 us (docs/benchmarks.md).
+as they are, and no second model system enters the API. Per-request cost of parsing a
+/v1/flights query (7 parameters, with the cross-parameter rules) and a /v1/stats/delays query (4),
+`python bench/api_parse.py` (best of 7 x 20,000 per run, 5 alternating runs against the
+hand-written parsers of commit 5269d4e, medians; both include werkzeug's ~9 us query-string
+parse): hand-written 23.0 / 15.6 us, these Structs 20.7 / 13.1 us.
 
-Written by hand here, because a query string is not a JSON object (msgspec docs, "Supported
-Types"/"convert": `strict=False` would also take `1e3` and `12.0` for integers): `parse_query`
+Written by hand here, because a query string is not a JSON object and msgspec's lax mode is too
+lax for it (msgspec docs, '"Strict" vs "Lax" Mode'; 0.18.6 release notes: integral floats coerce
+to ints, and msgspec 0.22 here takes `1e3` and `12.0` for an int with `strict=False`): `parse_query`
 rejects unknown and repeated names, splits comma-separated lists for tuple fields, turns integer
 strings into ints by a strict ASCII rule, then hands the dict to `msgspec.convert` (strict), whose
 error path (`$.name`) names the parameter.

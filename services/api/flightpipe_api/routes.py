@@ -171,28 +171,34 @@ def _stream(
         raise
 
     def chunks() -> Iterator[bytes]:
-        yield head
-        page, remaining = first, limit - len(first)
-        while remaining > 0 and len(page) == EXPORT_CHUNK:
-            cursor = (page[-1][sort.field], page[-1]["flight_id"])
-            try:
-                with gate.turn():
-                    page = warehouse.list_flights(
-                        flt, min(EXPORT_CHUNK, remaining), cursor, sort, query_columns
-                    )
-                    body = output.encode_rows(page, columns, fmt)
-            except WarehouseError:
-                log.exception("export stopped early: the warehouse failed mid-stream")
-                return
-            remaining -= len(page)
-            yield body
+        try:
+            yield head
+            page, remaining = first, limit - len(first)
+            while remaining > 0 and len(page) == EXPORT_CHUNK:
+                cursor = (page[-1][sort.field], page[-1]["flight_id"])
+                try:
+                    with gate.turn():
+                        page = warehouse.list_flights(
+                            flt, min(EXPORT_CHUNK, remaining), cursor, sort, query_columns
+                        )
+                        body = output.encode_rows(page, columns, fmt)
+                except WarehouseError:
+                    log.exception("export stopped early: the warehouse failed mid-stream")
+                    return
+                remaining -= len(page)
+                yield body
+        finally:
+            release()  # at the end of the body too: a client that never closes keeps no slot
 
     response = Response(chunks(), status=200, content_type=output.MIME[fmt])
     response.call_on_close(release)
     response.headers["Cache-Control"] = NO_STORE
     response.headers["Vary"] = "Accept"
     response.headers["X-Cache"] = "bypass"
-    response.make_conditional(request)  # no ETag: only Date is added
+    # No make_conditional here: a streamed body has no validator to compare, and werkzeug's
+    # make_conditional computes Content-Length through `_ensure_sequence`, which turns the
+    # generator into a list (werkzeug/wrappers/response.py, calculate_content_length): the whole
+    # export would sit in memory before the first byte is sent.
     return response
 
 

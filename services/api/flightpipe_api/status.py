@@ -162,10 +162,13 @@ class Sampler:
         # Older than the window but the best there is (e.g. a page that polls slowly).
         return self._snapshots[-2] if len(self._snapshots) > 1 else None
 
-    def _sample(self, now: float) -> None:
+    def _sample(self, now: float) -> Snapshot:
+        """A fresh snapshot, kept in the ring (and the history) when one is due."""
+        fresh = take_snapshot(self.registry, now)
         if not self._snapshots or now - self._snapshots[-1].at >= MIN_SAMPLE_SECONDS:
-            self._snapshots.append(take_snapshot(self.registry, now))
-            self._history.append(self._point(self._snapshots[-1]))
+            self._snapshots.append(fresh)
+            self._history.append(self._point(fresh))
+        return fresh
 
     def sample(self, now: float | None = None) -> None:
         """Take a snapshot unless the last one is under MIN_SAMPLE_SECONDS old."""
@@ -190,13 +193,15 @@ class Sampler:
                 log.exception("status sample failed")
 
     def status(self, now: float | None = None) -> dict[str, Any]:
-        """Sample if due, then the current numbers and the history for the charts."""
+        """The current numbers (a fresh snapshot) and the history for the charts, ending now."""
         now = time.time() if now is None else now
         with self._lock:
-            self._sample(now)
-            newest = self._snapshots[-1]
-            body = self._numbers(newest, self._window_start(newest), now)
-            body["history"] = list(self._history)
+            fresh = self._sample(now)
+            body = self._numbers(fresh, self._window_start(fresh), now)
+            history = list(self._history)
+            if self._snapshots[-1] is not fresh:  # the ring's newest is under a second old
+                history.append(self._point(fresh))
+            body["history"] = history
         return body
 
     def _latency(self, new: Snapshot, old: Snapshot | None) -> tuple[dict[str, float | None], str]:
