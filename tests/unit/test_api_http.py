@@ -7,6 +7,7 @@ Conditional requests are checked with the result cache on (hits answered by the 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from flask.testing import FlaskClient
 from flightpipe_api import create_app, routes
 from flightpipe_api.params import FlightsQuery, parse_query
 from werkzeug.datastructures import MultiDict
+from werkzeug.test import EnvironBuilder
 
 from flightpipe.settings import load_settings
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
@@ -187,3 +189,15 @@ def test_a_large_export_starts_before_its_body_is_produced(
     assert len(b"".join(response.response).splitlines()) == 1 + len(ODD_TAILS) + 1
     assert spy.call_count == 4  # three full chunks, then an empty read ends the stream
     response.close()
+
+
+def test_an_export_dropped_unread_and_unclosed_frees_its_slot(warehouse: DuckDBWarehouse) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})
+    app = create_app(settings, warehouse=warehouse)
+    statuses = []
+    for _ in range(3):  # a caller that takes the body and drops it unread and unclosed
+        environ = EnvironBuilder(path="/v1/flights", query_string="format=csv&limit=10000")
+        body = app(environ.get_environ(), lambda status, _headers: statuses.append(status))
+        del body
+        gc.collect()
+    assert statuses == ["200 OK"] * 3

@@ -10,7 +10,8 @@ a one-flight GET waits behind them. So:
   together they use about one core and the other stays free for the rest.
 The slot is released when the body has been sent (the generator's `finally`) or when the server
 closes the response (`Response.call_on_close`: a client that went away, or a generator closed
-before it started, whose `finally` never runs), whichever comes first.
+before it started, whose `finally` never runs) or when the unread body is garbage-collected
+(in-process callers such as test clients may never close it), whichever comes first.
 
 Hand-written: neither Flask nor werkzeug limits concurrent streamed responses.
 """

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, get_type_hints
 
@@ -190,7 +191,12 @@ def _stream(
         finally:
             release()  # at the end of the body too: a client that never closes keeps no slot
 
-    response = Response(chunks(), status=200, content_type=output.MIME[fmt])
+    body = chunks()
+    # Whichever comes first frees the slot: the body's end, the server's close(), or the body
+    # being dropped unread by a caller that never closes it (a generator never started runs no
+    # `finally`; weakref.finalize runs when it is collected).
+    weakref.finalize(body, release)
+    response = Response(body, status=200, content_type=output.MIME[fmt])
     response.call_on_close(release)
     response.headers["Cache-Control"] = NO_STORE
     response.headers["Vary"] = "Accept"
