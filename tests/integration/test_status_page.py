@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 from flightpipe_api import create_app
+from flightpipe_api import status as status_module
 from flightpipe_api.status import Sampler, histogram_quantile
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from werkzeug.serving import make_server
@@ -192,9 +193,33 @@ def _text_of(dom: str, element_id: str) -> str:
     return match.group(1)
 
 
+def _wait_for_background_samples(count: int = 2) -> None:
+    deadline = time.monotonic() + 30
+    while len(status_module._sampler._history) < count:
+        assert time.monotonic() < deadline, "the sampler thread took no snapshots"
+        time.sleep(0.2)
+
+
+def test_the_server_samples_without_a_page_open_so_a_first_load_has_history() -> None:
+    registry = CollectorRegistry()
+    Counter("flightpipe_messages_received", "test", registry=registry).inc(5)
+    sampler = Sampler(registry)
+    sampler.start(interval=0.05)
+    sampler.start(interval=0.05)  # idempotent: one thread
+    deadline = time.monotonic() + 30
+    while len(sampler._history) < 3:  # MIN_SAMPLE_SECONDS apart, taken by the thread alone
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    history = sampler.status()["history"]
+    assert len(history) >= 3 and history[0]["t"] < history[-1]["t"]
+    names = [t.name for t in threading.enumerate()]
+    assert names.count("status-sampler") >= 1
+
+
 def test_browser_renders_the_live_numbers_from_status_json(
     base_url: str, pipeline_metrics: dict[str, int], tmp_path: Path
 ) -> None:
+    _wait_for_background_samples()
     dom = _browser(tmp_path, f"{base_url}/status", "--dump-dom")
 
     # The HTML ships "—" placeholders: these values can only come from the script's fetch.
@@ -203,7 +228,8 @@ def test_browser_renders_the_live_numbers_from_status_json(
     assert _text_of(dom, "freshness").endswith(" s")
     assert 'class="dot ok"' in dom
     chart = re.search(r'<svg id="chart-backlog".*?</svg>', dom, re.S)
-    assert chart and ("<polyline" in chart.group(0) or "collecting samples" in chart.group(0))
+    # The server samples on its own thread: the first load already has a line, not a wait.
+    assert chart and "<polyline" in chart.group(0) and "collecting" not in chart.group(0)
     assert "Cloud Monitoring dashboard" in dom
     assert not re.search(r'(?:src|href)="(?:https?:)?//', dom)
 

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flightpipe_api import create_app
-from flightpipe_api.params import encode_page_token
+from flightpipe_api.tokens import encode_page_token
 
 from flightpipe.settings import load_settings
 from flightpipe.warehouse import WarehouseUnavailable

@@ -22,6 +22,7 @@ from flightpipe_api.auth import KeyGate, parse_key_hashes
 from flightpipe_api.cache import ResultCache
 from flightpipe_api.context import SETTINGS_KEY, WAREHOUSE_KEY
 from flightpipe_api.errors import register_error_handlers
+from flightpipe_api.exports import EXPORTS_KEY, ExportGate, max_exports
 from flightpipe_api.gate import ENV_REQUEST_ID, Gate, request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, warehouse: Warehouse | None = N
         settings.api_auth_failure_limit,
     )
     app.extensions[routes.CACHE_KEY] = cache
+    app.extensions[EXPORTS_KEY] = ExportGate(max_exports(settings))
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(routes.bp)

@@ -37,15 +37,15 @@ class Entry:
 
     body: bytes
     content_type: str
-    etag: str
+    etag: str  # the ETag header as sent (quoted)
     route: str
     generation: int
     expires: float
 
 
 def etag_of(body: bytes) -> str:
-    """A strong ETag: a hash of the exact bytes sent."""
-    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    """A strong entity tag (unquoted, for `Response.set_etag`): a hash of the exact bytes sent."""
+    return hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
 class ResultCache:

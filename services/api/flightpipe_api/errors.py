@@ -79,7 +79,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.code, exc.message, exc.parameter)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return error_response(exc.code, exc.message, exc.parameter, headers=headers)
 
     @app.errorhandler(WarehouseUnavailable)
     def _unavailable(exc: WarehouseUnavailable) -> Response:

@@ -1,188 +1,79 @@
-"""The OpenAPI 3 document (`/openapi.json`) and the human documentation page (`/docs`).
+"""The OpenAPI 3.0.3 document (`/openapi.json`) and the interactive API reference (`/docs`).
 
-Built with apispec from the code itself: the parameters are the `params.Param` declarations the
-endpoints parse with, the row schemas come from `flightpipe.contract.COLUMNS`, and the error shape
-and limits from `errors` and `params`. The document is built once per process and served as
-bytes. `/docs` is rendered from the same document as plain HTML (no script, no CDN).
+Derived, not written: each operation names its query Struct (`params.py`) and its body Struct
+(`schemas.py`); `msgspec.json.schema_components` turns them into JSON Schema, from which come the
+query parameters (one per Struct field, its description and example lifted to the parameter;
+tuple fields are comma-separated lists: `style: form, explode: false`) and the component schemas.
+msgspec writes JSON Schema 2020-12 (`anyOf: [X, {type: null}]`, `examples`); `_oas30` rewrites
+those two idioms as OpenAPI 3.0's `nullable` and `example` (OpenAPI 3.0.3, "Schema Object"), since
+schemathesis 3.x supports 3.1 only behind an experimental flag. What is written here by hand is
+what no Struct knows: summaries, the links between operations, status codes and headers.
+
+`/docs` is Swagger UI 5 (swagger-api/swagger-ui) from the flask-swagger-ui PyPI package: its
+bundled `dist/` files are served by this app under /docs/ (no CDN); the page renders the
+description's Markdown, every operation with its parameters, schemas and examples, and "Try it
+out" sends requests to this server (with an API key through "Authorize" when keys are on).
 """
 
 from __future__ import annotations
 
-import html
+import importlib.resources
+from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Final
+from typing import Any, Final, get_type_hints
 
-from apispec import APISpec
-from flask import Blueprint, Response
+import msgspec
+from flask import Blueprint, Response, request, send_from_directory
+from werkzeug.exceptions import NotFound
 
-from flightpipe.contract import COLUMNS, STATUSES
-from flightpipe.warehouse.port import ON_TIME_MINUTES
-from flightpipe_api import params
+from flightpipe.contract import FlightEvent
+from flightpipe_api import params, schemas
 from flightpipe_api.output import MIME, encode_json
-from flightpipe_api.params import Param
+from flightpipe_api.params import EventsQuery, FlightsQuery, NoQuery, StatsQuery
 
 bp = Blueprint("openapi", __name__)
-_KINDS: Final[dict[str, dict[str, Any]]] = {
-    "string": {"type": "string"},
-    "int": {"type": "integer"},
-    "timestamp": {"type": "string", "format": "date-time"},
-    "date": {"type": "string", "format": "date"},
-}
-_EXPORT_TYPES: Final = {
-    MIME["csv"]: {"schema": {"type": "string"}},
-    MIME["ndjson"]: {"schema": {"type": "string"}},
-}
+_REF: Final = "#/components/schemas/{name}"
 DESCRIPTION: Final = f"""\
 Read API of flightpipe: the current state of airline flights, their event history and delay
 statistics, from the pipeline's warehouse (DuckDB locally, BigQuery in the cloud).
 
-**Authentication.** When the server has API keys configured (FLIGHTPIPE_API_KEYS, a
-comma-separated list of `sha256:<hex>` hashes of the keys), every /v1 request needs a key in
-`X-API-Key: <key>` or `Authorization: Bearer <key>` (X-API-Key wins; behind Cloud Run IAM the
-Authorization header carries the Google ID token, so send the key in X-API-Key). Without a valid
-key: 401. Each key is rate limited (FLIGHTPIPE_API_RATE_LIMIT, per server instance): 429 with
-Retry-After.
+**Authentication.** When the server has API keys configured (`FLIGHTPIPE_API_KEYS`), every /v1
+request needs a key in `X-API-Key: <key>` or `Authorization: Bearer <key>` (X-API-Key wins; behind
+Cloud Run IAM the Authorization header carries the Google ID token, so send the key in
+X-API-Key). Without a valid key: 401. Each key is rate limited (`FLIGHTPIPE_API_RATE_LIMIT`, per
+server instance): 429 with Retry-After.
 
 **Formats.** JSON by default; CSV and NDJSON with `format=csv|ndjson` or the Accept header
-(`text/csv`, `application/x-ndjson`). JSON pages have at most {params.MAX_LIMIT} rows; CSV and
-NDJSON exports up to {params.MAX_EXPORT_ROWS} rows, streamed in chunks above 5000 rows (a streamed
-export has no next-page token; a smaller one gives it in the X-Next-Page-Token header).
+(`text/csv`, `application/x-ndjson`, each optionally with `charset=utf-8`). JSON pages have at most
+{params.MAX_LIMIT} rows; CSV and NDJSON exports up to {params.MAX_EXPORT_ROWS} rows, streamed in
+chunks above 5000 rows (a streamed export has no next-page token; a smaller one gives it in the
+`X-Next-Page-Token` header).
 
 **Paging.** Keyset pagination: follow `next_page_token` (null on the last page) with the same
 filters and the same `sort`.
 
-**Limits.** Dates: a `date_from`..`date_to` range over {params.MAX_RANGE_DAYS} days needs one of
-{", ".join(params.NARROWING)}. A warehouse that is slow (over FLIGHTPIPE_QUERY_TIMEOUT_SECONDS) or
-down answers 503 with Retry-After, never 500.
+**Limits.** A `date_from`..`date_to` range over {params.MAX_RANGE_DAYS} days needs one of
+{", ".join(params.NARROWING)}. A warehouse that is slow (over `FLIGHTPIPE_QUERY_TIMEOUT_SECONDS`)
+or down answers 503 with Retry-After, never 500.
 
-**Caching.** Complete GET responses carry an ETag and `Cache-Control: private, max-age=5`;
-If-None-Match answers 304. The server keeps results in memory until new data is ingested (the
-ingest watermark moves) or FLIGHTPIPE_API_CACHE_TTL_SECONDS passes.
+**Caching.** Complete GET responses carry a strong ETag (a hash of the body, stable while the data
+is) and `Cache-Control: private, max-age=5`; `If-None-Match` answers 304. The server keeps results
+in memory until new data is ingested or `FLIGHTPIPE_API_CACHE_TTL_SECONDS` passes.
 
-**Metadata.** JSON bodies carry `meta.count` (rows in the response) and `meta.query_ms`
-(warehouse time when the result was computed). Every response echoes X-Request-ID (the caller's,
-or a new one), which the server's logs carry too.
+**Metadata.** JSON bodies carry `meta.count` (rows in the response). The warehouse time is in the
+`Server-Timing` header (`db;dur=<ms>`, or `cache;desc=hit`). Every response echoes `X-Request-ID`
+(the caller's, or a new one), which the server's logs carry too.
 
-**Errors.** One shape: `{{"error": {{"code", "status", "message", "parameter"}}}}`;
-`parameter` names the offending parameter of a 400.
+**Errors.** One shape: `{{"error": {{"code", "status", "message", "parameter"}}}}`; `parameter`
+names the offending parameter of a 400.
 """
-
-
-def _column_schema(kind: str, nullable: bool, description: str, name: str) -> dict[str, Any]:
-    schema = dict(_KINDS[kind], description=description)
-    if name == "status":
-        schema["enum"] = list(STATUSES)
-    if nullable:
-        schema["nullable"] = True
-    return schema
-
-
-def _flight_schema(*, all_required: bool) -> dict[str, Any]:
-    properties = {
-        c.name: _column_schema(c.kind, c.nullable, c.description, c.name) for c in COLUMNS
-    }
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-    }
-    if all_required:
-        schema["required"] = [c.name for c in COLUMNS]
-    return schema
-
-
-def _number(description: str, *, nullable: bool = True) -> dict[str, Any]:
-    return {"type": "number", "nullable": nullable, "description": description}
-
-
-def _stats_row() -> dict[str, Any]:
-    metrics: dict[str, Any] = {
-        "flights": {"type": "integer", "minimum": 0, "description": "Flights in the group"},
-        "cancelled": {"type": "integer", "minimum": 0, "description": "Of those, cancelled"},
-        "avg_dep_delay_min": _number("Mean departure delay, minutes"),
-        "avg_arr_delay_min": _number("Mean arrival delay, minutes"),
-        "on_time_rate": {
-            "type": "number",
-            "nullable": True,
-            "minimum": 0,
-            "maximum": 1,
-            "description": f"Share of flights with an arrival delay arriving at most "
-            f"{ON_TIME_MINUTES} minutes late",
-        },
-        "median_dep_delay_min": _number("Median departure delay (interpolated)"),
-        "p90_dep_delay_min": _number("90th percentile departure delay (interpolated)"),
-        "median_arr_delay_min": _number("Median arrival delay (interpolated)"),
-        "p90_arr_delay_min": _number("90th percentile arrival delay (interpolated)"),
-    }
-    keys: dict[str, Any] = {
-        "carrier": {"type": "string"},
-        "origin": {"type": "string"},
-        "dest": {"type": "string"},
-        "flight_date": {"type": "string", "format": "date"},
-        "hour": {"type": "integer", "minimum": 0, "maximum": 23, "description": "UTC hour"},
-    }
-    return {
-        "type": "object",
-        "description": "One group: its group_by keys, then the statistics",
-        "properties": {**keys, **metrics},
-        "required": list(metrics),
-        "additionalProperties": False,
-    }
-
-
-def _meta() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "count": {"type": "integer", "minimum": 0, "description": "Rows in this response"},
-            "query_ms": {
-                "type": "number",
-                "minimum": 0,
-                "description": "Warehouse time when the result was computed, ms",
-            },
-        },
-        "required": ["count", "query_ms"],
-        "additionalProperties": False,
-    }
-
-
-def _error() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "code": {"type": "integer"},
-                    "status": {"type": "string"},
-                    "message": {"type": "string"},
-                    "parameter": {"type": "string"},
-                },
-                "required": ["code", "status", "message"],
-                "additionalProperties": False,
-            }
-        },
-        "required": ["error"],
-        "additionalProperties": False,
-    }
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 _HEADERS: Final[dict[str, dict[str, Any]]] = {
-    "X-Request-ID": {
-        "description": "The caller's X-Request-ID, or a new id; also in the server's logs",
-        "schema": {"type": "string"},
-    },
-    "ETag": {"description": "Strong validator of the body", "schema": {"type": "string"}},
-    "Cache-Control": {"schema": {"type": "string"}},
+    "X-Request-ID": {"description": "The caller's X-Request-ID, or a new id"},
+    "ETag": {"description": "Strong validator: a hash of the body"},
+    "Cache-Control": {},
+    "Server-Timing": {"description": "db;dur=<warehouse ms>, or cache;desc=hit"},
     "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}},
-    "X-Next-Page-Token": {
-        "description": "CSV/NDJSON up to 5000 rows: the next page's token, when there is one",
-        "schema": {"type": "string"},
-    },
+    "X-Next-Page-Token": {"description": "CSV/NDJSON up to 5000 rows: the next page's token"},
 }
 _ERRORS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "400": ("BadRequest", "A parameter is unknown, repeated or invalid (named)", ()),
@@ -194,305 +85,274 @@ _ERRORS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
 }
 
 
-def _error_response(description: str, headers: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "description": description,
-        "headers": {h: _HEADERS[h] for h in ("X-Request-ID", *headers)},
-        "content": {"application/json": {"schema": _ref("Error")}},
-    }
-
-
-def _parameter(param: Param) -> dict[str, Any]:
-    return {
-        "name": param.name,
-        "in": "query",
-        "required": False,
-        "description": param.description,
-        "schema": param.schema,
-    }
-
-
-def _ok(
-    schema: str,
-    *,
-    exports: bool,
-    extra_headers: tuple[str, ...] = (),
-    links: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    content: dict[str, Any] = {"application/json": {"schema": _ref(schema)}}
-    if exports:
-        content.update(_EXPORT_TYPES)
-    headers = ("X-Request-ID", "ETag", "Cache-Control", *extra_headers)
-    response: dict[str, Any] = {
-        "description": "OK",
-        "headers": {h: _HEADERS[h] for h in headers},
-        "content": content,
-    }
-    if links:
-        # OpenAPI links: how a response feeds the next request (clients and stateful tests).
-        response["links"] = links
-    return response
-
-
 def _link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
     """An OpenAPI link: call `operation_id` with `parameters` (runtime expressions)."""
     return {"operationId": operation_id, "description": description, "parameters": parameters}
 
 
-def _operation(
-    operation_id: str,
-    summary: str,
-    description: str,
-    accepted: tuple[Param, ...],
-    ok: dict[str, Any],
-    *,
-    errors: tuple[str, ...],
-    path_params: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": ok, "304": {"$ref": "#/components/responses/NotModified"}}
-    for code in errors:
-        responses[code] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
+@dataclass(frozen=True)
+class Operation:
+    """One documented GET under /v1: what the Structs do not say."""
+
+    path: str
+    operation_id: str
+    summary: str
+    description: str
+    query: type[msgspec.Struct]
+    body: type[msgspec.Struct]
+    errors: tuple[str, ...]
+    exports: bool = False
+    headers: tuple[str, ...] = ()
+    links: dict[str, Any] = field(default_factory=dict)
+
+
+_FIRST_ID: Final = "$response.body#/data/0/flight_id"
+OPERATIONS: Final = (
+    Operation(
+        "/v1/flights",
+        "listFlights",
+        "List flights",
+        "Current state of the flights matching every given filter, sorted, in keyset pages "
+        "(JSON) or as a CSV/NDJSON export.",
+        FlightsQuery,
+        schemas.FlightPage,
+        ("400", "401", "406", "429", "503"),
+        exports=True,
+        headers=("X-Next-Page-Token",),
+        links={
+            "NextPage": _link(
+                "listFlights",
+                "The next page: this page's next_page_token, sent with the same filters and sort",
+                page_token="$response.body#/next_page_token",  # noqa: S106 - an expression
+            ),
+            "Flight": _link("getFlight", "The first flight of the page", flight_id=_FIRST_ID),
+            "Events": _link("getFlightEvents", "Its event history", flight_id=_FIRST_ID),
+        },
+    ),
+    Operation(
+        "/v1/flights/{flight_id}",
+        "getFlight",
+        "One flight",
+        "The current state of one flight (its latest event).",
+        NoQuery,
+        schemas.FlightResponse,
+        ("400", "401", "404", "429", "503"),
+        links={
+            "Events": _link(
+                "getFlightEvents",
+                "The event history of this flight",
+                flight_id="$response.body#/data/flight_id",
+            )
+        },
+    ),
+    Operation(
+        "/v1/flights/{flight_id}/events",
+        "getFlightEvents",
+        "A flight's events",
+        "Every distinct stored event of the flight, by event_time, then publish_time.",
+        EventsQuery,
+        schemas.EventsResponse,
+        ("400", "401", "404", "406", "429", "503"),
+        exports=True,
+    ),
+    Operation(
+        "/v1/stats/delays",
+        "getDelayStats",
+        "Delay statistics",
+        "Counts, mean, median and 90th percentile delays and the on-time rate over current "
+        "states matching the filters, one row per group, ordered by the keys.",
+        StatsQuery,
+        schemas.DelayStatsResponse,
+        ("400", "401", "406", "429", "503"),
+        exports=True,
+    ),
+)
+
+
+def _oas30(node: Any) -> Any:
+    """JSON Schema 2020-12 as msgspec writes it -> an OpenAPI 3.0 Schema Object."""
+    if isinstance(node, list):
+        return [_oas30(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _oas30(v) for k, v in node.items() if k != "examples"}
+    if node.get("examples"):
+        out["example"] = node["examples"][0]
+    options = out.get("anyOf")
+    if options and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1:
+            # A $ref ignores its siblings in 3.0, hence allOf around it.
+            only = {"allOf": rest} if "$ref" in rest[0] else rest[0]
+            out = {**only, **out}
+        else:
+            out["anyOf"] = rest
+        out["nullable"] = True
+    return out
+
+
+def _parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """A query Struct's schema as OpenAPI query parameters (none required)."""
+    parameters = []
+    for name, declared in schema.get("properties", {}).items():
+        prop = dict(declared)
+        prop.pop("nullable", None)
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": prop.pop("description", ""),
+            "schema": prop,
+        }
+        if "example" in prop:
+            parameter["example"] = prop.pop("example")
+        if prop.get("type") == "array":
+            parameter |= {"style": "form", "explode": False}
+        parameters.append(parameter)
+    return parameters
+
+
+def _flight_id_parameter() -> dict[str, Any]:
+    schema = msgspec.json.schema(get_type_hints(FlightEvent, include_extras=True)["flight_id"])
     return {
-        "operationId": operation_id,
-        "summary": summary,
-        "description": description,
-        "parameters": [*(path_params or []), *(_parameter(p) for p in accepted)],
+        "name": "flight_id",
+        "in": "path",
+        "required": True,
+        "description": schema.pop("description", ""),
+        "schema": schema,
+        "example": "2013-01-01-UA1545-EWR",
+    }
+
+
+def _ok(op: Operation) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"$ref": _REF.format(name=op.body.__name__)}}
+    }
+    if op.exports:
+        content |= {MIME[f]: {"schema": {"type": "string"}} for f in ("csv", "ndjson")}
+    names = ("X-Request-ID", "ETag", "Cache-Control", "Server-Timing", *op.headers)
+    response: dict[str, Any] = {"description": "OK", "headers": _headers(names), "content": content}
+    if op.links:
+        response["links"] = op.links  # how a response feeds the next request
+    return response
+
+
+def _headers(names: tuple[str, ...]) -> dict[str, Any]:
+    return {n: {"schema": {"type": "string"}} | _HEADERS[n] for n in names}
+
+
+def _operation(op: Operation, query_schema: dict[str, Any]) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": _ok(op),
+        "304": {"$ref": "#/components/responses/NotModified"},
+    }
+    for code in op.errors:
+        responses[code] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
+    path_params = [_flight_id_parameter()] if "{flight_id}" in op.path else []
+    return {
+        "tags": ["statistics" if "/stats/" in op.path else "flights"],
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "description": op.description,
+        "parameters": [*path_params, *_parameters(query_schema)],
         "responses": responses,
         "security": [{"ApiKey": []}, {"BearerKey": []}, {}],
     }
 
 
-_FLIGHT_ID_PARAM: Final = {
-    "name": "flight_id",
-    "in": "path",
-    "required": True,
-    "description": "YYYY-MM-DD-<carrier><flight_number>-<origin>, e.g. 2013-01-01-UA1545-EWR",
-    "schema": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}-[A-Z0-9]{2}\d{1,5}-[A-Z0-9]{3}$"},
-}
+def _plain(operation_id: str, summary: str, media: str, schema: dict[str, Any]) -> dict[str, Any]:
+    ok = {"description": "OK", "content": {media: {"schema": schema}}}
+    responses: dict[str, Any] = {"200": ok}
+    if operation_id == "readiness":
+        responses["503"] = {"$ref": "#/components/responses/Unavailable"}
+    get = {"tags": ["service"], "operationId": operation_id, "summary": summary}
+    return {"get": get | {"responses": responses}}
 
 
 def build_spec() -> dict[str, Any]:
     """The OpenAPI 3.0.3 document as a dict."""
-    spec = APISpec(
-        title="flightpipe API",
-        version="1",
-        openapi_version="3.0.3",
-        info={"description": DESCRIPTION},
+    queries = tuple(dict.fromkeys(op.query for op in OPERATIONS))
+    _, components = msgspec.json.schema_components(
+        (*queries, *schemas.RESPONSES), ref_template=_REF
     )
-    spec.components.schema("Flight", _flight_schema(all_required=True))
-    spec.components.schema("FlightFields", _flight_schema(all_required=False))
-    spec.components.schema("Meta", _meta())
-    spec.components.schema("Error", _error())
-    spec.components.schema("DelayStatsRow", _stats_row())
-    spec.components.schema(
-        "FlightPage",
-        {
-            "type": "object",
-            "properties": {
-                # Inlined rather than referenced: validators resolve a $ref per row, slowly.
-                "data": {"type": "array", "items": _flight_schema(all_required=False)},
-                "next_page_token": {"type": "string", "nullable": True},
-                "meta": _ref("Meta"),
-            },
-            "required": ["data", "next_page_token", "meta"],
-            "additionalProperties": False,
-        },
-    )
-    spec.components.schema(
-        "FlightResponse",
-        {
-            "type": "object",
-            "properties": {"data": _ref("Flight"), "meta": _ref("Meta")},
-            "required": ["data", "meta"],
-            "additionalProperties": False,
-        },
-    )
-    spec.components.schema(
-        "EventsResponse",
-        {
-            "type": "object",
-            "properties": {
-                "data": {"type": "array", "items": _ref("Flight"), "minItems": 1},
-                "meta": _ref("Meta"),
-            },
-            "required": ["data", "meta"],
-            "additionalProperties": False,
-        },
-    )
-    spec.components.schema(
-        "DelayStatsResponse",
-        {
-            "type": "object",
-            "properties": {
-                "data": {"type": "array", "items": _ref("DelayStatsRow")},
-                "group_by": {"type": "string"},
-                "meta": _ref("Meta"),
-            },
-            "required": ["data", "group_by", "meta"],
-            "additionalProperties": False,
-        },
-    )
-    spec.components.schema(
-        "Health",
-        {
-            "type": "object",
-            "properties": {"status": {"type": "string"}},
-            "required": ["status"],
-            "additionalProperties": False,
-        },
-    )
-    for name, description, headers in _ERRORS.values():
-        spec.components.response(name, _error_response(description, headers))
-    spec.components.response(
-        "NotModified",
-        {
-            "description": "If-None-Match matched the current ETag",
-            "headers": {h: _HEADERS[h] for h in ("X-Request-ID", "ETag", "Cache-Control")},
-        },
-    )
-    spec.components.security_scheme(
-        "ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
-    )
-    spec.components.security_scheme("BearerKey", {"type": "http", "scheme": "bearer"})
-    spec.path(
-        path="/v1/flights",
-        operations={
-            "get": _operation(
-                "listFlights",
-                "List flights",
-                "Current state of the flights matching every given filter, sorted, in keyset "
-                "pages (JSON) or as a CSV/NDJSON export.",
-                params.LIST_PARAMS,
-                _ok(
-                    "FlightPage",
-                    exports=True,
-                    extra_headers=("X-Next-Page-Token",),
-                    links={
-                        "NextPage": _link(
-                            "listFlights",
-                            "The next page: this page's next_page_token, sent with the same "
-                            "filters and sort",
-                            page_token="$response.body#/next_page_token",  # noqa: S106 - an expression
-                        ),
-                        "Flight": _link(
-                            "getFlight",
-                            "The current state of the first flight of the page",
-                            flight_id="$response.body#/data/0/flight_id",
-                        ),
-                        "Events": _link(
-                            "getFlightEvents",
-                            "The event history of the first flight of the page",
-                            flight_id="$response.body#/data/0/flight_id",
-                        ),
-                    },
-                ),
-                errors=("400", "401", "406", "429", "503"),
-            )
-        },
-    )
-    spec.path(
-        path="/v1/flights/{flight_id}",
-        operations={
-            "get": _operation(
-                "getFlight",
-                "One flight",
-                "The current state of one flight (its latest event).",
-                (),
-                _ok(
-                    "FlightResponse",
-                    exports=False,
-                    links={
-                        "Events": _link(
-                            "getFlightEvents",
-                            "The event history of this flight",
-                            flight_id="$response.body#/data/flight_id",
-                        )
-                    },
-                ),
-                errors=("400", "401", "404", "429", "503"),
-                path_params=[_FLIGHT_ID_PARAM],
-            )
-        },
-    )
-    spec.path(
-        path="/v1/flights/{flight_id}/events",
-        operations={
-            "get": _operation(
-                "getFlightEvents",
-                "A flight's events",
-                "Every distinct stored event of the flight, by event_time, then publish_time.",
-                params.EVENTS_PARAMS,
-                _ok("EventsResponse", exports=True),
-                errors=("400", "401", "404", "406", "429", "503"),
-                path_params=[_FLIGHT_ID_PARAM],
-            )
-        },
-    )
-    spec.path(
-        path="/v1/stats/delays",
-        operations={
-            "get": _operation(
-                "getDelayStats",
-                "Delay statistics",
-                "Counts, mean, median and 90th percentile delays and the on-time rate over "
-                "current states matching the filters, one row per group, ordered by the keys.",
-                params.STATS_PARAMS,
-                _ok("DelayStatsResponse", exports=True),
-                errors=("400", "401", "406", "429", "503"),
-            )
-        },
-    )
-    health = {
-        "description": "OK",
-        "content": {"application/json": {"schema": _ref("Health")}},
+    components = _oas30(components)
+    paths: dict[str, Any] = {
+        op.path: {"get": _operation(op, components.pop(op.query.__name__, {}))} for op in OPERATIONS
     }
-    spec.path(
-        path="/healthz",
-        operations={
-            "get": {"operationId": "liveness", "summary": "Liveness", "responses": {"200": health}}
-        },
+    for query in queries:
+        components.pop(query.__name__, None)
+    for schema in components.values():
+        # Every body Struct has forbid_unknown_fields, and the views send exactly its fields.
+        schema["additionalProperties"] = False
+    health = {"$ref": _REF.format(name="Health")}
+    paths["/healthz"] = _plain("liveness", "Liveness", "application/json", health)
+    paths["/readyz"] = _plain(
+        "readiness", "Readiness: the warehouse answers", "application/json", health
     )
-    spec.path(
-        path="/readyz",
-        operations={
-            "get": {
-                "operationId": "readiness",
-                "summary": "Readiness: the warehouse answers",
-                "responses": {"200": health, "503": {"$ref": "#/components/responses/Unavailable"}},
-            }
-        },
+    paths["/openapi.json"] = _plain(
+        "getOpenApi", "This document", "application/json", {"type": "object"}
     )
-    spec.path(
-        path="/openapi.json",
-        operations={
-            "get": {
-                "operationId": "getOpenApi",
-                "summary": "This document",
-                "responses": {
-                    "200": {
-                        "description": "OpenAPI 3.0",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
-            }
-        },
+    paths["/docs"] = _plain(
+        "getDocs", "This reference as a web page", "text/html", {"type": "string"}
     )
-    spec.path(
-        path="/docs",
-        operations={
-            "get": {
-                "operationId": "getDocs",
-                "summary": "This document as a web page",
-                "responses": {
-                    "200": {
-                        "description": "HTML",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
+    responses: dict[str, Any] = {
+        name: {
+            "description": description,
+            "headers": _headers(("X-Request-ID", *headers)),
+            "content": {"application/json": {"schema": {"$ref": _REF.format(name="Error")}}},
+        }
+        for name, description, headers in _ERRORS.values()
+    }
+    responses["NotModified"] = {
+        "description": "If-None-Match matched the current ETag",
+        "headers": _headers(("X-Request-ID", "ETag", "Cache-Control")),
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "flightpipe API", "version": "1", "description": DESCRIPTION},
+        "tags": [
+            {"name": "flights", "description": "Current states and event histories"},
+            {"name": "statistics", "description": "Delay statistics over the current states"},
+            {"name": "service", "description": "Probes, this document and this page"},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "responses": responses,
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "BearerKey": {"type": "http", "scheme": "bearer"},
+            },
         },
-    )
-    return spec.to_dict()
+    }
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+# flask-swagger-ui ships Swagger UI's dist/ (swagger-ui-bundle.js, swagger-ui.css, ...).
+_ASSETS: Final = importlib.resources.files("flask_swagger_ui") / "dist"
+_PAGE: Final = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>flightpipe API reference</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/docs/swagger-ui.css">
+<link rel="icon" type="image/png" href="/docs/favicon-32x32.png" sizes="32x32">
+</head><body><div id="swagger-ui"></div>
+<script src="/docs/swagger-ui-bundle.js"></script>
+<script src="/docs/docs.js"></script>
+</body></html>
+"""
+# Swagger UI's configuration (swagger-ui docs/usage/configuration.md): this server's document,
+# deep links, every operation open, "Try it out" on, a request's duration shown.
+_INIT: Final = """window.ui = SwaggerUIBundle({
+  url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true, docExpansion: "list",
+  defaultModelsExpandDepth: 1, tryItOutEnabled: true, displayRequestDuration: true,
+  persistAuthorization: true, validatorUrl: null
+});
+"""
+_ASSET_NAMES: Final = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
 
 
 @cache
@@ -500,107 +360,36 @@ def _spec_bytes() -> bytes:
     return encode_json(build_spec())
 
 
-@cache
-def _docs_bytes() -> bytes:
-    return render_docs(build_spec()).encode()
+def _conditional(body: bytes, mimetype: str) -> Response:
+    response = Response(body, mimetype=mimetype)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    response.add_etag()
+    response.make_conditional(request)
+    return response
 
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
     """The OpenAPI document."""
-    response = Response(_spec_bytes(), mimetype="application/json")
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return _conditional(_spec_bytes(), "application/json")
 
 
 @bp.get("/docs")
 def docs() -> Response:
-    """The documentation page."""
-    response = Response(_docs_bytes(), mimetype="text/html")
-    response.headers["Cache-Control"] = "public, max-age=300"
+    """The interactive reference."""
+    return _conditional(_PAGE.encode(), "text/html")
+
+
+@bp.get("/docs/docs.js")
+def docs_js() -> Response:
+    """The page's Swagger UI set-up (a file, so the page needs no inline script)."""
+    return _conditional(_INIT.encode(), "text/javascript")
+
+
+@bp.get("/docs/<name>")
+def docs_asset(name: str) -> Response:
+    """Swagger UI's own files, from the package (werkzeug's send_file: ETag, 304, ranges)."""
+    if name not in _ASSET_NAMES:
+        raise NotFound()  # the one JSON error shape, from errors.py
+    response: Response = send_from_directory(str(_ASSETS), name, max_age=3600)
     return response
-
-
-_CSS: Final = (
-    "body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
-    "color:#1d2330}code,td.n{font-family:ui-monospace,monospace}table{border-collapse:collapse;"
-    "width:100%;margin:.5rem 0 1.5rem}td,th{border-bottom:1px solid #dde;padding:.3rem .5rem;"
-    "text-align:left;vertical-align:top}h2{margin-top:2.5rem;border-top:2px solid #1d2330;"
-    "padding-top:.5rem}.m{background:#1d2330;color:#fff;padding:0 .4rem;border-radius:3px}"
-    "pre{white-space:pre-wrap;background:#f4f5f8;padding:1rem}"
-)
-
-
-def _schema_text(schema: dict[str, Any]) -> str:
-    if "$ref" in schema:
-        return str(schema["$ref"]).rsplit("/", 1)[-1]
-    parts = [str(schema.get("type", "object"))]
-    for key in ("format", "pattern", "minimum", "maximum", "maxLength", "default"):
-        if key in schema:
-            parts.append(f"{key}: {schema[key]}")
-    if "enum" in schema:
-        parts.append("one of " + ", ".join(map(str, schema["enum"])))
-    return "; ".join(parts)
-
-
-def render_docs(spec: dict[str, Any]) -> str:
-    """The document as one self-contained HTML page."""
-    e = html.escape
-    out = [
-        "<!doctype html><html lang=en><meta charset=utf-8>",
-        f"<title>{e(spec['info']['title'])}</title><style>{_CSS}</style>",
-        f"<h1>{e(spec['info']['title'])}</h1>",
-        "<p>Machine-readable: <a href=/openapi.json>/openapi.json</a> (OpenAPI 3.0).</p>",
-        f"<pre>{e(spec['info'].get('description', ''))}</pre>",
-    ]
-    for path, operations in spec["paths"].items():
-        for method, op in operations.items():
-            out.append(f"<h2><span class=m>{e(method.upper())}</span> <code>{e(path)}</code></h2>")
-            out.append(f"<p><b>{e(op.get('summary', ''))}</b> {e(op.get('description', ''))}</p>")
-            if op.get("parameters"):
-                out.append("<table><tr><th>Parameter<th>In<th>Schema<th>Description")
-                out.extend(
-                    f"<tr><td class=n>{e(p['name'])}<td>{e(p['in'])}"
-                    f"<td>{e(_schema_text(p['schema']))}<td>{e(p.get('description', ''))}"
-                    for p in op["parameters"]
-                )
-                out.append("</table>")
-            out.append("<table><tr><th>Status<th>Meaning<th>Body")
-            for status, declared in op["responses"].items():
-                response = declared
-                if "$ref" in declared:
-                    name = declared["$ref"].rsplit("/", 1)[-1]
-                    response = spec["components"]["responses"][name]
-                types = ", ".join(
-                    f"{t} ({_schema_text(c.get('schema', {}))})"
-                    for t, c in response.get("content", {}).items()
-                )
-                out.append(
-                    f"<tr><td>{e(status)}<td>{e(response.get('description', ''))}<td>{e(types)}"
-                )
-            out.append("</table>")
-            links = [
-                (status, name, link)
-                for status, declared in op["responses"].items()
-                for name, link in declared.get("links", {}).items()
-            ]
-            if links:
-                out.append("<table><tr><th>Link<th>From<th>To<th>Parameters")
-                out.extend(
-                    f"<tr><td class=n>{e(name)}<td>{e(status)}<td>{e(link['operationId'])}: "
-                    f"{e(link.get('description', ''))}<td class=n>"
-                    + e(", ".join(f"{k} = {v}" for k, v in link.get("parameters", {}).items()))
-                    for status, name, link in links
-                )
-                out.append("</table>")
-    out.append("<h2>Schemas</h2>")
-    for name, schema in spec["components"]["schemas"].items():
-        out.append(f"<h3 id={e(name)}>{e(name)}</h3><table><tr><th>Field<th>Schema<th>About")
-        for field, sub in schema.get("properties", {}).items():
-            about = sub.get("description", "") if isinstance(sub, dict) else ""
-            out.append(
-                f"<tr><td class=n>{e(field)}<td>{e(_schema_text(sub))}"
-                f"{' (nullable)' if sub.get('nullable') else ''}<td>{e(about)}"
-            )
-        out.append("</table>")
-    return "\n".join(out) + "\n"

@@ -23,24 +23,32 @@ MIME: Final = {
     "csv": "text/csv; charset=utf-8",
     "ndjson": "application/x-ndjson",
 }
+# Each type is offered with and without `charset=utf-8`: werkzeug's MIMEAccept matches media-type
+# parameters exactly (werkzeug/datastructures/accept.py, `MIMEAccept._value_matches`), so
+# `Accept: application/json; charset=utf-8` matches only an offer that carries the same parameter.
 _BY_MIME: Final = {
-    "application/json": "json",
-    "text/csv": "csv",
-    "application/x-ndjson": "ndjson",
+    offer: fmt
+    for media, fmt in (
+        ("application/json", "json"),
+        ("text/csv", "csv"),
+        ("application/x-ndjson", "ndjson"),
+    )
+    for offer in (media, f"{media}; charset=utf-8")
 }
+_OFFERS: Final = list(_BY_MIME)
 _encoder: Final = msgspec.json.Encoder()
 
 
-def negotiate(values: dict[str, Any]) -> str:
+def negotiate(fmt: str | None) -> str:
     """`format` if given, else the best of the Accept header (JSON when absent or */*)."""
-    if "format" in values:
-        fmt: str = values["format"]
+    if fmt is not None:
         return fmt
     if not request.headers.get("Accept"):
         return "json"
-    best = request.accept_mimetypes.best_match(list(_BY_MIME))
+    best = request.accept_mimetypes.best_match(_OFFERS)
     if best is None:
-        raise ApiError(406, f"acceptable types: {', '.join(_BY_MIME)} (or use format=)")
+        shown = "application/json, text/csv, application/x-ndjson (charset=utf-8)"
+        raise ApiError(406, f"acceptable types: {shown}, or use format=")
     return _BY_MIME[best]
 
 

@@ -6,57 +6,44 @@
 * `GET /v1/flights/<flight_id>/events`: the flight's event history in event-time order;
 * `GET /v1/stats/delays`: per-group counts, means, medians and 90th percentiles.
 
-Complete responses carry an ETag and Cache-Control, answer If-None-Match with 304, and are stored
-in the result cache (`cache.py`) that `gate.py` serves hits from. JSON bodies carry `meta` with
-`count` (rows in this response) and `query_ms` (warehouse time when the result was computed).
+Each view parses its query into the endpoint's Struct (`params.py`). Complete responses get a
+strong ETag (a hash of the body: the body holds no timing, so the same data gives the same tag),
+Cache-Control and the warehouse time in `Server-Timing`; werkzeug's `make_conditional` answers
+If-None-Match (304) and If-Match (412) for every one of them, cached or not. They are also
+stored in the result cache (`cache.py`) that `gate.py` serves hits from.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, get_type_hints
 
+import msgspec
 from flask import Blueprint, Response, current_app, request
 
-from flightpipe.contract import COLUMN_NAMES, FLIGHT_ID_PATTERN
+from flightpipe.contract import COLUMN_NAMES, FlightEvent
 from flightpipe.warehouse import FlightFilter, WarehouseError
-from flightpipe.warehouse.port import DEFAULT_SORT, PageKey, Sort
+from flightpipe.warehouse.port import PageKey, Sort
 from flightpipe_api import output
 from flightpipe_api.cache import ResultCache, etag_of
 from flightpipe_api.context import get_warehouse
 from flightpipe_api.errors import ApiError, bad_parameter
+from flightpipe_api.exports import export_gate
 from flightpipe_api.gate import CACHE_CONTROL, ENV_CACHE_KEY, NO_STORE
-from flightpipe_api.params import (
-    EVENTS_PARAMS,
-    LIST_PARAMS,
-    STATS_PARAMS,
-    decode_page_token,
-    encode_page_token,
-    parse,
-    parse_filter,
-    parse_limit,
-)
+from flightpipe_api.params import EventsQuery, FlightsQuery, NoQuery, StatsQuery, parse_query
+from flightpipe_api.schemas import STATS_COLUMNS, stats_row
+from flightpipe_api.tokens import decode_page_token, encode_page_token
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 log = logging.getLogger(__name__)
 CACHE_KEY: Final = "flightpipe.cache"
 EXPORT_CHUNK: Final = 5000
 NEXT_PAGE_HEADER: Final = "X-Next-Page-Token"
-_FLIGHT_ID = re.compile(FLIGHT_ID_PATTERN)
-STATS_COLUMNS: Final = (
-    "flights",
-    "cancelled",
-    "avg_dep_delay_min",
-    "avg_arr_delay_min",
-    "on_time_rate",
-    "median_dep_delay_min",
-    "p90_dep_delay_min",
-    "median_arr_delay_min",
-    "p90_arr_delay_min",
-)
+# The contract's own flight_id rule (pattern and length), checked by msgspec.
+_FLIGHT_ID_TYPE: Final = get_type_hints(FlightEvent, include_extras=True)["flight_id"]
 
 
 def _cache() -> ResultCache:
@@ -67,50 +54,55 @@ def _cache() -> ResultCache:
 def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     result = call()
-    return result, round((time.perf_counter() - started) * 1e3, 3)
-
-
-def _if_none_match(etag: str) -> bool:
-    return etag in request.if_none_match or request.if_none_match.star_tag
+    return result, (time.perf_counter() - started) * 1e3
 
 
 def _complete(
-    body: bytes, fmt: str, route: str, generation: int, headers: dict[str, str] | None = None
+    body: bytes,
+    fmt: str,
+    route: str,
+    generation: int,
+    *,
+    db_ms: float,
+    headers: dict[str, str] | None = None,
 ) -> Response:
-    """A complete 200 (or 304): ETag, Cache-Control, stored in the result cache."""
-    etag = etag_of(body)
-    key = request.environ.get(ENV_CACHE_KEY)
-    if key is not None and not headers:
-        cache = _cache()
-        cache.put(key, cache.new_entry(body, output.MIME[fmt], route, generation, etag))
-    if _if_none_match(etag):
-        response = Response(status=304)
-    else:
-        response = Response(body, status=200, content_type=output.MIME[fmt])
-    response.headers["ETag"] = etag
+    """A complete 200 (or 304/412 by werkzeug): ETag, Cache-Control, stored in the cache."""
+    response = Response(body, status=200, content_type=output.MIME[fmt])
+    response.set_etag(etag_of(body))
     response.headers["Cache-Control"] = CACHE_CONTROL
     response.headers["Vary"] = "Accept"
+    response.headers["Server-Timing"] = f"db;dur={db_ms:.2f}"
     response.headers["X-Cache"] = "miss"
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    key = request.environ.get(ENV_CACHE_KEY)
+    if key is not None and not headers:
+        cache = _cache()
+        etag = response.headers["ETag"]
+        cache.put(key, cache.new_entry(body, output.MIME[fmt], route, generation, etag))
+    # werkzeug.sansio.response.Response.make_conditional: is_resource_modified() on the ETag;
+    # 304 drops the body (werkzeug/wrappers/response.py get_app_iter), 412 for If-Match.
+    response.make_conditional(request)
     return response
 
 
 def _check_flight_id(flight_id: str) -> None:
-    if not _FLIGHT_ID.match(flight_id):
-        raise bad_parameter("flight_id", "expected YYYY-MM-DD-<carrier><number>-<origin>")
+    try:
+        msgspec.convert(flight_id, _FLIGHT_ID_TYPE)
+    except msgspec.ValidationError:
+        raise bad_parameter("flight_id", "expected YYYY-MM-DD-<carrier><number>-<origin>") from None
 
 
 @bp.get("/flights")
 def list_flights() -> Response:
     """Current state of the flights matching the filters, in keyset pages."""
-    values = parse(request.args, LIST_PARAMS)
-    fmt = output.negotiate(values)
-    flt = parse_filter(values)
-    limit = parse_limit(values, fmt)
-    sort: Sort = values.get("sort", DEFAULT_SORT)
-    after = decode_page_token(values["page_token"], sort) if "page_token" in values else None
-    columns: tuple[str, ...] = values.get("fields", COLUMN_NAMES)
+    query = parse_query(request.args, FlightsQuery)
+    fmt = output.negotiate(query.format)
+    flt = query.flight_filter()
+    limit = query.limit_for(fmt)
+    sort = query.order
+    after = decode_page_token(query.page_token, sort) if query.page_token is not None else None
+    columns: tuple[str, ...] = query.fields or COLUMN_NAMES
     # The cursor needs the sort value and flight_id of the last row even when not asked for.
     query_columns = list(dict.fromkeys([*columns, sort.field, "flight_id"]))
     if fmt != "json" and limit > EXPORT_CHUNK:
@@ -125,7 +117,7 @@ def list_flights() -> Response:
         )
     generation = _cache().generation()
     # One extra row tells whether another page exists without a COUNT.
-    rows, query_ms = _timed(
+    rows, db_ms = _timed(
         lambda: get_warehouse().list_flights(flt, limit + 1, after, sort, query_columns)
     )
     next_token = None
@@ -135,16 +127,12 @@ def list_flights() -> Response:
     if fmt == "json":
         data = rows if len(query_columns) == len(columns) else _project(rows, columns)
         body = output.encode_json(
-            {
-                "data": data,
-                "next_page_token": next_token,
-                "meta": {"count": len(rows), "query_ms": query_ms},
-            }
+            {"data": data, "next_page_token": next_token, "meta": {"count": len(rows)}}
         )
-        return _complete(body, fmt, "/v1/flights", generation)
+        return _complete(body, fmt, "/v1/flights", generation, db_ms=db_ms)
     body = _export_head(columns, fmt) + output.encode_rows(rows, columns, fmt)
     headers = {NEXT_PAGE_HEADER: next_token} if next_token else None
-    return _complete(body, fmt, "/v1/flights", generation, headers)
+    return _complete(body, fmt, "/v1/flights", generation, db_ms=db_ms, headers=headers)
 
 
 def _project(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
@@ -171,100 +159,100 @@ def _stream(
     a failure after that can only end the stream early, and is logged.
     """
     warehouse = get_warehouse()
-    first = warehouse.list_flights(flt, min(EXPORT_CHUNK, limit), after, sort, query_columns)
+    gate = export_gate()
+    release = gate.admit()
+    try:
+        with gate.turn():
+            first = warehouse.list_flights(
+                flt, min(EXPORT_CHUNK, limit), after, sort, query_columns
+            )
+            head = _export_head(columns, fmt) + output.encode_rows(first, columns, fmt)
+    except BaseException:
+        release()
+        raise
 
     def chunks() -> Iterator[bytes]:
-        yield _export_head(columns, fmt)
-        page, cursor, remaining = first, after, limit
-        while page:
-            yield output.encode_rows(page, columns, fmt)
-            remaining -= len(page)
-            if remaining <= 0 or len(page) < EXPORT_CHUNK:
-                return
-            cursor = (page[-1][sort.field], page[-1]["flight_id"])
-            try:
-                page = warehouse.list_flights(
-                    flt, min(EXPORT_CHUNK, remaining), cursor, sort, query_columns
-                )
-            except WarehouseError:
-                log.exception("export stopped early: the warehouse failed mid-stream")
-                return
+        try:
+            yield head
+            page, remaining = first, limit - len(first)
+            while remaining > 0 and len(page) == EXPORT_CHUNK:
+                cursor = (page[-1][sort.field], page[-1]["flight_id"])
+                try:
+                    with gate.turn():
+                        page = warehouse.list_flights(
+                            flt, min(EXPORT_CHUNK, remaining), cursor, sort, query_columns
+                        )
+                        body = output.encode_rows(page, columns, fmt)
+                except WarehouseError:
+                    log.exception("export stopped early: the warehouse failed mid-stream")
+                    return
+                remaining -= len(page)
+                yield body
+        finally:
+            release()  # at the end of the body too: a client that never closes keeps no slot
 
-    response = Response(chunks(), status=200, content_type=output.MIME[fmt])
+    body = chunks()
+    # Whichever comes first frees the slot: the body's end, the server's close(), or the body
+    # being dropped unread by a caller that never closes it (a generator never started runs no
+    # `finally`; weakref.finalize runs when it is collected).
+    weakref.finalize(body, release)
+    response = Response(body, status=200, content_type=output.MIME[fmt])
+    response.call_on_close(release)
     response.headers["Cache-Control"] = NO_STORE
     response.headers["Vary"] = "Accept"
     response.headers["X-Cache"] = "bypass"
+    # No make_conditional here: a streamed body has no validator to compare, and werkzeug's
+    # make_conditional computes Content-Length through `_ensure_sequence`, which turns the
+    # generator into a list (werkzeug/wrappers/response.py, calculate_content_length): the whole
+    # export would sit in memory before the first byte is sent.
     return response
 
 
 @bp.get("/flights/<flight_id>")
 def get_flight(flight_id: str) -> Response:
     """The current state of one flight."""
-    parse(request.args, ())
+    parse_query(request.args, NoQuery)
     _check_flight_id(flight_id)
     generation = _cache().generation()
-    row, query_ms = _timed(lambda: get_warehouse().get_flight(flight_id))
+    row, db_ms = _timed(lambda: get_warehouse().get_flight(flight_id))
     if row is None:
         raise ApiError(404, f"no flight {flight_id}")
-    body = output.encode_json({"data": row, "meta": {"count": 1, "query_ms": query_ms}})
-    return _complete(body, "json", "/v1/flights/<flight_id>", generation)
+    body = output.encode_json({"data": row, "meta": {"count": 1}})
+    return _complete(body, "json", "/v1/flights/<flight_id>", generation, db_ms=db_ms)
 
 
 @bp.get("/flights/<flight_id>/events")
 def flight_events(flight_id: str) -> Response:
     """Every stored event of one flight, in event-time order."""
-    values = parse(request.args, EVENTS_PARAMS)
-    fmt = output.negotiate(values)
+    query = parse_query(request.args, EventsQuery)
+    fmt = output.negotiate(query.format)
     _check_flight_id(flight_id)
     generation = _cache().generation()
-    rows, query_ms = _timed(lambda: get_warehouse().flight_events(flight_id))
+    rows, db_ms = _timed(lambda: get_warehouse().flight_events(flight_id))
     if not rows:
         raise ApiError(404, f"no events for flight {flight_id}")
     route = "/v1/flights/<flight_id>/events"
     if fmt == "json":
-        body = output.encode_json(
-            {"data": rows, "meta": {"count": len(rows), "query_ms": query_ms}}
-        )
-        return _complete(body, fmt, route, generation)
-    body = _export_head(COLUMN_NAMES, fmt) + output.encode_rows(rows, COLUMN_NAMES, fmt)
-    return _complete(body, fmt, route, generation)
+        body = output.encode_json({"data": rows, "meta": {"count": len(rows)}})
+    else:
+        body = _export_head(COLUMN_NAMES, fmt) + output.encode_rows(rows, COLUMN_NAMES, fmt)
+    return _complete(body, fmt, route, generation, db_ms=db_ms)
 
 
 @bp.get("/stats/delays")
 def delay_stats() -> Response:
     """Delay statistics grouped by one or two keys."""
-    values = parse(request.args, STATS_PARAMS)
-    fmt = output.negotiate(values)
-    fields: tuple[str, ...] = values.get("group_by", ("carrier",))
-    flt = parse_filter(values)
+    query = parse_query(request.args, StatsQuery)
+    fmt = output.negotiate(query.format)
+    flt = query.flight_filter()
     generation = _cache().generation()
-    stats, query_ms = _timed(
-        lambda: get_warehouse().delay_stats(flt, fields)  # type: ignore[arg-type]
-    )
-    data: list[dict[str, Any]] = [
-        {
-            **s.key,
-            "flights": s.flights,
-            "cancelled": s.cancelled,
-            "avg_dep_delay_min": s.avg_dep_delay_min,
-            "avg_arr_delay_min": s.avg_arr_delay_min,
-            "on_time_rate": s.on_time_rate,
-            "median_dep_delay_min": s.median_dep_delay_min,
-            "p90_dep_delay_min": s.p90_dep_delay_min,
-            "median_arr_delay_min": s.median_arr_delay_min,
-            "p90_arr_delay_min": s.p90_arr_delay_min,
-        }
-        for s in stats
-    ]
+    stats, db_ms = _timed(lambda: get_warehouse().delay_stats(flt, query.group_by))
+    data = [stats_row(s) for s in stats]
     if fmt == "json":
         body = output.encode_json(
-            {
-                "data": data,
-                "group_by": ",".join(fields),
-                "meta": {"count": len(data), "query_ms": query_ms},
-            }
+            {"data": data, "group_by": ",".join(query.group_by), "meta": {"count": len(data)}}
         )
     else:
-        columns = (*fields, *STATS_COLUMNS)
+        columns = (*query.group_by, *STATS_COLUMNS)
         body = _export_head(columns, fmt) + output.encode_rows(data, columns, fmt)
-    return _complete(body, fmt, "/v1/stats/delays", generation)
+    return _complete(body, fmt, "/v1/stats/delays", generation, db_ms=db_ms)

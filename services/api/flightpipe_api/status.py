@@ -1,8 +1,10 @@
 """A live status page for the local stack: `GET /status` (HTML) and `GET /status.json` (numbers).
 
-The numbers come from this process's Prometheus registry, nothing else: each `/status.json`
-request takes a snapshot of the flightpipe counters, gauges and histogram buckets (at most one per
-`MIN_SAMPLE_SECONDS`) into a small ring buffer, and rates and latency quantiles are differences
+The numbers come from this process's Prometheus registry, nothing else: a daemon thread (started
+when the blueprint is first registered) takes a snapshot of the flightpipe counters, gauges and
+histogram buckets every `SAMPLE_SECONDS` into a small ring buffer, so a page opened after the
+data arrived shows the last minutes at once (each `/status.json` request also samples, at most
+once per `MIN_SAMPLE_SECONDS`), and rates and latency quantiles are differences
 between the newest snapshot and the oldest one inside `WINDOW_SECONDS`. Quantiles are estimated
 from bucket counts by linear interpolation, as PromQL's `histogram_quantile` does.
 
@@ -15,6 +17,7 @@ SLI, so the page's own polling does not skew them. Responses are never cached.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -28,6 +31,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from flightpipe_api.json import json_response
 
+log = logging.getLogger(__name__)
 bp = Blueprint(
     "status",
     __name__,
@@ -38,7 +42,8 @@ bp = Blueprint(
 
 WINDOW_SECONDS: Final = 60.0
 MIN_SAMPLE_SECONDS: Final = 1.0
-HISTORY_LENGTH: Final = 300  # snapshots; at the page's 3 s refresh, about 15 minutes
+SAMPLE_SECONDS: Final = 3.0
+HISTORY_LENGTH: Final = 300  # snapshots; one per SAMPLE_SECONDS: the last 15 minutes
 REFRESH_MS: Final = 3000
 NON_USER_ROUTES: Final = frozenset({"/metrics", "/healthz", "/readyz", "/status", "/status.json"})
 _NO_STORE: Final = {"Cache-Control": "no-store"}
@@ -147,6 +152,8 @@ class Sampler:
         self._snapshots: deque[Snapshot] = deque(maxlen=HISTORY_LENGTH)
         self._history: deque[dict[str, float | None]] = deque(maxlen=HISTORY_LENGTH)
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def _window_start(self, newest: Snapshot) -> Snapshot | None:
         for snap in self._snapshots:
@@ -155,16 +162,46 @@ class Sampler:
         # Older than the window but the best there is (e.g. a page that polls slowly).
         return self._snapshots[-2] if len(self._snapshots) > 1 else None
 
+    def _sample(self, now: float) -> Snapshot:
+        """A fresh snapshot, kept in the ring (and the history) when one is due."""
+        fresh = take_snapshot(self.registry, now)
+        if not self._snapshots or now - self._snapshots[-1].at >= MIN_SAMPLE_SECONDS:
+            self._snapshots.append(fresh)
+            self._history.append(self._point(fresh))
+        return fresh
+
+    def sample(self, now: float | None = None) -> None:
+        """Take a snapshot unless the last one is under MIN_SAMPLE_SECONDS old."""
+        with self._lock:
+            self._sample(time.time() if now is None else now)
+
+    def start(self, interval: float = SAMPLE_SECONDS) -> None:
+        """Sample every `interval` seconds on a daemon thread (once per process; idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, args=(interval,), name="status-sampler", daemon=True
+            )
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.sample()
+            except Exception:  # one bad snapshot must not end the history
+                log.exception("status sample failed")
+
     def status(self, now: float | None = None) -> dict[str, Any]:
-        """Sample if due, then the current numbers and the history for the charts."""
+        """The current numbers (a fresh snapshot) and the history for the charts, ending now."""
         now = time.time() if now is None else now
         with self._lock:
-            if not self._snapshots or now - self._snapshots[-1].at >= MIN_SAMPLE_SECONDS:
-                self._snapshots.append(take_snapshot(self.registry, now))
-                self._history.append(self._point(self._snapshots[-1]))
-            newest = self._snapshots[-1]
-            body = self._numbers(newest, self._window_start(newest), now)
-            body["history"] = list(self._history)
+            fresh = self._sample(now)
+            body = self._numbers(fresh, self._window_start(fresh), now)
+            history = list(self._history)
+            if self._snapshots[-1] is not fresh:  # the ring's newest is under a second old
+                history.append(self._point(fresh))
+            body["history"] = history
         return body
 
     def _latency(self, new: Snapshot, old: Snapshot | None) -> tuple[dict[str, float | None], str]:
@@ -242,6 +279,7 @@ def _freshness(snap: Snapshot) -> float | None:
 
 
 _sampler = Sampler(REGISTRY)
+bp.record_once(lambda _state: _sampler.start())
 
 
 def _with_headers(response: Response, extra: Iterable[tuple[str, str]] = ()) -> Response:

@@ -1,0 +1,230 @@
+"""HTTP semantics of the API: conditional GET, ETag stability, content negotiation, the query rules.
+
+Conditional requests are checked with the result cache on (hits answered by the gate) and off
+(every request through Flask and werkzeug's `make_conditional`), for JSON, CSV and NDJSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+import msgspec
+import pytest
+from flask.testing import FlaskClient
+from flightpipe_api import create_app, routes
+from flightpipe_api.params import FlightsQuery, parse_query
+from werkzeug.datastructures import MultiDict
+from werkzeug.test import EnvironBuilder
+
+from flightpipe.contract import FlightEvent
+from flightpipe.settings import load_settings
+from flightpipe.warehouse.duckdb import DuckDBWarehouse
+from tests.factories import envelopes, make_event
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+# Tail number candidates; the contract decides which can be stored (`_storable`), and the API
+# must agree with it both ways.
+CANDIDATE_TAILS = (
+    "N14228",
+    "N1-23",
+    "c-gxyz",
+    "9V SKA",
+    "N123.4",
+    "' OR 1=1--",
+    "N" * 16,
+    "N" * 17,
+)
+_TAIL_TYPE = next(
+    t
+    for t in get_args(get_type_hints(FlightEvent, include_extras=True)["tail_number"])
+    if t is not type(None)
+)
+
+
+def _storable(tail: str) -> bool:
+    try:
+        msgspec.convert(tail, _TAIL_TYPE)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+ODD_TAILS = tuple(t for t in CANDIDATE_TAILS if _storable(t))
+GETS = (
+    "/v1/flights?carrier=UA",
+    "/v1/flights?carrier=UA&format=csv",
+    "/v1/flights?carrier=UA&format=ndjson",
+    "/v1/stats/delays?group_by=origin",
+    "/v1/stats/delays?format=csv",
+)
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBWarehouse]:
+    path: Path = tmp_path_factory.mktemp("http") / "w.duckdb"
+    wh = DuckDBWarehouse(path)
+    events = [
+        make_event(carrier="UA", flight_number=100 + i, tail_number=t)
+        for i, t in enumerate(ODD_TAILS)
+    ]
+    events += [make_event(carrier="AA", origin="JFK", flight_number=7, tail_number="N1")]
+    wh.write(envelopes(events, NOW))
+    yield wh
+    wh.close()
+
+
+@pytest.fixture(params=["cache-on", "cache-off"])
+def client(request: pytest.FixtureRequest, warehouse: DuckDBWarehouse) -> FlaskClient:
+    ttl = "30" if request.param == "cache-on" else "0"
+    settings = load_settings({"FLIGHTPIPE_API_CACHE_TTL_SECONDS": ttl})
+    return create_app(settings, warehouse=warehouse).test_client()
+
+
+@pytest.mark.parametrize("path", GETS)
+def test_if_none_match_with_the_current_etag_is_304_whatever_the_cache(
+    client: FlaskClient, path: str
+) -> None:
+    first = client.get(path)
+    etag = first.headers["ETag"]
+    assert first.status_code == 200 and etag.startswith('"') and etag.endswith('"')
+    for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        again = client.get(path, headers={"If-None-Match": header})
+        assert again.status_code == 304, (header, again.headers)
+        assert not again.data and again.headers["ETag"] == etag
+    assert client.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+@pytest.mark.parametrize("path", GETS)
+def test_the_same_data_gives_the_same_etag_and_body(client: FlaskClient, path: str) -> None:
+    first, second = client.get(path), client.get(path)
+    assert first.data == second.data and first.headers["ETag"] == second.headers["ETag"]
+
+
+def test_the_warehouse_time_is_in_server_timing_not_in_the_body(client: FlaskClient) -> None:
+    response = client.get("/v1/flights?carrier=AA")
+    assert response.get_json()["meta"] == {"count": 1}
+    timing = response.headers["Server-Timing"]
+    assert timing.startswith("db;dur=") or timing == 'cache;desc="hit"'
+    if response.headers["X-Cache"] == "miss":
+        assert float(timing.removeprefix("db;dur=")) >= 0
+
+
+def test_if_match_with_another_tag_is_412(client: FlaskClient) -> None:
+    path = "/v1/flights?carrier=AA"
+    etag = client.get(path).headers["ETag"]
+    assert client.get(path, headers={"If-Match": '"other"'}).status_code == 412
+    assert client.get(path, headers={"If-Match": etag}).status_code == 200
+
+
+def test_one_flight_and_its_events_answer_conditional_requests(client: FlaskClient) -> None:
+    flight_id = client.get("/v1/flights?carrier=AA").get_json()["data"][0]["flight_id"]
+    for path in (f"/v1/flights/{flight_id}", f"/v1/flights/{flight_id}/events?format=csv"):
+        etag = client.get(path).headers["ETag"]
+        assert client.get(path, headers={"If-None-Match": etag}).status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("accept", "mimetype"),
+    [
+        ("application/json; charset=utf-8", "application/json"),
+        ("application/json;charset=UTF-8", "application/json"),
+        ("text/csv; charset=utf-8", "text/csv"),
+        ("application/x-ndjson; charset=utf-8", "application/x-ndjson"),
+        ("text/csv;q=0.5, application/json", "application/json"),
+        ("*/*", "application/json"),
+    ],
+)
+def test_accept_with_a_utf8_charset_or_weights_is_honoured(
+    client: FlaskClient, accept: str, mimetype: str
+) -> None:
+    response = client.get("/v1/flights?carrier=AA", headers={"Accept": accept})
+    assert response.status_code == 200 and response.mimetype == mimetype
+
+
+def test_another_charset_is_406(client: FlaskClient) -> None:
+    response = client.get("/v1/flights", headers={"Accept": "application/json; charset=latin-1"})
+    assert response.status_code == 406 and response.get_json()["error"]["code"] == 406
+
+
+@pytest.mark.parametrize("tail", CANDIDATE_TAILS)
+def test_a_tail_number_is_queryable_exactly_when_the_contract_can_store_it(
+    client: FlaskClient, tail: str
+) -> None:
+    response = client.get("/v1/flights", query_string={"tail_number": tail})
+    if _storable(tail):
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert [r["tail_number"] for r in response.get_json()["data"]] == [tail]
+    else:
+        assert response.status_code == 400
+        assert response.get_json()["error"]["parameter"] == "tail_number"
+
+
+def test_the_query_struct_carries_parsed_typed_values() -> None:
+    args = MultiDict(
+        [("flight_number", "-0"), ("fields", "carrier,flight_id"), ("sort", "-dep_delay_min")]
+    )
+    query = parse_query(args, FlightsQuery)
+    assert query.flight_number == 0 and query.fields == ("carrier", "flight_id")
+    assert query.order.field == "dep_delay_min" and query.order.descending
+    assert query.limit == 100 and query.format is None
+
+
+def test_exports_beyond_the_stream_cap_are_503_and_small_requests_still_answer(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})  # one export stream at a time
+    client = create_app(settings, warehouse=warehouse).test_client()
+    export = "/v1/flights?format=csv&limit=10000"
+    first = client.get(export, buffered=False)  # streaming, not yet closed
+    assert first.status_code == 200
+    busy = client.get(export)
+    assert busy.status_code == 503 and busy.headers["Retry-After"].isdigit()
+    assert busy.get_json()["error"]["status"] == "UNAVAILABLE"
+    assert client.get("/v1/flights?carrier=AA").status_code == 200  # not starved
+    rows = b"".join(first.response).decode().splitlines()
+    first.close()  # the server closes the response: the slot is free again
+    assert len(rows) == 1 + len(ODD_TAILS) + 1
+    assert client.get(export).status_code == 200
+
+
+def test_an_export_read_to_the_end_frees_its_slot_even_if_never_closed(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})
+    client = create_app(settings, warehouse=warehouse).test_client()
+    export = "/v1/flights?format=ndjson&limit=10000"
+    for _ in range(3):
+        response = client.get(export, buffered=False)
+        assert response.status_code == 200
+        assert len(b"".join(response.response).splitlines()) == len(ODD_TAILS) + 1
+        # not closed: the generator's end released the slot
+
+
+def test_a_large_export_starts_before_its_body_is_produced(
+    warehouse: DuckDBWarehouse, mocker: Any
+) -> None:
+    mocker.patch.object(routes, "EXPORT_CHUNK", 2)  # chunks of 2 flights
+    client = create_app(load_settings({}), warehouse=warehouse).test_client()
+    spy = mocker.spy(warehouse, "list_flights")
+    response = client.get("/v1/flights?format=csv&limit=50000", buffered=False)
+    assert response.status_code == 200 and "Content-Length" not in response.headers
+    assert spy.call_count == 1  # only the first chunk read: the rest waits for the client
+    assert len(b"".join(response.response).splitlines()) == 1 + len(ODD_TAILS) + 1
+    assert spy.call_count == (len(ODD_TAILS) + 1) // 2 + 1  # full chunks, then a short one
+    response.close()
+
+
+def test_an_export_dropped_unread_and_unclosed_frees_its_slot(warehouse: DuckDBWarehouse) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})
+    app = create_app(settings, warehouse=warehouse)
+    statuses = []
+    for _ in range(3):  # a caller that takes the body and drops it unread and unclosed
+        environ = EnvironBuilder(path="/v1/flights", query_string="format=csv&limit=10000")
+        body = app(environ.get_environ(), lambda status, _headers: statuses.append(status))
+        del body
+        gc.collect()
+    assert statuses == ["200 OK"] * 3
