@@ -35,6 +35,7 @@ def serve(settings: Settings, host: str = "127.0.0.1") -> int:
     subscriber = Subscriber(broker, warehouse, settings)
     worker = threading.Thread(target=subscriber.run, name="subscriber", daemon=True)
     app = create_app(settings, warehouse=warehouse)
+    telemetry.share_pipeline_metrics()  # one process: the API's /metrics shows the pipeline too
     server = waitress.create_server(
         app, host=host, port=settings.port, threads=settings.http_threads, ident="flightpipe"
     )

@@ -10,7 +10,6 @@ from pathlib import Path
 import config
 import environment
 import pulumi
-import pulumi_gcp as gcp
 from components.ci import CiIdentity, CiIdentityArgs
 from components.identity import Identity, IdentityArgs
 from components.messaging import Messaging, MessagingArgs
@@ -140,7 +139,6 @@ monitoring = Monitoring(
         api_service_name=runtime.api.name,
         api_host=runtime.api_url,
         api_location=cfg.region,
-        project_number=gcp.organizations.get_project_output(project_id=cfg.project).number,
         subscription_name=messaging.subscription.name,
         dead_letter_topic_name=messaging.dead_letter_topic.name,
         dead_letter_subscription_name=messaging.dead_letter_subscription.name,
@@ -167,6 +165,8 @@ pulumi.export("subscriber_image", registry.images["subscriber"].ref)
 pulumi.export("api_image_digest", registry.images["api"].digest)
 pulumi.export("subscriber_image_digest", registry.images["subscriber"].digest)
 pulumi.export("api_keys_secret", runtime.api_keys_secret_id)
+# The plain key the post-deploy test sends (None when an existing apiKeysSecret is configured).
+pulumi.export("e2e_api_key_secret", runtime.e2e_api_key_secret_id)
 pulumi.export("wif_provider", ci.provider.name)
 pulumi.export("deployer_service_account", ci.deployer.email)
 pulumi.export("dashboard_id", monitoring.dashboard_id)
