@@ -116,6 +116,9 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
     subprocess.run(["git", "checkout", "-q", head], cwd=path, check=True)
+    # gitlab-ci-local derives CI_PROJECT_* from the origin remote: give it a GitLab-shaped one.
+    remote = "git@gitlab.com:latam/flightpipe.git"
+    subprocess.run(["git", "remote", "set-url", "origin", remote], cwd=path, check=True)
     assert not (path / ".venv").exists() and not (path / ".cache").exists()
     return path
 
