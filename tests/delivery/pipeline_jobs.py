@@ -90,6 +90,16 @@ class Run:
 
 
 def _run(clone: Path, jobs: list[str], variables: dict[str, str], *extra: str) -> Run:
+    """Run `jobs` in one gitlab-ci-local pipeline, each in its own copy, from an empty cache.
+
+    gitlab-ci-local keeps the `cache:` of earlier runs (.gitlab-ci-local/cache): dropping it makes
+    every invocation start cold. Artifacts (the deploy job's dotenv) are kept, as GitLab keeps
+    them for later jobs. CI_PROJECT_DIR: gitlab-ci-local's shell executor sets the container path
+    (/builds/...) instead of the job's directory, so the jobs' `$CI_PROJECT_DIR/...` (pip cache,
+    JUnit files) would land outside it; `.` is the job's directory, as on a GitLab runner.
+    """
+    shutil.rmtree(clone / ".gitlab-ci-local" / "cache", ignore_errors=True)
+    variables = {"CI_PROJECT_DIR": ".", **variables}
     argv = [_gitlab_ci_local(), "--force-shell-executor", "--shell-isolation", "--concurrency=1"]
     argv += ["--no-color", "--timestamps", f"--file={SHELL_FILE}", *extra]
     for key, value in variables.items():
@@ -143,6 +153,12 @@ def _shell_file(clone: Path) -> None:
     (clone / SHELL_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def _assert_cold(run: Run, job: str) -> None:
+    """The job found no cache and no .venv, and made its own before using it."""
+    assert "imported cache" not in run.output, f"{job} started from a cache"
+    assert "installing locked dependencies into .venv" in run.output, job
+
+
 def _job_succeeded(run: Run, job: str) -> bool:
     return (
         any(
@@ -160,12 +176,11 @@ def test_merge_request_checks_pass_from_a_cold_cache(clone: Path) -> None:
         # No service containers under the shell executor: the tests start their own emulator.
         "FLIGHTPIPE_TEST_PUBSUB_EMULATOR_HOST": "",
     }
-    run = _run(clone, list(MR_CHECKS), variables, "--unset-variable", "CI_COMMIT_BRANCH")
-    assert run.returncode == 0, run.output[-6000:]
     for job in MR_CHECKS:
+        run = _run(clone, [job], variables, "--unset-variable", "CI_COMMIT_BRANCH")
+        assert run.returncode == 0, run.output[-6000:]
         assert _job_succeeded(run, job), f"{job} did not finish:\n{run.output[-4000:]}"
-        # Each job started without a virtual environment and made its own.
-        assert f"{job} > installing locked dependencies into .venv" in run.output, job
+        _assert_cold(run, job)
 
 
 # ---- jobs that reach Google Cloud, against stand-ins -----------------------------------------
@@ -324,6 +339,7 @@ def test_preview_runs_as_the_previewer_on_the_dev_stack(world: World) -> None:
     variables["CI_PIPELINE_SOURCE"] = "merge_request_event"
     run = _run(world.clone, ["preview"], variables, "--unset-variable", "CI_COMMIT_BRANCH")
     assert run.returncode == 0, run.output[-6000:]
+    _assert_cold(run, "preview")
     calls = world.calls("preview")
     _assert_state_and_identity(calls, "dev", _account("flightpipe-dev", "previewer"))
     verbs = [_verb(c) for c in _pulumi(calls)]
@@ -338,8 +354,12 @@ def test_deploy_dev_then_post_deploy_test_pass_with_the_deployer_and_the_e2e_key
 ) -> None:
     variables = {**world.variables, **_env_variables("dev", environment="dev")}
     variables |= {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"}
-    run = _run(world.clone, ["deploy-dev", "post-deploy-test-dev"], variables)
+    run = _run(world.clone, ["deploy-dev"], variables)
     assert run.returncode == 0, run.output[-8000:]
+    _assert_cold(run, "deploy-dev")
+    run = _run(world.clone, ["post-deploy-test-dev"], variables)  # reads deploy-dev's dotenv
+    assert run.returncode == 0, run.output[-8000:]
+    _assert_cold(run, "post-deploy-test-dev")
     deployer = _account("flightpipe-dev", "deployer")
     deploy = world.calls("deploy-dev")
     _assert_state_and_identity(deploy, "dev", deployer)
@@ -405,6 +425,7 @@ def test_deploy_prod_runs_as_the_prod_deployer_on_the_prod_stack(world: World) -
     variables |= {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"}
     run = _run(world.clone, ["deploy-prod"], variables, "--manual", "deploy-prod")
     assert run.returncode == 0, run.output[-8000:]
+    _assert_cold(run, "deploy-prod")
     deployer = _account("flightpipe-prod", "deployer")
     calls = world.calls("deploy-prod")
     _assert_state_and_identity(calls, "prod", deployer)

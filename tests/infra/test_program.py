@@ -512,3 +512,20 @@ def test_every_config_key_the_program_reads_is_documented_in_pulumi_yaml() -> No
             f"flightpipe:{k}" for k in declared
         }
         assert not unknown, f"Pulumi.{stack}.yaml sets undeclared keys {unknown}"
+
+
+def test_the_plain_e2e_key_is_mounted_nowhere_and_no_runtime_account_reads_it(
+    graph: Graph,
+) -> None:
+    plain = graph.exports["e2e_api_key_secret"]
+    assert plain and plain != graph.exports["api_keys_secret"]
+    for resource in _cloud_run(graph):
+        for env in _env(resource).values():
+            ref = env.get("valueSource", {}).get("secretKeyRef", {})
+            assert ref.get("secret") != plain, resource.name
+    readers = {
+        g.inputs["member"]
+        for g in graph.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+        if g.inputs["secretId"] == plain
+    }
+    assert not readers & set(_runtime_members(graph).values())
