@@ -27,6 +27,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -160,13 +161,12 @@ def _assert_cold(run: Run, job: str) -> None:
 
 
 def _job_succeeded(run: Run, job: str) -> bool:
-    return (
-        any(
-            line.startswith(job) and "finished in" in line and "FAIL" not in line
-            for line in run.output.splitlines()
-        )
-        and f"{job} " in run.output
-    )
+    """gitlab-ci-local's summary line for the job says PASS."""
+    return re.search(rf"^\s*PASS\s+\[[^\]]*\]\s+{re.escape(job)}\s*$", run.output, re.M) is not None
+
+
+# Each job's gitlab-ci-local run is bounded by JOB_TIMEOUT_S, not pytest's default timeout.
+pytestmark = pytest.mark.timeout(4 * JOB_TIMEOUT_S)
 
 
 def test_merge_request_checks_pass_from_a_cold_cache(clone: Path) -> None:
