@@ -227,3 +227,17 @@ def test_pulumi_jobs_log_in_and_select_their_stack_before_any_stack_command() ->
 )
 def test_each_gcp_job_names_the_identity_it_impersonates(name: str, account: str) -> None:
     assert JOBS[name]["variables"]["GCP_SERVICE_ACCOUNT"] == account
+
+
+# Images whose digest could not be read here; each has a comment saying so where it is used.
+_TAG_ONLY = {"gcr.io/google.com/cloudsdktool/google-cloud-cli:583.0.0-emulators"}
+
+
+def test_every_image_is_pinned_by_digest() -> None:
+    images = [CI["variables"]["PYTHON_IMAGE"]]
+    for job in CI.values():
+        if isinstance(job, dict):
+            images += [s["name"] for s in job.get("services", [])]
+    assert len(images) >= 3
+    for image in images:
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image) or image in _TAG_ONLY, image
