@@ -459,9 +459,16 @@ def test_merge_request_checks_pass_from_a_cold_cache(clone: Path) -> None:
 
 
 def _pypi_json_api() -> bool:
-    """Whether PyPI's JSON API answers here (pip-audit needs it; this machine's PyPI may not)."""
+    """Whether PyPI's per-release JSON API answers here for the locked versions pip-audit asks.
+
+    pip-audit reads `https://pypi.org/pypi/<name>/<version>/json`; on this machine that answers
+    404 for every release (the unversioned URL answers 200), so the probe asks exactly that.
+    """
+    lock = (REPO / "requirements" / "runtime.lock").read_text()
+    name, version = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\]+)", lock, re.M)[0]
+    url = f"https://pypi.org/pypi/{name}/{version}/json"
     try:
-        with urllib.request.urlopen("https://pypi.org/pypi/pip/json", timeout=20) as response:
+        with urllib.request.urlopen(url, timeout=20) as response:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError):
         return False
