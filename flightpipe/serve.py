@@ -49,6 +49,7 @@ def serve(settings: Settings, host: str = "127.0.0.1") -> int:
 
     worker = threading.Thread(target=ingest, name="subscriber", daemon=True)
     app = create_app(settings, warehouse=warehouse)
+    telemetry.share_pipeline_metrics()  # one process: the API's /metrics shows the pipeline too
     server = make_server(app, settings, host)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

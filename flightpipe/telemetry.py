@@ -1,9 +1,16 @@
 """Metrics and logs shared by the subscriber and the API.
 
-Metrics are Prometheus collectors on the default registry (`/metrics` serves them; in the cloud the
-Cloud Run sidecar or Managed Service for Prometheus scrapes the same endpoint). Logs are JSON lines
-on stdout with `severity`, `message` and, when known, the trace and request id, which Cloud Logging
-reads as structured logs.
+Metrics are Prometheus collectors in two groups. The pipeline's (received, written, dead-lettered,
+freshness, backlog...) live on the default registry, which the subscriber's `/metrics` serves. The
+API's (HTTP requests and durations, result cache, warehouse queries) live on `API_REGISTRY`, which
+is also registered into the default one. The API's `/metrics` serves `api_metrics_registry()`:
+only `API_REGISTRY`, unless a subscriber runs in the same process (`flightpipe serve` calls
+`share_pipeline_metrics()`). Why: a cloud API instance commits nothing, so its freshness gauge
+would read 0 and every API instance would be one more series pulling the freshness SLO towards
+"fresh".
+
+Logs are JSON lines on stdout with `severity`, `message` and, when known, the trace and request
+id, which Cloud Logging reads as structured logs.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import sys
 import time
 from typing import Any, Final
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+# The API's collectors; the default registry (the pipeline's) includes them too (one process).
+API_REGISTRY: Final = CollectorRegistry(auto_describe=True)
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -101,26 +110,48 @@ WAREHOUSE_QUERY_SECONDS: Final = Histogram(
     "Time the warehouse took to answer one API query (errors and timeouts included).",
     ["adapter"],
     buckets=_HTTP_BUCKETS,
+    registry=API_REGISTRY,
 )
 WAREHOUSE_BYTES_PROCESSED: Final = Counter(
     "flightpipe_warehouse_bytes_processed_total",
     "Bytes BigQuery processed for API queries: what on-demand pricing bills "
     "(rounded up to 10 MB a query by BigQuery).",
+    registry=API_REGISTRY,
 )
 CACHE_LOOKUPS: Final = Counter(
     "flightpipe_api_cache_lookups_total",
     "API result-cache lookups; hit ratio = hit / (hit + miss).",
     ["result"],
+    registry=API_REGISTRY,
 )
 HTTP_REQUESTS: Final = Counter(
-    "flightpipe_http_requests_total", "HTTP requests served.", ["route", "status"]
+    "flightpipe_http_requests_total",
+    "HTTP requests served.",
+    ["route", "status"],
+    registry=API_REGISTRY,
 )
 HTTP_DURATION: Final = Histogram(
     "flightpipe_http_request_duration_seconds",
     "HTTP request duration.",
     ["route"],
     buckets=_HTTP_BUCKETS,
+    registry=API_REGISTRY,
 )
+
+REGISTRY.register(API_REGISTRY)
+_pipeline_in_process = False
+
+
+def share_pipeline_metrics() -> None:
+    """Let this process's API `/metrics` serve the pipeline's collectors too (one-process stack)."""
+    global _pipeline_in_process  # noqa: PLW0603 - one process-wide switch
+    _pipeline_in_process = True
+
+
+def api_metrics_registry() -> CollectorRegistry:
+    """What the API's `/metrics` serves: its own collectors, plus the pipeline's when shared."""
+    return REGISTRY if _pipeline_in_process else API_REGISTRY
+
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None

@@ -10,7 +10,6 @@ from pathlib import Path
 import config
 import environment
 import pulumi
-import pulumi_gcp as gcp
 from components.identity import Identity, IdentityArgs
 from components.messaging import Messaging, MessagingArgs
 from components.monitoring import Monitoring, MonitoringArgs
@@ -117,6 +116,8 @@ runtime = Runtime(
         deletion_protection=cfg.deletion_protection,
         labels=labels,
         api_keys_secret=cfg.api_keys_secret,
+        # The deployer runs the post-deploy test, which reads the plain key (docs/deploying.md).
+        e2e_key_readers=[cfg.deployer_member] if cfg.deployer_member else [],
         # A revision that starts before its grants exist crash-loops on permission errors.
         depends_on=(identity, warehouse, messaging),
     ),
@@ -130,7 +131,6 @@ monitoring = Monitoring(
         api_service_name=runtime.api.name,
         api_host=runtime.api_url,
         api_location=cfg.region,
-        project_number=gcp.organizations.get_project_output(project_id=cfg.project).number,
         subscription_name=messaging.subscription.name,
         dead_letter_topic_name=messaging.dead_letter_topic.name,
         dead_letter_subscription_name=messaging.dead_letter_subscription.name,
@@ -157,4 +157,6 @@ pulumi.export("subscriber_image", registry.images["subscriber"].ref)
 pulumi.export("api_image_digest", registry.images["api"].digest)
 pulumi.export("subscriber_image_digest", registry.images["subscriber"].digest)
 pulumi.export("api_keys_secret", runtime.api_keys_secret_id)
+# The plain key the post-deploy test sends (None when an existing apiKeysSecret is configured).
+pulumi.export("e2e_api_key_secret", runtime.e2e_api_key_secret_id)
 pulumi.export("dashboard_id", monitoring.dashboard_id)

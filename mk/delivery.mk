@@ -13,7 +13,7 @@ GITLAB_CI_LOCAL_PREFIX ?= $(HOME)/.cache/flightpipe/gitlab-ci-local
 GITLAB_CI_LOCAL ?= $(GITLAB_CI_LOCAL_PREFIX)/node_modules/.bin/gitlab-ci-local
 
 .PHONY: lock-runtime security security-static audit-deps images test-delivery test-e2e \
-        ci-tools ci-validate ci-local-check
+        ci-tools ci-validate ci-local-check ci-jobs
 
 lock-runtime: setup ## Re-resolve requirements/runtime.lock (runtime deps only, hashes, within dev.lock's versions).
 	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -q \
@@ -58,3 +58,10 @@ ci-validate: ci-tools ## Validate .gitlab-ci.yml against GitLab's schema and lis
 ci-local-check: ci-tools setup ## Run the lint and unit-test jobs under gitlab-ci-local's shell executor.
 	$(GITLAB_CI_LOCAL) --force-shell-executor --variable CI_PIPELINE_SOURCE=merge_request_event \
 		--unset-variable CI_COMMIT_BRANCH lint unit-tests
+
+# The pipeline's jobs, run for real (tests/delivery/pipeline_jobs.py): the merge-request checks from
+# a fresh clone of HEAD with a cold cache, and the Google Cloud jobs (preview, deploy-dev,
+# post-deploy-test-dev and its rollback, deploy-prod) against recording stand-ins. Commit first:
+# it clones HEAD. Needs gitlab-ci-local, rsync, gcloud's Pub/Sub emulator; ~15 min on 2 cores.
+ci-jobs: setup ## Run the pipeline's jobs under gitlab-ci-local's shell executor (fresh clone, stand-ins).
+	$(BIN)/pytest tests/delivery/pipeline_jobs.py -p no:cacheprovider

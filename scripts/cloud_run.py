@@ -1,18 +1,22 @@
-"""Cloud Run helpers for the pipeline: the serving revision, a traffic rollback, an ID token.
+"""Google Cloud helpers for the pipeline: serving revision, traffic rollback, ID token, a secret.
 
     python scripts/cloud_run.py serving-revision --project P --region R --service S
     python scripts/cloud_run.py shift-traffic --project P --region R --service S --to REVISION
     python scripts/cloud_run.py id-token --audience URL --service-account SA
+    python scripts/cloud_run.py secret --project P --secret S      # the latest version's payload
 
 Credentials are Application Default Credentials (in CI: the Workload Identity Federation
-configuration written by scripts/gcp_wif_login.sh). It talks to the Cloud Run Admin API v2 with
-google-auth's AuthorizedSession (already a runtime dependency) instead of installing gcloud in the
-job image. `CLOUD_RUN_API` overrides the endpoint (tests point it at a local fake).
+configuration written by scripts/gcp_wif_login.sh). It talks to the REST APIs (Cloud Run Admin v2,
+IAM Service Account Credentials v1, Secret Manager v1) with google-auth's AuthorizedSession
+(already a runtime dependency) instead of installing gcloud in the job image. `CLOUD_RUN_API`,
+`GOOGLE_IAMCREDENTIALS_URL` and `SECRET_MANAGER_API` override the endpoints (the pipeline's
+delivery tests point them at a local recording stand-in).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -21,8 +25,7 @@ import time
 from typing import Any
 
 import google.auth
-from google.auth import impersonated_credentials
-from google.auth.transport.requests import AuthorizedSession, Request
+from google.auth.transport.requests import AuthorizedSession
 
 log = logging.getLogger("flightpipe.cloud_run")
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -31,6 +34,15 @@ OPERATION_DEADLINE_SECONDS = 300.0
 
 def _api() -> str:
     return os.environ.get("CLOUD_RUN_API", "https://run.googleapis.com").rstrip("/")
+
+
+def _iamcredentials() -> str:
+    default = "https://iamcredentials.googleapis.com"
+    return os.environ.get("GOOGLE_IAMCREDENTIALS_URL", default).rstrip("/")
+
+
+def _secret_manager() -> str:
+    return os.environ.get("SECRET_MANAGER_API", "https://secretmanager.googleapis.com").rstrip("/")
 
 
 def _session() -> AuthorizedSession:
@@ -82,17 +94,24 @@ def shift_traffic(
         raise RuntimeError(f"traffic shift of {service} failed: {operation['error']}")
 
 
-def id_token(audience: str, service_account: str) -> str:
-    """An ID token of `service_account` for `audience` (Cloud Run checks it on private services)."""
-    source, _ = google.auth.default(scopes=SCOPES)
-    target = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
-        source_credentials=source, target_principal=service_account, target_scopes=SCOPES
-    )
-    token_credentials = impersonated_credentials.IDTokenCredentials(  # type: ignore[no-untyped-call]
-        target, target_audience=audience, include_email=True
-    )
-    token_credentials.refresh(Request())
-    return str(token_credentials.token)
+def id_token(session: AuthorizedSession, audience: str, service_account: str) -> str:
+    """An ID token of `service_account` for `audience` (Cloud Run checks it on private services).
+
+    IAM Credentials `generateIdToken`: the caller needs iam.serviceAccounts.getOpenIdToken on
+    `service_account` (in CI the deployer on itself).
+    """
+    url = f"{_iamcredentials()}/v1/projects/-/serviceAccounts/{service_account}:generateIdToken"
+    response = session.post(url, json={"audience": audience, "includeEmail": True}, timeout=30)
+    response.raise_for_status()
+    return str(response.json()["token"])
+
+
+def secret(session: AuthorizedSession, project: str, secret_id: str) -> str:
+    """The payload of the secret's latest version (secretmanager.versions.access)."""
+    url = f"{_secret_manager()}/v1/projects/{project}/secrets/{secret_id}/versions/latest:access"
+    response = session.get(url, timeout=30)
+    response.raise_for_status()
+    return base64.b64decode(response.json()["payload"]["data"]).decode()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,12 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     token = sub.add_parser("id-token")
     token.add_argument("--audience", required=True)
     token.add_argument("--service-account", required=True)
+    value = sub.add_parser("secret")
+    value.add_argument("--project", required=True)
+    value.add_argument("--secret", required=True, dest="secret_id")
     args = parser.parse_args(argv)
 
-    if args.command == "id-token":
-        sys.stdout.write(id_token(args.audience, args.service_account) + "\n")
-        return 0
     session = _session()
+    if args.command == "id-token":
+        sys.stdout.write(id_token(session, args.audience, args.service_account) + "\n")
+        return 0
+    if args.command == "secret":
+        sys.stdout.write(secret(session, args.project, args.secret_id))
+        return 0
     if args.command == "serving-revision":
         sys.stdout.write(serving_revision(session, args.project, args.region, args.service) + "\n")
         return 0

@@ -9,6 +9,10 @@
 : "${GITLAB_OIDC_TOKEN:?no OIDC token: the job needs id_tokens: GITLAB_OIDC_TOKEN}"
 : "${GCP_WIF_PROVIDER:?set GCP_WIF_PROVIDER (stack output wif_provider)}"
 : "${GCP_SERVICE_ACCOUNT:?set GCP_SERVICE_ACCOUNT (stack output deployer_service_account)}"
+# The two Google endpoints the credential names; overridable only so the pipeline's delivery tests
+# can point them at a local recording stand-in (tests/delivery/standins).
+_sts="${GOOGLE_STS_URL:-https://sts.googleapis.com}"
+_iamcredentials="${GOOGLE_IAMCREDENTIALS_URL:-https://iamcredentials.googleapis.com}"
 _wif_dir="$(mktemp -d)"  # outside the project dir: never cached, never an artifact
 chmod 700 "$_wif_dir"
 printf '%s' "$GITLAB_OIDC_TOKEN" > "$_wif_dir/oidc-token"
@@ -17,11 +21,11 @@ cat > "$_wif_dir/credentials.json" <<JSON
   "type": "external_account",
   "audience": "//iam.googleapis.com/${GCP_WIF_PROVIDER}",
   "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-  "token_url": "https://sts.googleapis.com/v1/token",
+  "token_url": "${_sts}/v1/token",
   "credential_source": {"file": "${_wif_dir}/oidc-token"},
-  "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/${GCP_SERVICE_ACCOUNT}:generateAccessToken"
+  "service_account_impersonation_url": "${_iamcredentials}/v1/projects/-/serviceAccounts/${GCP_SERVICE_ACCOUNT}:generateAccessToken"
 }
 JSON
 export GOOGLE_APPLICATION_CREDENTIALS="$_wif_dir/credentials.json"
 export CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE="$GOOGLE_APPLICATION_CREDENTIALS"
-unset _wif_dir
+unset _wif_dir _sts _iamcredentials

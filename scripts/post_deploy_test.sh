@@ -11,10 +11,16 @@ if [[ -f deploy.env ]]; then  # same job as the deploy (prod): the dotenv is not
   set -a; source ./deploy.env; set +a
 fi
 : "${FLIGHTPIPE_E2E_BASE_URL:?no FLIGHTPIPE_E2E_BASE_URL: did the deploy job publish deploy.env?}"
+: "${E2E_API_KEY_SECRET:?no E2E_API_KEY_SECRET: did the deploy job publish deploy.env?}"
+make -s setup >&2  # the helpers and the test run in .venv: make it before the first use
 # Cloud Run admits only authenticated callers: an ID token of the deployer for the API's URL.
 FLIGHTPIPE_E2E_ID_TOKEN="$(.venv/bin/python scripts/cloud_run.py id-token \
   --audience "$FLIGHTPIPE_E2E_BASE_URL" --service-account "$GCP_SERVICE_ACCOUNT")"
-export FLIGHTPIPE_E2E_BASE_URL FLIGHTPIPE_E2E_ID_TOKEN FLIGHTPIPE_BROKER FLIGHTPIPE_TOPIC GOOGLE_CLOUD_PROJECT
+# The API then wants an API key (X-API-Key): the plain key the program keeps in its own secret.
+FLIGHTPIPE_E2E_API_KEY="$(.venv/bin/python scripts/cloud_run.py secret \
+  --project "$GOOGLE_CLOUD_PROJECT" --secret "$E2E_API_KEY_SECRET")"
+export FLIGHTPIPE_E2E_BASE_URL FLIGHTPIPE_E2E_ID_TOKEN FLIGHTPIPE_E2E_API_KEY FLIGHTPIPE_BROKER \
+  FLIGHTPIPE_TOPIC GOOGLE_CLOUD_PROJECT
 
 if make test-e2e; then
   exit 0

@@ -4,9 +4,11 @@ Contract: `Monitoring(name, MonitoringArgs(...))` declares, as children named `{
 Cloud Monitoring dashboard, the symptom alert policies (Pub/Sub backlog age, dead-lettering, data
 freshness, API 5xx ratio, API p95 latency, uptime), three SLOs (API availability, API latency, data
 freshness) with multi-window burn-rate alerts on availability, and an HTTPS uptime check on
-`/healthz` that authenticates with an OIDC token of the Cloud Monitoring service agent
-(`uptime_check_agent(project_number)`), plus that agent's `roles/run.invoker` on the API service
-(the API is IAM-protected; without it every probe gets a 403 and the uptime alert pages forever).
+`/healthz` that authenticates with an OIDC token of the Cloud Monitoring notification service
+agent, made to exist first (`gcp.projects.ServiceIdentity`, so the grant never names an account
+that is not there yet), plus that agent's `roles/run.invoker` on the API service (the API is
+IAM-protected; without it every probe gets a 403 and the uptime alert pages forever). Prod must
+name notification channels: an alert nobody receives is no alert (`MonitoringArgs` refuses).
 Every threshold is argued twice: in a comment here and in the policy's markdown documentation,
 which Cloud Monitoring attaches to each notification for the on-call. Severity is `page` (act
 now) or `ticket` (act this working day), as the `severity` user label (routing) and the policy's
@@ -15,7 +17,9 @@ now) or `ticket` (act this working day), as the `severity` user label (routing) 
 Names (`subscription_name`, topics, services) are the short resource names that label the metrics
 (`subscription_id`, `topic_id`, `service_name`); full `projects/...` paths are shortened. The custom
 metrics are the subscriber's and the API's Prometheus collectors (`flightpipe.telemetry`) as Managed
-Service for Prometheus stores them: `prometheus.googleapis.com/<name>/<counter|gauge|histogram>`.
+Service for Prometheus stores them: `prometheus.googleapis.com/<name>/<counter|gauge|histogram>`, on
+the `prometheus_target` resource whose `namespace` label is the Cloud Run resource's name (what
+components/collector.py sets; the pipeline's series come only from the subscriber's namespace).
 They are not scoped by environment: one project per environment is assumed.
 """
 
@@ -70,10 +74,8 @@ class MonitoringArgs:
     api_host: pulumi.Input[str]  # host of the API's URL; a full `https://...` URL is accepted
     subscription_name: pulumi.Input[str]
     dead_letter_topic_name: pulumi.Input[str]
-    # Where the API service lives and the project's number: the uptime check's service agent is
-    # `service-<number>@gcp-sa-monitoring-notification...` and is granted run.invoker there.
+    # Where the API service lives: the uptime check's service agent is granted run.invoker there.
     api_location: pulumi.Input[str]
-    project_number: pulumi.Input[str]
     dead_letter_subscription_name: pulumi.Input[str] | None = None
     notification_channels: Sequence[pulumi.Input[str]] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -81,11 +83,24 @@ class MonitoringArgs:
     # False when Pub/Sub's BigQuery subscription ingests: no subscriber exports the custom metrics.
     has_subscriber: bool = True
 
+    def __post_init__(self) -> None:
+        if self.env == "prod" and not self.notification_channels:
+            raise ValueError(
+                "config notificationChannels: prod needs at least one notification channel "
+                "(projects/<project>/notificationChannels/<id>): its alerts would reach nobody"
+            )
+        if self.has_subscriber and self.subscriber_service_name is None:
+            raise ValueError(
+                "has_subscriber needs subscriber_service_name (its metrics' namespace)"
+            )
 
-def uptime_check_agent(project_number: str) -> str:
-    """The member of the Cloud Monitoring service agent that signs uptime checks' OIDC tokens."""
-    agent = f"service-{project_number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
-    return f"serviceAccount:{agent}"
+
+# The service whose agent signs uptime checks' OIDC tokens:
+# `service-<number>@gcp-sa-monitoring-notification.iam.gserviceaccount.com` (Cloud Monitoring's
+# uptime-check docs; GoogleCloudPlatform/cloud-foundation-fabric#630 creates the same agent with
+# google_project_service_identity for monitoring.googleapis.com, which is what ServiceIdentity is).
+UPTIME_AGENT_SERVICE: Final = "monitoring.googleapis.com"
+PROM: Final = "prometheus_target"  # components/collector.py: the resource the exporter writes
 
 
 def _short(name: str) -> str:
@@ -175,18 +190,21 @@ def dashboard_json(
     `names`: `api`, `subscription`, `dlq_topic`, optionally `dlq_subscription` and `subscriber`
     (the subscriber's Cloud Run service, for the instance chart).
     """
-    prom, run, sub_type = "prometheus_target", "cloud_run_revision", "pubsub_subscription"
+    prom, run, sub_type = PROM, "cloud_run_revision", "pubsub_subscription"
     api = {"service_name": names["api"]}
+    api_ns = {"namespace": names["api"]}
+    sub_ns = {"namespace": names.get("subscriber", "")}
     sub = {"subscription_id": names["subscription"]}
     requests = filter_str(RUN_REQUESTS, run, api)
     errors = filter_str(RUN_REQUESTS, run, api, [_5XX])
     latencies = filter_str(RUN_LATENCIES, run, api)
-    by_route = filter_str(HTTP_DURATION, prom)
-    services = [names["api"], *([names["subscriber"]] if "subscriber" in names else [])]
-    one_of = ", ".join(f'"{_short(s)}"' for s in services)
-    instances = filter_str(
-        RUN_INSTANCES, run, extra=[f'resource.label."service_name"=one_of({one_of})']
-    )
+    by_route = filter_str(HTTP_DURATION, prom, api_ns)
+    # The API's instances as Cloud Run counts them (a revision's resource); a worker pool is no
+    # `cloud_run_revision`, so the subscriber's are counted as the instances whose freshness
+    # series is being scraped (one series per instance; see collector.py on instance ids).
+    instances = [
+        _q(filter_str(RUN_INSTANCES, run, api), "ALIGN_MAX", "REDUCE_SUM", 'metric.label."state"')
+    ]
     backlog = [_q(filter_str(UNDELIVERED, sub_type, sub), "ALIGN_MAX", "REDUCE_SUM")]
     if "dlq_subscription" in names:
         dlq_sub = {"subscription_id": names["dlq_subscription"]}
@@ -196,11 +214,15 @@ def dashboard_json(
     pipeline: list[dict[str, Any]] = []
     if has_subscriber:
         reasons = _q(
-            filter_str(DEAD_LETTERED, prom), "ALIGN_RATE", "REDUCE_SUM", "metric.label.reason"
+            filter_str(DEAD_LETTERED, prom, sub_ns),
+            "ALIGN_RATE",
+            "REDUCE_SUM",
+            "metric.label.reason",
         )
         dead.append(reasons)
-        written = _q(filter_str(WRITTEN, prom), "ALIGN_RATE", "REDUCE_SUM")
-        fresh = _q(filter_str(FRESHNESS, prom), "ALIGN_MAX", "REDUCE_MAX")
+        written = _q(filter_str(WRITTEN, prom, sub_ns), "ALIGN_RATE", "REDUCE_SUM")
+        fresh = _q(filter_str(FRESHNESS, prom, sub_ns), "ALIGN_MAX", "REDUCE_MAX")
+        instances.append(_q(filter_str(FRESHNESS, prom, sub_ns), "ALIGN_MAX", "REDUCE_COUNT"))
         pipeline = [
             _chart("Ingest rate (messages written/s)", "msg/s", [], written),
             _chart("Data freshness (s)", "s", [FRESHNESS_TARGET_S, 600], fresh),
@@ -218,7 +240,6 @@ def dashboard_json(
     route_pcts = [
         _q(by_route, "ALIGN_DELTA", f"REDUCE_PERCENTILE_{p}", "metric.label.route") for p in pct
     ]
-    state = ('resource.label."service_name"', 'metric.label."state"')
     widgets = [
         *pipeline,
         _chart("Pub/Sub backlog (subscription, dead-letter)", "messages", [], *backlog),
@@ -229,10 +250,7 @@ def dashboard_json(
         _chart("API latency p50/p95/p99 (ms, Cloud Run)", "ms", [500], *run_pcts),
         _chart("API latency p50/p95/p99 by route (s, app)", "s", [], *route_pcts),
         _chart(
-            "Instances by service and state",
-            "instances",
-            [],
-            _q(instances, "ALIGN_MAX", "REDUCE_SUM", *state),
+            "Instances (API by state; subscriber instances scraped)", "instances", [], *instances
         ),
     ]
     tiles = [
@@ -281,6 +299,9 @@ class Monitoring(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         self._labels = {**args.labels, "env": args.env, "app": "flightpipe", "managed-by": "pulumi"}
         self._api: dict[str, pulumi.Input[str]] = {"service_name": args.api_service_name}
+        self._sub_ns: dict[str, pulumi.Input[str]] = {
+            "namespace": args.subscriber_service_name or ""
+        }
 
         self.dashboard_id = self._dashboard().id
         self._pipeline_alerts()
@@ -381,13 +402,13 @@ class Monitoring(pulumi.ComponentResource):
         if a.has_subscriber:
             ratio = _threshold(
                 "dead-lettered / received > 1 %",
-                filter_str(DEAD_LETTERED, "prometheus_target"),
+                _filter(DEAD_LETTERED, PROM, self._sub_ns),
                 0.01,
                 600,
                 aligner="ALIGN_RATE",
                 reducer="REDUCE_SUM",
                 period_s=300,
-                denominator=filter_str(RECEIVED, "prometheus_target"),
+                denominator=_filter(RECEIVED, PROM, self._sub_ns),
             )
             conditions.insert(0, ratio)
         self._policy(
@@ -414,7 +435,7 @@ class Monitoring(pulumi.ComponentResource):
             conditions=[
                 _threshold(
                     "data freshness > 600 s",
-                    filter_str(FRESHNESS, "prometheus_target"),
+                    _filter(FRESHNESS, PROM, self._sub_ns),
                     600,
                     600,
                     aligner="ALIGN_MAX",
@@ -521,16 +542,25 @@ class Monitoring(pulumi.ComponentResource):
         # The one principal besides the analyst group that may invoke the API, and a narrow one:
         # a Google-managed agent of this project that holds no key anyone can use and only calls
         # the URLs this project's uptime checks point it at; here /healthz, which
-        # reads nothing, and the /v1 data routes still want an API key. The grant waits for the
-        # check because Cloud Monitoring creates its agent on first use.
+        # reads nothing, and the /v1 data routes still want an API key. Cloud Monitoring would
+        # only create its agent on first use, so the program makes it exist (ServiceIdentity)
+        # and binds the member that resource returns: the grant cannot precede the account.
+        self.uptime_agent = gcp.projects.ServiceIdentity(
+            f"{self._name}-uptime-agent",
+            project=a.project,
+            service=UPTIME_AGENT_SERVICE,
+            opts=self._child,
+        )
         gcp.cloudrunv2.ServiceIamMember(
             f"{self._name}-uptime-invoker",
             project=a.project,
             location=a.api_location,
             name=a.api_service_name,
             role="roles/run.invoker",
-            member=pulumi.Output.from_input(a.project_number).apply(uptime_check_agent),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._depends_on, check]),
+            member=self.uptime_agent.member,
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*self._depends_on, self.uptime_agent, check]
+            ),
         )
         # More than one checker region failing for a minute: one region failing is usually its
         # own network, and /healthz depends on nothing but the process.
@@ -643,7 +673,7 @@ class Monitoring(pulumi.ComponentResource):
                 windows_based_sli=gcp.monitoring.SloWindowsBasedSliArgs(
                     window_period="60s",
                     metric_mean_in_range=gcp.monitoring.SloWindowsBasedSliMetricMeanInRangeArgs(
-                        time_series=filter_str(FRESHNESS, "prometheus_target"),
+                        time_series=_filter(FRESHNESS, PROM, self._sub_ns),
                         range=gcp.monitoring.SloWindowsBasedSliMetricMeanInRangeRangeArgs(
                             max=FRESHNESS_TARGET_S
                         ),

@@ -14,44 +14,37 @@ worker. Cloud Run sets `PORT` itself (8080). Environment variable names are exac
 plain configuration. Only the analyst group may invoke the API (and the uptime check's service
 agent, granted by the monitoring component).
 
-Metrics: both resources run Google's Managed Service for Prometheus sidecar for Cloud Run
-(`GMP_SIDECAR_IMAGE`, container `collector`) next to the application container. With no
-`RunMonitoring` config mounted at `/etc/rungmp/config.yaml` it scrapes `0.0.0.0:8080/metrics`
-every 30 s, which is exactly where both services serve their Prometheus registry (the API on
-Cloud Run's PORT 8080, the subscriber's health server on PORT, default 8080, which a worker pool
-does not override), so no config secret is needed. It writes to Cloud Monitoring as
-`prometheus_target` series with the runtime account's `roles/monitoring.metricWriter`
-(components/identity.py).
+Metrics: both resources run the Google-Built OpenTelemetry Collector as a sidecar (container
+`collector`, components/collector.py says why not the Managed Prometheus sidecar and what labels
+the series get). It scrapes `127.0.0.1:8080/metrics`, which is where both services serve their
+Prometheus registry (the API on Cloud Run's PORT 8080, the subscriber's health server on PORT,
+default 8080, which a worker pool does not set), and writes `prometheus_target` series with the
+runtime account's `roles/monitoring.metricWriter` (components/identity.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import pulumi
 import pulumi_gcp as gcp
 
+from components import collector
 from components.grants_on import project_grant_on, secret_name
 
 API_KEYS_ENV: Final = "FLIGHTPIPE_API_KEYS"
+# The secret the API mounts (key hashes) and the one the post-deploy test reads (the plain key).
+API_KEYS_SECRET_ID: Final = "flightpipe-api-keys"  # noqa: S105 - a name, not a value
+E2E_KEY_SECRET_ID: Final = "flightpipe-e2e-api-key"  # noqa: S105 - a name, not a value
 READY_PATH: Final = "/readyz"
 HEALTH_PATH: Final = "/healthz"
 CONTAINER_PORT: Final = 8080
-# Google's Managed Service for Prometheus sidecar for Cloud Run (GoogleCloudPlatform/
-# run-gmp-sidecar): an OpenTelemetry collector that scrapes the app and writes to Managed Service
-# for Prometheus.
-# Pinned: a new collector is a deliberate change. 1.9.x is the line whose worker-pool support
-# (no service/configuration labels, configuration_name filled from the pool name) the subscriber
-# needs; do not go below it.
-GMP_SIDECAR_IMAGE: Final = (
-    "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.9.2"
-)
-COLLECTOR: Final = "collector"
-# The sidecar's default RunMonitoring endpoint; the services must serve /metrics here.
-SCRAPE_PORT: Final = 8080
+API_NAME: Final = "flightpipe-api"
+SUBSCRIBER_NAME: Final = "flightpipe-subscriber"
 
 
 @dataclass(frozen=True)
@@ -80,26 +73,13 @@ class RuntimeArgs:
     labels: dict[str, str]
     # An existing Secret Manager secret holding the API keys; None: the program creates one.
     api_keys_secret: str | None = None
+    # IAM members that may read the plain e2e key (the identity the post-deploy test runs as).
+    e2e_key_readers: Sequence[pulumi.Input[str]] = ()
     depends_on: tuple[pulumi.Resource, ...] = ()
 
 
 def _envs(env: Mapping[str, pulumi.Input[str]]) -> list[dict[str, Any]]:
     return [{"name": k, "value": v} for k, v in sorted(env.items())]
-
-
-def _collector(app_container: str) -> dict[str, Any]:
-    """The Prometheus sidecar, started after `app_container` (container dependencies).
-
-    Started after the app so its first scrape (10 s after start) finds /metrics; it also scrapes
-    once more on shutdown, so an instance's last counts are not lost. 1 vCPU / 512 MiB are
-    Cloud Run's per-container defaults, written down so the instance's total size is visible here.
-    """
-    return {
-        "name": COLLECTOR,
-        "image": GMP_SIDECAR_IMAGE,
-        "depends_ons": [app_container],
-        "resources": {"limits": {"cpu": "1", "memory": "512Mi"}},
-    }
 
 
 class Runtime(pulumi.ComponentResource):
@@ -111,29 +91,21 @@ class Runtime(pulumi.ComponentResource):
         super().__init__("flightpipe:infra:Runtime", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
+        # Secrets' IAM condition names use the project number (components/grants_on.py). It is
+        # read after the APIs are enabled: a fresh project has not enabled Resource Manager's API
+        # yet, and an invoke ignores the component's depends_on unless given its own (pulumi
+        # InvokeOutputOptions.depends_on, pulumi 3.272).
+        self._project_number = gcp.organizations.get_project_output(
+            project_id=args.project,
+            opts=pulumi.InvokeOutputOptions(depends_on=list(args.depends_on)),
+        ).number
         secret_id: pulumi.Input[str]
+        secret_ready: list[pulumi.Resource] = []
+        self.e2e_api_key_secret_id: pulumi.Output[str] | None = None
         if args.api_keys_secret:
             secret_id = args.api_keys_secret
-            secret_ready: list[pulumi.Resource] = []
         else:
-            secret = gcp.secretmanager.Secret(
-                f"{name}-api-keys",
-                project=args.project,
-                secret_id="flightpipe-api-keys",  # noqa: S106 - a name, not a value
-                replication={"auto": {}},
-                labels=args.labels,
-                opts=child,
-            )
-            # Cloud Run refuses a secret with no version. The first key is random and kept
-            # encrypted in the state; later keys are added in Secret Manager (ignored here).
-            version = gcp.secretmanager.SecretVersion(
-                f"{name}-api-keys-initial",
-                secret=secret.id,
-                secret_data=pulumi.Output.secret(secrets.token_urlsafe(32)),
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["secret_data"]),
-            )
-            secret_id = secret.secret_id
-            secret_ready = [version]
+            secret_id, secret_ready = self._api_keys(name, args)
         self.api_keys_secret_id = pulumi.Output.from_input(secret_id)
         # Project level, conditioned on the secret (components/grants_on.py says why).
         self.secret_access = project_grant_on(
@@ -144,7 +116,7 @@ class Runtime(pulumi.ComponentResource):
             service="secretmanager.googleapis.com",
             resource_name=secret_name(
                 args.project,
-                gcp.organizations.get_project_output(project_id=args.project).number,
+                self._project_number,
                 secret_id,
             ),
             opts=child,
@@ -161,7 +133,7 @@ class Runtime(pulumi.ComponentResource):
             f"{name}-api",
             project=args.project,
             location=args.region,
-            name="flightpipe-api",
+            name=API_NAME,
             ingress=args.ingress,
             deletion_protection=args.deletion_protection,
             labels=args.labels,
@@ -200,10 +172,11 @@ class Runtime(pulumi.ComponentResource):
                     },
                     # Request-based billing stays (cpu_idle above): between requests a scrape may
                     # be throttled and skipped, but the series are cumulative counters and
-                    # histograms, so the next scrape (or the shutdown scrape) still carries every
-                    # count; only resolution suffers, and the API's alerts and SLOs read Cloud
-                    # Run's own request metrics, not these.
-                    _collector("api"),
+                    # histograms, so the next scrape still carries every count (an instance's
+                    # last counts since its final scrape are lost: this collector has no
+                    # shutdown scrape); only resolution suffers, and the API's alerts and SLOs
+                    # read Cloud Run's own request metrics, not these.
+                    collector.container("api", self._scrape(args, API_NAME)),
                 ],
             },
             opts=pulumi.ResourceOptions(
@@ -229,7 +202,7 @@ class Runtime(pulumi.ComponentResource):
                 f"{name}-subscriber",
                 project=args.project,
                 location=args.region,
-                name="flightpipe-subscriber",
+                name=SUBSCRIBER_NAME,
                 launch_stage="BETA",  # worker pools are in preview on the provider's API version
                 deletion_protection=args.deletion_protection,
                 labels=args.labels,
@@ -254,10 +227,72 @@ class Runtime(pulumi.ComponentResource):
                         },
                         # A worker pool always has CPU, so every 30 s scrape runs; the freshness,
                         # ingest and dead-letter alerts depend on these series.
-                        _collector("subscriber"),
+                        collector.container("subscriber", self._scrape(args, SUBSCRIBER_NAME)),
                     ],
                 },
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
             )
         self.api_url: pulumi.Output[str] = self.api.uri
         self.register_outputs({"api_url": self.api.uri})
+
+    @staticmethod
+    def _scrape(args: RuntimeArgs, name: str) -> dict[str, Any]:
+        return collector.config(
+            project=args.project, location=args.region, namespace=name, port=CONTAINER_PORT
+        )
+
+    def _api_keys(
+        self, name: str, args: RuntimeArgs
+    ) -> tuple[pulumi.Output[str], list[pulumi.Resource]]:
+        """The API's key-hash secret and, apart from it, the plain key the post-deploy test sends.
+
+        The API accepts only `sha256:<hex>` entries in FLIGHTPIPE_API_KEYS (flightpipe_api.auth
+        refuses a plain key at start-up), so the secret it mounts holds the hash; the plain key
+        lives in its own secret that no service mounts and only `e2e_key_readers` may read. Both
+        versions come from one random key drawn in the same run and are written once
+        (ignore_changes): later keys are added in Secret Manager, not here.
+        """
+        key = secrets.token_urlsafe(32)
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        hashes = gcp.secretmanager.Secret(
+            f"{name}-api-keys",
+            project=args.project,
+            secret_id=API_KEYS_SECRET_ID,
+            replication={"auto": {}},
+            labels=args.labels,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # Cloud Run refuses a secret with no version.
+        version = gcp.secretmanager.SecretVersion(
+            f"{name}-api-keys-initial",
+            secret=hashes.id,
+            secret_data=pulumi.Output.secret(f"sha256:{digest}"),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["secret_data"]),
+        )
+        plain = gcp.secretmanager.Secret(
+            f"{name}-e2e-api-key",
+            project=args.project,
+            secret_id=E2E_KEY_SECRET_ID,
+            replication={"auto": {}},
+            labels=args.labels,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        gcp.secretmanager.SecretVersion(
+            f"{name}-e2e-api-key-initial",
+            secret=plain.id,
+            secret_data=pulumi.Output.secret(key),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["secret_data"]),
+        )
+        for i, member in enumerate(args.e2e_key_readers):
+            # Project level, conditioned on this secret, like the API's (grants_on.py says why).
+            project_grant_on(
+                f"{name}-e2e-api-key-reader-{i}",
+                project=args.project,
+                role="roles/secretmanager.secretAccessor",
+                member=member,
+                service="secretmanager.googleapis.com",
+                resource_name=secret_name(args.project, self._project_number, plain.secret_id),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.e2e_api_key_secret_id = plain.secret_id
+        return hashes.secret_id, [version]

@@ -53,8 +53,11 @@ def _jobs(*variables: str, unset: tuple[str, ...] = ()) -> dict[str, tuple[str, 
         argv += ["--variable", variable]
     for name in unset:
         argv += ["--unset-variable", name]
+    # Inside a CI job (gitlab-ci-local's own, tests/delivery/pipeline_jobs.py) the job's CI_*
+    # variables are in the environment and would steer the rules: list with only ours.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CI_", "GITLAB_"))}
     result = subprocess.run(
-        argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False, env=env
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "json schema validated" in result.stderr, result.stderr
@@ -74,7 +77,9 @@ def test_merge_request_pipeline_runs_checks_tests_and_preview() -> None:
 
 
 def test_main_pipeline_deploys_dev_verifies_and_offers_a_manual_prod_deploy() -> None:
-    assert _jobs() == {
+    # A push to main, whatever branch (or detached commit) this checkout is on.
+    main = ("CI_PIPELINE_SOURCE=push", "CI_COMMIT_BRANCH=main", "CI_DEFAULT_BRANCH=main")
+    assert _jobs(*main) == {
         **CHECKS,
         "deploy-dev": ("deploy", "on_success"),
         "post-deploy-test-dev": ("verify", "on_success"),

@@ -177,3 +177,67 @@ def test_each_pytest_run_reports_to_its_own_junit_file(name: str) -> None:
     assert len(written) == _script(name).count("make "), "a run without its own JUnit file"
     assert len(set(written)) == len(written), "two runs overwrite one JUnit file"
     assert _merged(name)["artifacts"]["reports"]["junit"] == written
+
+
+# Steps that run something from .venv: its own path, or a script that does so.
+_USES_VENV = re.compile(r"\.venv/|scripts/(stack_outputs|post_deploy_test)\.sh")
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_every_job_sets_up_the_venv_before_its_first_step_that_uses_it(name: str) -> None:
+    # A cache hit restores .venv; a cold cache (new runner, changed lock file) does not. `make X`
+    # sets up by itself (X depends on setup), so the first bare use of .venv is what must follow
+    # an explicit `make setup`.
+    job = _merged(name)
+    steps = [*job.get("before_script", []), *job["script"]]
+    setup = next((i for i, step in enumerate(steps) if step.strip() == "make setup"), None)
+    first_use = next((i for i, s in enumerate(steps) if _USES_VENV.search(s)), None)
+    if first_use is not None:
+        assert setup is not None and setup < first_use, (name, steps)
+
+
+@pytest.mark.parametrize("script", ["stack_outputs.sh", "post_deploy_test.sh"])
+def test_scripts_that_run_the_venv_make_it_first(script: str) -> None:
+    text = (REPO / "scripts" / script).read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    body = "\n".join(lines)
+    assert "make -s setup" in body
+    assert body.index("make -s setup") < body.index(".venv/bin/"), script
+
+
+def test_pulumi_jobs_log_in_and_select_their_stack_before_any_stack_command() -> None:
+    before = CI[".pulumi"]["before_script"]
+    login = next(i for i, s in enumerate(before) if s.startswith("pulumi login "))
+    select = next(i for i, s in enumerate(before) if "stack select" in s)
+    assert login < select
+    assert '--secrets-provider "$PULUMI_SECRETS_PROVIDER"' in before[select]
+    assert before.index("source scripts/gcp_wif_login.sh") < login  # the bucket needs credentials
+    for name in ("preview", "deploy-dev", "deploy-prod"):
+        assert _merged(name)["variables"]["STACK"] in {"dev", "prod"}
+
+
+@pytest.mark.parametrize(
+    ("name", "account"),
+    [
+        ("preview", "$GCP_PREVIEWER_SERVICE_ACCOUNT"),
+        ("deploy-dev", "$GCP_DEPLOYER_SERVICE_ACCOUNT"),
+        ("post-deploy-test-dev", "$GCP_DEPLOYER_SERVICE_ACCOUNT"),
+        ("deploy-prod", "$GCP_DEPLOYER_SERVICE_ACCOUNT"),
+    ],
+)
+def test_each_gcp_job_names_the_identity_it_impersonates(name: str, account: str) -> None:
+    assert JOBS[name]["variables"]["GCP_SERVICE_ACCOUNT"] == account
+
+
+# Images whose digest could not be read here; each has a comment saying so where it is used.
+_TAG_ONLY = {"gcr.io/google.com/cloudsdktool/google-cloud-cli:583.0.0-emulators"}
+
+
+def test_every_image_is_pinned_by_digest() -> None:
+    images = [CI["variables"]["PYTHON_IMAGE"]]
+    for job in CI.values():
+        if isinstance(job, dict):
+            images += [s["name"] for s in job.get("services", [])]
+    assert len(images) >= 3
+    for image in images:
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image) or image in _TAG_ONLY, image

@@ -11,6 +11,7 @@ tests assert policies over what the program really declares.
 from __future__ import annotations
 
 import hashlib
+import json
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Graph:
     config: dict[str, str]
     resources: list[Recorded] = field(default_factory=list)
     exports: dict[str, Any] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
 
     def of_type(self, *types: str) -> list[Recorded]:
         return [r for r in self.resources if r.type in types]
@@ -79,6 +81,8 @@ def _fake_outputs(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dic
         }
     elif typ == "gcp:projects/serviceIdentity:ServiceIdentity":
         agent = inputs["service"].split(".")[0]
+        # The monitoring service's agent is its notification agent (components/monitoring.py).
+        agent = {"monitoring": "monitoring-notification"}.get(agent, agent)
         email = f"service-{PROJECT_NUMBER}@gcp-sa-{agent}.iam.gserviceaccount.com"
         out |= {"email": email, "member": f"serviceAccount:{email}"}
     elif typ == "gcp:pubsub/topic:Topic":
@@ -114,6 +118,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def __init__(self) -> None:
         self.resources: list[Recorded] = []
+        self.calls: list[str] = []  # invoke tokens, in the order the program made them
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         rid, outputs = _fake_outputs(args.typ, args.name, dict(args.inputs))
@@ -125,6 +130,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(  # type: ignore[override]  # the runtime also accepts a bare dict
         self, args: pulumi.runtime.MockCallArgs
     ) -> dict[str, Any]:
+        self.calls.append(args.token)
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
             return {"accessToken": "fake-token", "project": "flightpipe-test"}
         if args.token == "gcp:organizations/getProject:getProject":
@@ -135,7 +141,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
 def stack_config(stack: str, **overrides: str) -> dict[str, str]:
     """`Pulumi.<stack>.yaml`'s values as the engine passes them (strings), plus overrides."""
     raw = yaml.safe_load((INFRA / f"Pulumi.{stack}.yaml").read_text())["config"]
-    config = {k: v if isinstance(v, str) else yaml.safe_dump(v).strip() for k, v in raw.items()}
+    # The CLI hands structured values (arrays, objects) to the program as JSON.
+    config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
     for key, value in overrides.items():
         config[f"flightpipe:{key}"] = value
     return config
@@ -157,7 +164,7 @@ def run_stack(stack: str, **overrides: str) -> Graph:
     assert root is not None
     stack_outputs: dict[str, Any] = getattr(root, "outputs", {})
     exports = _sync_await(pulumi.Output.from_input(stack_outputs).future()) or {}
-    return Graph(stack, config, list(mocks.resources), dict(exports))
+    return Graph(stack, config, list(mocks.resources), dict(exports), list(mocks.calls))
 
 
 _CACHE: dict[tuple[str, str], Graph] = {}

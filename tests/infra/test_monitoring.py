@@ -26,13 +26,15 @@ INFRA = Path(__file__).resolve().parents[2] / "infra"
 if str(INFRA) not in sys.path:
     sys.path.insert(0, str(INFRA))
 
-from components.monitoring import Monitoring, MonitoringArgs, uptime_check_agent  # noqa: E402
+from components.monitoring import Monitoring, MonitoringArgs  # noqa: E402
 
 POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 SLO = "gcp:monitoring/slo:Slo"
 UPTIME = "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig"
 DASHBOARD = "gcp:monitoring/dashboard:Dashboard"
 INVOKER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
+AGENT = "gcp:projects/serviceIdentity:ServiceIdentity"
+AGENT_MEMBER = "serviceAccount:service-42@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
 COMPONENT = "flightpipe:monitoring:Monitoring"
 BURN = re.compile(r'^select_slo_burn_rate\("([^"]+)", "(\d+)s"\)$')
 REQUIRED_LABELS = {"env": "dev", "app": "flightpipe", "managed-by": "pulumi"}
@@ -52,6 +54,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["name"] = f"projects/p/services/{service}/serviceLevelObjectives/{slo_id}"
         if args.typ == UPTIME:
             state["uptimeCheckId"] = f"{args.name}-check-id"
+        if args.typ == AGENT:  # what generateServiceIdentity answers for monitoring.googleapis.com
+            state["member"] = AGENT_MEMBER
         return f"{args.name}_id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
@@ -67,7 +71,6 @@ def _args(**overrides: Any) -> MonitoringArgs:
         "subscription_name": "projects/p/subscriptions/flight-events-sub",
         "dead_letter_topic_name": "flight-events-dlq",
         "api_location": "europe-west1",
-        "project_number": "42",
         "dead_letter_subscription_name": "flight-events-dlq-sub",
         "subscriber_service_name": "flightpipe-subscriber",
         "notification_channels": ["projects/p/notificationChannels/123"],
@@ -253,6 +256,42 @@ def test_notification_channels_reach_every_policy(declared: list[Any]) -> None:
         assert policy["notificationChannels"] == ["projects/p/notificationChannels/123"]
 
 
+def test_prod_refuses_to_deploy_alerts_without_a_notification_channel() -> None:
+    with pytest.raises(ValueError, match="notificationChannels"):
+        _args(env="prod", notification_channels=[])
+    assert _args(env="prod").notification_channels
+
+
+def test_custom_metrics_filter_on_the_resource_and_namespace_the_collector_sets(
+    declared: list[Any],
+) -> None:
+    # components/collector.py: every scraped series is a prometheus_target whose namespace is the
+    # Cloud Run resource's name; the pipeline's series come only from the subscriber.
+    (dashboard,) = of_type(declared, DASHBOARD)
+    filters = dashboard_filters(json.loads(dashboard["dashboardJson"]))
+    filters += [t["filter"] for p in of_type(declared, POLICY) for t in thresholds(p)]
+    filters += [
+        t["denominatorFilter"]
+        for p in of_type(declared, POLICY)
+        for t in thresholds(p)
+        if t.get("denominatorFilter")
+    ]
+    for slo in of_type(declared, SLO):
+        if "windowsBasedSli" in slo:
+            filters.append(slo["windowsBasedSli"]["metricMeanInRange"]["timeSeries"])
+    custom = [f for f in filters if "prometheus.googleapis.com/" in f]
+    assert len(custom) >= 8
+    pipeline = ("messages_", "data_freshness")
+    for flt in custom:
+        assert 'resource.type="prometheus_target"' in flt, flt
+        want = "flightpipe-subscriber" if any(m in flt for m in pipeline) else "flightpipe-api"
+        assert f'resource.label."namespace"="{want}"' in flt, flt
+    # The subscriber (a worker pool) is no cloud_run_revision: nothing charts it as one.
+    for flt in filters:
+        if 'resource.type="cloud_run_revision"' in flt:
+            assert "flightpipe-subscriber" not in flt, flt
+
+
 def test_policies_still_validate_without_notification_channels() -> None:
     resources = declare(lambda: _args(notification_channels=[]))
     policies = of_type(resources, POLICY)
@@ -367,13 +406,13 @@ def test_uptime_check_passes_cloud_run_iam_as_the_monitoring_service_agent() -> 
         "location": "europe-west1",
         "name": "flightpipe-api",
         "role": "roles/run.invoker",
-        "member": "serviceAccount:service-42@gcp-sa-monitoring-notification"
-        ".iam.gserviceaccount.com",
+        "member": AGENT_MEMBER,
     }
-    assert grant.inputs["member"] == uptime_check_agent("42")
-    # Cloud Monitoring creates its agent with the first check that uses it: grant after.
-    (check_urn,) = [u for u in monitor.resources if u.endswith("::mon-uptime")]
-    assert check_urn in monitor.dependencies[grant.name]
+    # The agent is made to exist (ServiceIdentity) before the grant names it.
+    (agent,) = [r for r in mocks.resources if r.typ == AGENT]
+    assert agent.inputs["service"] == "monitoring.googleapis.com"
+    (agent_urn,) = [u for u in monitor.resources if u.endswith("::mon-uptime-agent")]
+    assert agent_urn in monitor.dependencies[grant.name]
 
 
 def test_uptime_check_accepts_the_host_as_an_output() -> None:
@@ -385,7 +424,7 @@ def test_uptime_check_accepts_the_host_as_an_output() -> None:
 
 def test_every_resource_carries_the_env_app_and_managed_by_labels(declared: list[Any]) -> None:
     for resource in declared:
-        if resource.typ in {COMPONENT, INVOKER}:  # an IAM member takes no labels
+        if resource.typ in {COMPONENT, INVOKER, AGENT}:  # IAM members and agents take none
             continue
         if resource.typ == DASHBOARD:
             labels = json.loads(resource.inputs["dashboardJson"])["labels"]

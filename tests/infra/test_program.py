@@ -19,7 +19,7 @@ import yaml
 from sqlglot import exp
 
 from flightpipe.contract import COLUMN_NAMES, bigquery_schema
-from flightpipe.settings import ENV_VARS, Settings, load_settings
+from flightpipe.settings import ENV_VARS, load_settings
 from tests.infra.iam_model import resource_limit
 from tests.infra.program import INFRA, PROJECT_NUMBER, Graph, graph_for, run_stack
 
@@ -36,9 +36,6 @@ TABLE = "gcp:bigquery/table:Table"
 PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
 PUBLIC = {"allUsers", "allAuthenticatedUsers"}
 METRIC_WRITER = "roles/monitoring.metricWriter"
-GMP_SIDECAR = (
-    "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar"
-)
 # The Cloud Monitoring service agent that signs uptime checks' OIDC tokens.
 UPTIME_AGENT = (
     f"serviceAccount:service-{PROJECT_NUMBER}"
@@ -62,8 +59,8 @@ def _where(grant: Any) -> str:
 
 
 def _agent_member(graph: Graph) -> str:
-    agent = graph.one(AGENT)
-    assert agent.inputs["service"] == "pubsub.googleapis.com"
+    """The Pub/Sub service agent's member."""
+    (agent,) = [a for a in graph.of_type(AGENT) if a.inputs["service"] == "pubsub.googleapis.com"]
     return str(agent.outputs["member"])
 
 
@@ -295,7 +292,7 @@ def test_api_service_has_probes_boost_and_scaling_bounds(graph: Graph) -> None:
     assert api.inputs["ingress"].startswith("INGRESS_TRAFFIC_")
 
 
-def test_each_cloud_run_resource_ships_its_metrics_to_managed_prometheus(graph: Graph) -> None:
+def test_each_cloud_run_resource_ships_its_metrics_through_a_pinned_collector(graph: Graph) -> None:
     resources = _cloud_run(graph)
     assert len(resources) == (2 if graph.exports["ingest_mode"] == "subscriber" else 1)
     writers = {
@@ -305,8 +302,9 @@ def test_each_cloud_run_resource_ships_its_metrics_to_managed_prometheus(graph: 
     for resource in resources:
         containers = resource.inputs["template"]["containers"]
         (collector,) = [c for c in containers if c["name"] == "collector"]
-        image, _, version = collector["image"].rpartition(":")
-        assert image == GMP_SIDECAR and version, collector["image"]
+        # Pinned by digest (components/collector.py names the source of the digest).
+        assert re.fullmatch(r"[^@\s]+:[\w.]+@sha256:[0-9a-f]{64}", collector["image"])
+        assert collector["args"] == ["--config=env:OTELCOL_CONFIG"]
         app = _container(resource)
         # Started after the app, so the first scrape finds /metrics.
         assert collector["dependsOns"] == [app["name"]]
@@ -315,16 +313,41 @@ def test_each_cloud_run_resource_ships_its_metrics_to_managed_prometheus(graph: 
         assert members[resource.inputs["template"]["serviceAccount"]] in writers, resource.name
 
 
-def test_services_serve_metrics_where_the_collector_scrapes_by_default(graph: Graph) -> None:
-    # No RunMonitoring config is mounted, so the sidecar scrapes 0.0.0.0:8080/metrics.
+def test_collectors_label_series_with_the_resource_they_run_in(graph: Graph) -> None:
+    # What the dashboards and alerts filter on (components/monitoring.py) is what the collector's
+    # resource processor sets: location, cluster and namespace = the Cloud Run resource's name.
     for resource in _cloud_run(graph):
-        assert not resource.inputs["template"].get("volumes"), resource.name
-        app = _container(resource)
+        (collector,) = [
+            c for c in resource.inputs["template"]["containers"] if c["name"] == "collector"
+        ]
+        (env,) = collector["envs"]
+        config = json.loads(env["value"])
+        attrs = {a["key"]: a["value"] for a in config["processors"]["resource"]["attributes"]}
+        assert attrs == {
+            "location": resource.inputs["location"],
+            "cluster": "__run__",
+            "namespace": resource.inputs["name"],
+        }
+        (job,) = config["receivers"]["prometheus"]["config"]["scrape_configs"]
+        assert job["job_name"] == resource.inputs["name"]
+        assert config["exporters"] == {
+            "googlemanagedprometheus": {"project": graph.config["gcp:project"]}
+        }
         assert "PORT" not in _env(resource)
-        if "ports" in app:  # the API: Cloud Run sends requests (and PORT) to the container port
-            assert app["ports"]["containerPort"] == 8080
-        else:  # the worker pool sets no PORT: the subscriber's health server uses the default
-            assert Settings().port == 8080
+
+
+def test_the_project_is_never_read_before_its_apis_are_enabled() -> None:
+    # get_project reads the Resource Manager API, which a fresh project has not enabled yet: the
+    # one call (the project number in the API key secret's condition) must wait for resources
+    # made after the APIs (the mocks do not see invoke options, so the source is read).
+    calls = []
+    for path in INFRA.rglob("*.py"):
+        text = path.read_text()
+        for match in re.finditer(r"get_project(_output)?\(", text):
+            calls.append((path.name, text[match.start() : match.start() + 300]))
+    assert calls, "the program reads the project number somewhere"
+    for where, call in calls:
+        assert "InvokeOutputOptions(depends_on=" in call, where
 
 
 def test_subscriber_worker_pool_always_has_an_instance(graph: Graph) -> None:
@@ -501,3 +524,20 @@ def test_every_config_key_the_program_reads_is_documented_in_pulumi_yaml() -> No
             f"flightpipe:{k}" for k in declared
         }
         assert not unknown, f"Pulumi.{stack}.yaml sets undeclared keys {unknown}"
+
+
+def test_the_plain_e2e_key_is_mounted_nowhere_and_no_runtime_account_reads_it(
+    graph: Graph,
+) -> None:
+    plain = graph.exports["e2e_api_key_secret"]
+    assert plain and plain != graph.exports["api_keys_secret"]
+    for resource in _cloud_run(graph):
+        for env in _env(resource).values():
+            ref = env.get("valueSource", {}).get("secretKeyRef", {})
+            assert ref.get("secret") != plain, resource.name
+    readers = {
+        g.inputs["member"]
+        for g in graph.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+        if g.inputs["secretId"] == plain
+    }
+    assert not readers & set(_runtime_members(graph).values())

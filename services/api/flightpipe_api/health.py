@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from flightpipe import telemetry
 from flightpipe.warehouse import WarehouseError
 from flightpipe_api.context import get_warehouse
 from flightpipe_api.errors import RETRY_AFTER_SECONDS, error_response
@@ -33,5 +34,5 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text exposition of this process's metrics."""
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    """Prometheus text exposition of the API's metrics (not the pipeline's: see telemetry)."""
+    return Response(generate_latest(telemetry.api_metrics_registry()), mimetype=CONTENT_TYPE_LATEST)
