@@ -32,8 +32,7 @@ warehouse = Warehouse(
     "warehouse",
     WarehouseArgs(
         project=cfg.project,
-        dataset_id=names.dataset,
-        location=cfg.dataset_location,
+        dataset_id=names.dataset,  # created by the bootstrap (components/warehouse.py)
         deletion_protection=cfg.deletion_protection,
         with_pubsub_metadata=cfg.ingest_mode == "bigquery-subscription",
         labels=labels,
@@ -54,7 +53,7 @@ messaging = Messaging(
         ingest_mode=cfg.ingest_mode,
         labels=labels,
         table_ref=warehouse.table_ref,
-        dataset_id=warehouse.dataset.dataset_id,
+        dataset_id=warehouse.dataset_id,
     ),
     after_apis,
 )
@@ -63,9 +62,7 @@ identity = Identity(
     IdentityArgs(
         project=cfg.project,
         ingest_mode=cfg.ingest_mode,
-        subscription=messaging.subscription.name,
-        dead_letter_topic=messaging.dead_letter_topic.name,
-        dataset_id=warehouse.dataset.dataset_id,
+        dataset_id=warehouse.dataset_id,
         trace_to_cloud_trace=cfg.trace_exporter == "gcp",
     ),
     after_apis,
@@ -88,7 +85,7 @@ shared = environment.SharedNames(
     topic=messaging.topic.name,
     subscription=messaging.subscription.name,
     dead_letter_topic=messaging.dead_letter_topic.name,
-    dataset=warehouse.dataset.dataset_id,
+    dataset=warehouse.dataset_id,
 )
 runtime = Runtime(
     "runtime",
@@ -149,7 +146,7 @@ pulumi.export("topic", messaging.topic.name)
 pulumi.export("subscription", messaging.subscription.name)
 pulumi.export("dead_letter_topic", messaging.dead_letter_topic.name)
 pulumi.export("dead_letter_subscription", messaging.dead_letter_subscription.name)
-pulumi.export("dataset", warehouse.dataset.dataset_id)
+pulumi.export("dataset", warehouse.dataset_id)
 pulumi.export("table", warehouse.table.table_id)
 pulumi.export("view", warehouse.view.table_id)
 pulumi.export("api_image", registry.images["api"].ref)

@@ -18,9 +18,13 @@ deployer's custom role.
 
 No resource admin role either: each carries its resource type's setIamPolicy, a way to grant any
 role that `modifiedGrantsByRole` (a limit on the project's policy only) never sees. The deployer
-gets a custom role (`DEPLOYER_CUSTOM_ROLE_PERMISSIONS`) instead, and the main program grants on
-datasets and secrets at project level with a resource condition. What is left, on purpose and
-listed by the simulation: `RESOURCE_SET_IAM_EXCEPTIONS` and `DATASET_ACL_PERMISSIONS`.
+gets a custom role (`DEPLOYER_CUSTOM_ROLE_PERMISSIONS`) with no setIamPolicy at all; the main
+program makes every grant at project level (on datasets and secrets with a resource condition);
+the dataset, whose access list is a second way to share data, and the runtime accounts, which
+the deployer acts as, are the bootstrap's. So no identity CI can impersonate can grant a role
+outside `PROJECT_GRANTED_ROLES` or change its own trust; the simulation
+(`test_no_ci_identity_can_grant_or_widen_beyond_the_programs_list`) proves it over the bindings
+both programs declare.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ from typing import Final
 # types do not recognize resource attributes". It lists pubsublite.googleapis.com but not
 # pubsub.googleapis.com, and neither run.googleapis.com nor artifactregistry.googleapis.com in the
 # versions of the page the search tool holds. So BigQuery datasets and Secret Manager secrets are
-# granted at project level with a resource condition (below); topics, subscriptions and the Cloud
-# Run service keep resource-level grants, whose setIamPolicy the deployer must keep (see
-# RESOURCE_SET_IAM_EXCEPTIONS). Resource-name formats (same page, "Resource name format"):
+# granted at project level with a resource condition (below); the Pub/Sub and Cloud Run roles are
+# granted at project level unconditioned (PROJECT_GRANTED_ROLES says what that costs).
+# Resource-name formats (same page, "Resource name format"):
 # BigQuery `projects/PROJECT_ID/datasets/DATASET_ID[/tables/TABLE_ID]`, Secret Manager
 # `projects/PROJECT_NUMBER/secrets/SECRET_ID[/versions/VERSION]` (not re-read in full here: the
 # page's table was cut in the excerpts the search tool returns).
@@ -45,53 +49,129 @@ CONDITION_SERVICES: Final[tuple[str, ...]] = (
     "secretmanager.googleapis.com",
 )
 
-# Project-level grants of the main program (components/identity.py, messaging.py, runtime.py).
-# Unconditioned: the API's BigQuery jobs, both services' Prometheus sidecar and Cloud Trace spans
-# (nothing narrower exists for these). Conditioned on one resource (`resource_condition`): the
-# dataset roles and the API key secret's accessor. Every one goes through the deployer's one
-# conditioned projectIamAdmin binding, whose `modifiedGrantsByRole` list is exactly this tuple.
+# Project-level grants of the main program (components/identity.py, messaging.py, runtime.py,
+# monitoring.py). Every grant the program makes is one of these, at project level, so every one
+# goes through the deployer's one conditioned projectIamAdmin binding, whose `modifiedGrantsByRole`
+# list is exactly this tuple; the deployer holds no resource's setIamPolicy at all.
+# - Conditioned on one resource (`resource_condition`): the dataset roles and the secrets'
+#   accessor (BigQuery and Secret Manager read resource names, CONDITION_SERVICES).
+# - Unconditioned, because nothing narrower exists: BigQuery jobs, metric writes, trace spans.
+# - Unconditioned, the trade-off: Pub/Sub publisher/subscriber and Cloud Run invoker. Pub/Sub and
+#   Cloud Run do not read resource attributes in IAM Conditions (above), so a resource-level
+#   grant (TopicIAMMember, SubscriptionIAMMember, ServiceIamMember) would need the deployer to
+#   hold that type's setIamPolicy, with which it can grant any role to anyone on it. Granted at
+#   project level instead, in a project that holds only flightpipe (docs/deploying.md requires
+#   it), they reach every topic, subscription and Cloud Run service of the project: the
+#   subscriber may also consume the dead-letter inspection subscription and publish to the source
+#   topic, the Pub/Sub agent may publish to the source topic, the analyst group and the uptime
+#   agent may invoke every service (there is one, the API). Each still needs the API key for
+#   /v1 data. Google documents project-level grants of these roles as working: Pub/Sub's
+#   "Access control" page (https://cloud.google.com/pubsub/docs/access-control: "access control
+#   can be configured at the project level and at the individual resource level"), and roles
+#   granted on a project apply to its resources (IAM's resource hierarchy, inherited downwards).
+# Not roles/bigquery.dataEditor: the deployer may grant every role of this list to anyone,
+# itself included, at project level and unconditioned (`modifiedGrantsByRole` limits roles, not
+# members or conditions), and dataEditor holds bigquery.datasets.create, whose holder becomes the
+# OWNER of the dataset it creates (DATASET_ACCESS_PERMISSIONS) and can then grant any role on it.
+# The writers get TABLE_WRITER_ROLE_ID instead, a custom role of the bootstrap's.
 PROJECT_GRANTED_ROLES: Final[tuple[str, ...]] = (
-    "roles/bigquery.dataEditor",
     "roles/bigquery.dataViewer",
     "roles/bigquery.jobUser",
     "roles/cloudtrace.agent",
     "roles/monitoring.metricWriter",
-    "roles/secretmanager.secretAccessor",
-)
-
-# Resource-level grants of the main program that remain: on a topic, a subscription or the Cloud
-# Run API service, whose services IAM Conditions' resource attributes do not cover (above). The
-# deployer sets these through each resource's own setIamPolicy: that is the one power left to it
-# of granting a role outside PROJECT_GRANTED_ROLES (any role, to any member, on any topic,
-# subscription or Cloud Run service of the project). tests/infra/test_iam_simulation.py lists it
-# per identity and fails if any other setIamPolicy appears.
-RESOURCE_GRANTED_ROLES: Final[tuple[str, ...]] = (
     "roles/pubsub.publisher",
     "roles/pubsub.subscriber",
     "roles/run.invoker",
+    "roles/secretmanager.secretAccessor",
 )
-RESOURCE_SET_IAM_EXCEPTIONS: Final[tuple[str, ...]] = (
-    "pubsub.subscriptions.setIamPolicy",
-    "pubsub.topics.setIamPolicy",
-    "run.services.setIamPolicy",
+
+# The custom role the subscriber and the Pub/Sub agent (BigQuery subscription) write the events
+# table with, conditioned on the dataset: read the dataset's and the table's metadata, insert
+# rows (tabledata.insertAll needs bigquery.tables.updateData; Pub/Sub's BigQuery subscription
+# needs "permission to write to a specific BigQuery table and to read the table metadata",
+# https://cloud.google.com/pubsub/docs/bigquery, which asks for dataEditor or these). Every
+# permission is one of roles/bigquery.dataEditor's (a test checks). The bootstrap creates it;
+# the deployer can grant it (it is in the conditioned list, `granted_roles`) but cannot edit it
+# (no iam.roles.* write): an admin who can edit a role it may grant can grant anything.
+TABLE_WRITER_ROLE_ID: Final = "flightpipeTableWriter"
+TABLE_WRITER_PERMISSIONS: Final[tuple[str, ...]] = (
+    "bigquery.datasets.get",
+    "bigquery.tables.get",
+    "bigquery.tables.updateData",
 )
-# A second, non-IAM way to share data the deployer keeps: BigQuery datasets carry their own
-# access list (`access` entries: role + user/group/domain/special group), which
-# `datasets.update`/`patch` rewrites and which bigquery.datasets.update authorizes. The deployer
-# needs that permission to manage the dataset at all, so it can still give a dataset's
-# READER/WRITER/OWNER access to any principal; BigQuery also makes a dataset's creator its OWNER.
-# From BigQuery's dataset API and access-control docs as remembered, not re-read here: treat it as
-# a remaining power (reported per identity by the simulation) until checked against a project.
-DATASET_ACL_PERMISSIONS: Final[tuple[str, ...]] = ("bigquery.datasets.update",)
+
+
+def table_writer_role(project: str) -> str:
+    """The table writer custom role's name in `project`."""
+    return custom_role_name(project, TABLE_WRITER_ROLE_ID)
+
+
+def granted_roles(project: str) -> tuple[str, ...]:
+    """Every role the main program grants in `project`: the deployer's grant limit."""
+    return (*PROJECT_GRANTED_ROLES, table_writer_role(project))
+
+
+# The dataset is the bootstrap's, not the main program's (infra/bootstrap/__main__.py, option (a)
+# of #15): BigQuery datasets carry their own access list, a second way to share data that
+# `modifiedGrantsByRole` never sees.
+# - `datasets.patch`/`update` rewrite it and need bigquery.datasets.update on the dataset
+#   (BigQuery REST reference, "Method: datasets.patch", IAM Permissions: "bigquery.datasets.update
+#   on the dataset, bigquery.datasets.get on the dataset"; newer API versions add an `updateMode`
+#   where UPDATE_ACL needs bigquery.datasets.setIamPolicy: google-cloud-bigquery's UpdateMode
+#   reference, read through the search tool on 2026-12-01).
+# - `datasets.insert` with no `access` makes the creator the dataset's OWNER ("If unspecified at
+#   dataset creation time, BigQuery adds default dataset access for ... access.userByEmail:
+#   [dataset creator email]; access.role: OWNER": the Dataset resource's `access` field in the
+#   BigQuery v2 API reference), so bigquery.datasets.create alone is a way to hold dataOwner on a
+#   new dataset and grant anything there; with explicit `access` it is a way to grant READER/
+#   WRITER/OWNER of a new dataset to anyone.
+# So the deployer holds none of bigquery.datasets.create/update/delete/setIamPolicy: a human with
+# owner rights creates the dataset once, in the bootstrap, with an explicit access list and
+# `protect`, and a change to it (description, labels, location) goes through the bootstrap. The
+# main program manages only the tables and the view in it (bigquery.tables.*, which carry no
+# access list; table IAM is bigquery.tables.setIamPolicy, which the deployer does not hold).
+DATASET_ACCESS_PERMISSIONS: Final[tuple[str, ...]] = (
+    "bigquery.datasets.create",
+    "bigquery.datasets.delete",
+    "bigquery.datasets.setIamPolicy",
+    "bigquery.datasets.update",
+)
+
+# The runtime accounts, created by the bootstrap too, so that the deployer can be let act as
+# exactly these (roles/iam.serviceAccountUser on each account, not on the project: on the project
+# it could act as every account there, including a default compute account with roles/editor,
+# which holds iam.serviceAccountKeys.create). The main program refers to them by email, which
+# Google derives from the id: `SA_NAME@PROJECT_ID.iam.gserviceaccount.com` ("Service accounts
+# overview", https://cloud.google.com/iam/docs/service-account-overview). The subscriber's
+# account exists in both ingest modes (one bootstrap per project); in `bigquery-subscription`
+# mode the main program grants it nothing.
+RUNTIME_ACCOUNT_IDS: Final[dict[str, str]] = {
+    "api": "flightpipe-api",
+    "subscriber": "flightpipe-subscriber",
+}
+RUNTIME_ACCOUNT_NAMES: Final[dict[str, str]] = {
+    "api": "flightpipe API (Cloud Run)",
+    "subscriber": "flightpipe subscriber (Cloud Run worker pool)",
+}
+
+
+def service_account_email(project: str, account_id: str) -> str:
+    """A user-managed service account's email: `<id>@<project>.iam.gserviceaccount.com`."""
+    return f"{account_id}@{project}.iam.gserviceaccount.com"
+
 
 # The deployer's custom role, in place of pubsub.admin, run.admin, secretmanager.admin,
 # bigquery.dataOwner and artifactregistry.admin, each of which holds its resource type's
 # setIamPolicy. These are the lifecycle permissions of the resource types the main program
 # declares (and of the image push, the rollback and the post-deploy test's key read), taken from
-# those roles; no setIamPolicy but RESOURCE_SET_IAM_EXCEPTIONS, no tag bindings (a tag could
-# satisfy a tag-conditioned grant elsewhere), no column/row policies, no SSH into instances.
-# A test checks every entry against those predefined roles (tests/infra/data/gcp-iam-roles.json)
-# and that the role covers every deployer call of the IAM table for these services.
+# those roles. Left out on purpose, and checked by tests/infra/test_iam_simulation.py against the
+# bindings both programs declare: every setIamPolicy (all the program's grants are project-level,
+# above), the dataset's create/update/delete (DATASET_ACCESS_PERMISSIONS), tag bindings (a tag
+# could satisfy a tag-conditioned grant elsewhere), column/row policies, SSH into instances.
+# What stays that touches identity, and why it cannot widen trust: `*.getIamPolicy` (reads, for a
+# refresh); run.services/workerpools create/update and pubsub.subscriptions create/update (a
+# revision's or a push subscription's identity needs iam.serviceAccounts.actAs on that account,
+# which the deployer holds only on the runtime accounts, RUNTIME_ACCOUNT_IDS).
 DEPLOYER_CUSTOM_ROLE_ID: Final = "flightpipeDeployer"
 DEPLOYER_REPLACED_ROLES: Final[tuple[str, ...]] = (
     "roles/artifactregistry.admin",
@@ -120,25 +200,22 @@ DEPLOYER_CUSTOM_ROLE_PERMISSIONS: Final[tuple[str, ...]] = (
     "artifactregistry.tags.update",
     "artifactregistry.versions.get",
     "artifactregistry.versions.list",
-    # BigQuery: the dataset, its tables and view.
-    "bigquery.datasets.create",
-    "bigquery.datasets.delete",
+    # BigQuery: the tables and the view in the bootstrap's dataset (DATASET_ACCESS_PERMISSIONS
+    # says why nothing of the dataset's own but reading it).
     "bigquery.datasets.get",
     "bigquery.datasets.getIamPolicy",
-    "bigquery.datasets.update",
     "bigquery.tables.create",
     "bigquery.tables.delete",
     "bigquery.tables.get",
     "bigquery.tables.getIamPolicy",
     "bigquery.tables.list",
     "bigquery.tables.update",
-    # Pub/Sub: topics and subscriptions, and the policies that stay on them (see above).
+    # Pub/Sub: topics and subscriptions (their policies are read by a refresh, never set).
     "pubsub.subscriptions.create",
     "pubsub.subscriptions.delete",
     "pubsub.subscriptions.get",
     "pubsub.subscriptions.getIamPolicy",
     "pubsub.subscriptions.list",
-    "pubsub.subscriptions.setIamPolicy",
     "pubsub.subscriptions.update",
     "pubsub.topics.attachSubscription",
     "pubsub.topics.create",
@@ -148,9 +225,8 @@ DEPLOYER_CUSTOM_ROLE_PERMISSIONS: Final[tuple[str, ...]] = (
     "pubsub.topics.getIamPolicy",
     "pubsub.topics.list",
     "pubsub.topics.publish",  # the post-deploy test publishes one event
-    "pubsub.topics.setIamPolicy",
     "pubsub.topics.update",
-    # Cloud Run: the API service (and its invoker policy, see above) and the worker pool.
+    # Cloud Run: the API service and the worker pool (policies read, never set).
     "run.locations.list",
     "run.operations.get",
     "run.operations.list",
@@ -163,7 +239,6 @@ DEPLOYER_CUSTOM_ROLE_PERMISSIONS: Final[tuple[str, ...]] = (
     "run.services.get",
     "run.services.getIamPolicy",
     "run.services.list",
-    "run.services.setIamPolicy",
     "run.services.update",
     "run.workerpools.create",
     "run.workerpools.delete",
@@ -191,19 +266,28 @@ DEPLOYER_CUSTOM_ROLE_PERMISSIONS: Final[tuple[str, ...]] = (
     "resourcemanager.projects.get",
 )
 
-# The deployer's unconditioned predefined project-level roles: none sets any IAM policy.
-# Deliberately absent: roles/iam.serviceAccountAdmin (it sets service accounts' IAM policies, so
-# the deployer could let anyone impersonate it), roles/iam.workloadIdentityPoolAdmin (it could
-# loosen its own trust), an unconditioned roles/resourcemanager.projectIamAdmin (it could make
-# itself owner), and the service admin roles above (replaced by the custom role).
-# serviceAccountCreator/Deleter manage the runtime accounts without touching their policies.
+# The deployer's unconditioned predefined project-level roles: none sets any IAM policy, none
+# acts as or mints tokens for any account. Deliberately absent: roles/iam.serviceAccountAdmin (it
+# sets service accounts' IAM policies, so the deployer could let anyone impersonate it),
+# roles/iam.workloadIdentityPoolAdmin (it could loosen its own trust), an unconditioned
+# roles/resourcemanager.projectIamAdmin (it could make itself owner), the service admin roles
+# above (replaced by the custom role), and serviceAccountUser/Creator/Deleter at project level:
+# the runtime accounts are the bootstrap's, and the deployer may act as those two only
+# (RUNTIME_ACCOUNT_IDS).
+# - monitoring.editor: alert policies, dashboards, SLOs, uptime checks; no IAM permission.
+# - serviceusage.serviceUsageAdmin: enables the program's APIs. Enabling an API can create that
+#   API's Google-managed service agent with the role Google assigns it: a fixed role to a Google
+#   identity that no one outside Google can impersonate, not a grant the deployer chooses.
 DEPLOYER_PROJECT_ROLES: Final[tuple[str, ...]] = (
-    "roles/iam.serviceAccountCreator",
-    "roles/iam.serviceAccountDeleter",
-    "roles/iam.serviceAccountUser",
     "roles/monitoring.editor",
     "roles/serviceusage.serviceUsageAdmin",
 )
+
+# The deployer's roles on single service accounts (bootstrap): act as the runtime accounts (a
+# Cloud Run revision runs as one; the rollback updates the API service), mint an ID token for
+# itself (the post-deploy test calls the IAM-protected API).
+DEPLOYER_RUNTIME_ACCOUNT_ROLE: Final = "roles/iam.serviceAccountUser"
+DEPLOYER_SELF_ROLE: Final = "roles/iam.serviceAccountOpenIdTokenCreator"
 
 # The deployer's one conditioned project-level role.
 DEPLOYER_CONDITIONED_ROLE: Final = "roles/resourcemanager.projectIamAdmin"
@@ -227,11 +311,16 @@ PREVIEWER_PROJECT_ROLES: Final[tuple[str, ...]] = (
 )
 
 
-def grant_limit_condition(roles: tuple[str, ...] = PROJECT_GRANTED_ROLES) -> str:
-    """The CEL expression that limits a projectIamAdmin binding to granting `roles` only."""
+def grant_limit_condition(roles: tuple[str, ...]) -> str:
+    """The CEL expression that limits a projectIamAdmin binding to granting `roles` only.
+
+    A role is a predefined role (`roles/...`) or a project's custom role
+    (`projects/<p>/roles/<id>`), the name it is granted by."""
     for role in roles:
-        if not role.startswith("roles/") or "'" in role or "\\" in role:
-            raise ValueError(f"not a predefined role name: {role!r}")
+        predefined = role.startswith("roles/")
+        custom = role.startswith("projects/") and "/roles/" in role
+        if not (predefined or custom) or "'" in role or "\\" in role:
+            raise ValueError(f"not a role name: {role!r}")
     listed = ", ".join(f"'{role}'" for role in sorted(roles))
     return f"api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([{listed}])"
 

@@ -12,6 +12,10 @@ here is reachable by an identity CI can impersonate, so CI can never widen its o
   (trust.py says which job maps to which identity).
 - The deployer (what `pulumi up` and the post-deploy test run as) and, where merge-request
   previews are on, the read-only previewer. Their roles come from infra/grants.py.
+- What the deployer must not be able to make or reshape, because doing so is a grant no IAM
+  condition limits: the runtime service accounts (the deployer may act as these two and no other
+  account) and the BigQuery dataset (its access list; creating one makes its creator OWNER).
+  The main program refers to both by name (infra/grants.py says why, with Google's sources).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import bootstrap_config
 import grants
 from trust import DEPLOY, PREVIEW, principal_set
 
+from flightpipe.settings import Settings
+
 cfg = bootstrap_config.load()
 project = cfg.project
 
@@ -39,6 +45,7 @@ apis = [
         disable_on_destroy=False,
     )
     for api in (
+        "bigquery.googleapis.com",  # the warehouse dataset
         "cloudkms.googleapis.com",
         "cloudresourcemanager.googleapis.com",
         "iam.googleapis.com",
@@ -161,8 +168,7 @@ deployer_role = gcp.projects.IAMCustomRole(
     project=project,
     role_id=grants.DEPLOYER_CUSTOM_ROLE_ID,
     title="flightpipe deployer",
-    description="Manage flightpipe's resources; set IAM policies only on topics, "
-    "subscriptions and Cloud Run services (infra/grants.py)",
+    description="Manage flightpipe's resources; sets no IAM policy (infra/grants.py)",
     permissions=list(grants.DEPLOYER_CUSTOM_ROLE_PERMISSIONS),
     stage="GA",
     opts=after_apis,
@@ -176,6 +182,18 @@ gcp.projects.IAMMember(
     member=deployer.member,
     opts=after_apis,
 )
+# The role the main program writes the events table with (infra/grants.py says why not
+# bigquery.dataEditor). The deployer may grant it but not edit it.
+table_writer_role = gcp.projects.IAMCustomRole(
+    "table-writer-role",
+    project=project,
+    role_id=grants.TABLE_WRITER_ROLE_ID,
+    title="flightpipe table writer",
+    description="Insert rows into flightpipe's tables (infra/grants.py)",
+    permissions=list(grants.TABLE_WRITER_PERMISSIONS),
+    stage="GA",
+    opts=after_apis,
+)
 gcp.projects.IAMMember(
     "deployer-project-iam-limited",
     project=project,
@@ -184,7 +202,7 @@ gcp.projects.IAMMember(
     condition={
         "title": "only-flightpipe-project-grants",
         "description": "Only the project-level roles the main program grants (infra/grants.py)",
-        "expression": grants.grant_limit_condition(),
+        "expression": grants.grant_limit_condition(grants.granted_roles(project)),
     },
     opts=after_apis,
 )
@@ -204,8 +222,51 @@ gcp.kms.CryptoKeyIAMMember(
 gcp.serviceaccount.IAMMember(
     "deployer-self-id-token",
     service_account_id=deployer.name,
-    role="roles/iam.serviceAccountOpenIdTokenCreator",
+    role=grants.DEPLOYER_SELF_ROLE,
     member=deployer.member,
+)
+
+# The runtime accounts: made here so the deployer can act as exactly these (and run the Cloud Run
+# revisions and the rollback as them), with no project-wide serviceAccountUser that would let it
+# act as every account of the project (infra/grants.py, RUNTIME_ACCOUNT_IDS).
+runtime_accounts = {
+    short: gcp.serviceaccount.Account(
+        f"runtime-{short}",
+        project=project,
+        account_id=account_id,
+        display_name=grants.RUNTIME_ACCOUNT_NAMES[short],
+        opts=after_apis,
+    )
+    for short, account_id in grants.RUNTIME_ACCOUNT_IDS.items()
+}
+for short, runtime_account in runtime_accounts.items():
+    gcp.serviceaccount.IAMMember(
+        f"deployer-acts-as-{short}",
+        service_account_id=runtime_account.name,
+        role=grants.DEPLOYER_RUNTIME_ACCOUNT_ROLE,
+        member=deployer.member,
+    )
+
+# The warehouse dataset, the main program's tables live in it. Here, not in the main program:
+# creating a dataset, or updating its `access` list, grants access to it outside IAM's
+# modifiedGrantsByRole limit (infra/grants.py, DATASET_ACCESS_PERMISSIONS, with BigQuery's
+# sources), so the deployer holds neither. `accesses` is given explicitly, so BigQuery adds no
+# default entry (no creator OWNER, no projectReaders/projectWriters): the project's owners keep
+# OWNER (BigQuery wants an owner; terraform-google-bigquery v4.0's upgrade notes give this same
+# default for the same reason) and everyone else reads it through the main program's conditioned
+# project-level grants. `protect`: no change here (a new location, say) can replace or delete
+# the dataset and its data; `delete_contents_on_destroy=False`: even an unprotected destroy
+# refuses a dataset that still holds tables.
+dataset = gcp.bigquery.Dataset(
+    "warehouse-dataset",
+    project=project,
+    dataset_id=Settings().dataset,
+    location=cfg.dataset_location,
+    description="flightpipe: flight events and their current state",
+    labels={"app": "flightpipe", "managed-by": "pulumi", "env": cfg.env},
+    accesses=[{"role": "OWNER", "special_group": "projectOwners"}],
+    delete_contents_on_destroy=False,
+    opts=kept,
 )
 
 previewer: gcp.serviceaccount.Account | None = None
@@ -236,3 +297,7 @@ pulumi.export("secrets_provider", secrets_provider)
 pulumi.export("wif_provider", provider.name)
 pulumi.export("deployer_service_account", deployer.email)
 pulumi.export("previewer_service_account", previewer.email if previewer else None)
+pulumi.export("dataset", dataset.dataset_id)
+pulumi.export(
+    "runtime_service_accounts", {short: a.email for short, a in runtime_accounts.items()}
+)

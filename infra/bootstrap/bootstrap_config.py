@@ -18,6 +18,9 @@ class BootstrapConfig:
     trust: TrustPolicy
     state_location: str
     kms_location: str
+    # The warehouse dataset's location; the main stack's `flightpipe:datasetLocation` (which the
+    # services read as FLIGHTPIPE_BIGQUERY_LOCATION) must name the same one.
+    dataset_location: str
 
     @property
     def state_bucket(self) -> str:
@@ -41,4 +44,5 @@ def load() -> BootstrapConfig:
         ),
         state_location=cfg.get("stateLocation") or "US",
         kms_location=cfg.get("kmsLocation") or "us-central1",
+        dataset_location=cfg.get("datasetLocation") or "US",
     )

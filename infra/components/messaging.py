@@ -9,14 +9,19 @@ dead-letter topic whose own pull subscription keeps failed messages for inspecti
 
 Dead-lettering is done by the Pub/Sub service agent, not by the subscriber: it must be allowed to
 publish to the dead-letter topic and to subscribe (ack) on the source subscription, or failed
-messages are silently redelivered forever. In BigQuery-subscription mode the agent also writes the
-table, so it gets `bigquery.dataEditor` on the dataset only.
+messages are silently redelivered forever. Both roles are granted at project level (the project
+holds only flightpipe): Pub/Sub resources cannot be named in an IAM condition, and a topic's or a
+subscription's own policy would need the deployer to hold its setIamPolicy (infra/grants.py,
+PROJECT_GRANTED_ROLES, says why and what it costs). In BigQuery-subscription mode the agent also
+writes the table, so it gets the table writer custom role (infra/grants.py
+TABLE_WRITER_PERMISSIONS), conditioned on the dataset.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grants
 import pulumi
 import pulumi_gcp as gcp
 from config import IngestMode
@@ -81,10 +86,10 @@ class Messaging(pulumi.ComponentResource):
         )
         # The agent's member string, e.g. serviceAccount:service-123@gcp-sa-pubsub.iam...
         agent_member = self.service_agent.member
-        self.agent_publisher = gcp.pubsub.TopicIAMMember(
+        # Project level (infra/grants.py): dead-lettering publishes to the dead-letter topic.
+        self.agent_publisher = gcp.projects.IAMMember(
             f"{name}-agent-dlq-publisher",
             project=args.project,
-            topic=self.dead_letter_topic.name,
             role="roles/pubsub.publisher",
             member=agent_member,
             opts=child,
@@ -100,7 +105,7 @@ class Messaging(pulumi.ComponentResource):
             self.agent_data_editor = project_grant_on(
                 f"{name}-agent-data-editor",
                 project=args.project,
-                role="roles/bigquery.dataEditor",
+                role=grants.table_writer_role(args.project),
                 member=agent_member,
                 service="bigquery.googleapis.com",
                 resource_name=dataset_name(args.project, args.dataset_id),
@@ -135,10 +140,11 @@ class Messaging(pulumi.ComponentResource):
             labels=args.labels,
             opts=subscription_opts,
         )
-        self.agent_subscriber = gcp.pubsub.SubscriptionIAMMember(
+        # Project level (infra/grants.py): the agent acks on the source subscription what it
+        # dead-letters.
+        self.agent_subscriber = gcp.projects.IAMMember(
             f"{name}-agent-subscriber",
             project=args.project,
-            subscription=self.subscription.name,
             role="roles/pubsub.subscriber",
             member=agent_member,
             opts=child,

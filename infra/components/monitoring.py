@@ -551,11 +551,11 @@ class Monitoring(pulumi.ComponentResource):
             service=UPTIME_AGENT_SERVICE,
             opts=self._child,
         )
-        gcp.cloudrunv2.ServiceIamMember(
+        # At project level (infra/grants.py, PROJECT_GRANTED_ROLES: a service's own policy would
+        # need the deployer to hold run.services.setIamPolicy); the project's one service is the API.
+        gcp.projects.IAMMember(
             f"{self._name}-uptime-invoker",
             project=a.project,
-            location=a.api_location,
-            name=a.api_service_name,
             role="roles/run.invoker",
             member=self.uptime_agent.member,
             opts=pulumi.ResourceOptions(

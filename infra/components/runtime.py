@@ -12,7 +12,7 @@ holds traffic until the warehouse is reachable, the liveness probe on `/healthz`
 worker. Cloud Run sets `PORT` itself (8080). Environment variable names are exactly the ones
 `flightpipe.settings` reads (a test checks); the API keys come from Secret Manager, never from
 plain configuration. Only the analyst group may invoke the API (and the uptime check's service
-agent, granted by the monitoring component).
+agent, granted by the monitoring component), both at project level (infra/grants.py says why).
 
 Metrics: both resources run the Google-Built OpenTelemetry Collector as a sidecar (container
 `collector`, components/collector.py says why not the Managed Prometheus sidecar and what labels
@@ -184,11 +184,13 @@ class Runtime(pulumi.ComponentResource):
                 depends_on=[self.secret_access, *secret_ready, *args.depends_on],
             ),
         )
-        self.api_invoker = gcp.cloudrunv2.ServiceIamMember(
+        # Project level, not the service's own policy: Cloud Run services cannot be named in an
+        # IAM condition, and ServiceIamMember would need the deployer to hold
+        # run.services.setIamPolicy (infra/grants.py, PROJECT_GRANTED_ROLES). The project holds
+        # one Cloud Run service, this one.
+        self.api_invoker = gcp.projects.IAMMember(
             f"{name}-api-invoker",
             project=args.project,
-            location=args.region,
-            name=self.api.name,
             role="roles/run.invoker",
             member=args.analyst_group,
             opts=child,

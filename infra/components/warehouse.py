@@ -1,4 +1,9 @@
-"""Warehouse: the BigQuery dataset, the `events` table and the `flights_current` view.
+"""Warehouse: the `events` table and the `flights_current` view, in the bootstrap's dataset.
+
+The dataset itself is created by the bootstrap (infra/bootstrap/__main__.py), by a human with
+owner rights, with an explicit access list and `protect`: creating or updating a dataset is a way
+to grant access to it that no IAM condition limits, so the deployer may do neither
+(infra/grants.py, DATASET_ACCESS_PERMISSIONS). This component only names it.
 
 The table's schema is generated from the shared contract (`flightpipe.contract`), the same code the
 services validate messages with, so the warehouse cannot drift from what publishers send. It is
@@ -67,36 +72,25 @@ def current_state_sql(project: str, dataset: str) -> str:
 @dataclass(frozen=True)
 class WarehouseArgs:
     project: str
-    dataset_id: str
-    location: str
+    dataset_id: str  # the bootstrap's dataset (flightpipe.settings' default name)
     deletion_protection: bool
     with_pubsub_metadata: bool
     labels: dict[str, str]
 
 
 class Warehouse(pulumi.ComponentResource):
-    """The dataset, the events table and the current-state view."""
+    """The events table and the current-state view, in the bootstrap's dataset."""
 
     def __init__(
         self, name: str, args: WarehouseArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("flightpipe:infra:Warehouse", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.dataset = gcp.bigquery.Dataset(
-            f"{name}-dataset",
-            project=args.project,
-            dataset_id=args.dataset_id,
-            location=args.location,
-            description="flightpipe: flight events and their current state",
-            labels=args.labels,
-            # Outside prod a destroy must be able to drop the tables with the dataset.
-            delete_contents_on_destroy=not args.deletion_protection,
-            opts=child,
-        )
+        self.dataset_id: pulumi.Output[str] = pulumi.Output.from_input(args.dataset_id)
         self.table = gcp.bigquery.Table(
             f"{name}-events",
             project=args.project,
-            dataset_id=self.dataset.dataset_id,
+            dataset_id=self.dataset_id,
             table_id=TABLE_ID,
             description="Every flight event received (append-only; duplicates possible)",
             schema=json.dumps(table_schema(with_pubsub_metadata=args.with_pubsub_metadata)),
@@ -109,7 +103,7 @@ class Warehouse(pulumi.ComponentResource):
         self.view = gcp.bigquery.Table(
             f"{name}-current",
             project=args.project,
-            dataset_id=self.dataset.dataset_id,
+            dataset_id=self.dataset_id,
             table_id=VIEW_ID,
             description="The latest event of each flight",
             view={
@@ -122,8 +116,8 @@ class Warehouse(pulumi.ComponentResource):
         )
         # `project.dataset.table`, the form Pub/Sub's BigQuery subscription takes.
         self.table_ref: pulumi.Output[str] = pulumi.Output.concat(
-            args.project, ".", self.dataset.dataset_id, ".", self.table.table_id
+            args.project, ".", self.dataset_id, ".", self.table.table_id
         )
         self.register_outputs(
-            {"dataset": self.dataset.dataset_id, "table": self.table.table_id, "view": VIEW_ID}
+            {"dataset": self.dataset_id, "table": self.table.table_id, "view": VIEW_ID}
         )

@@ -44,7 +44,7 @@ from tests.infra.program import INFRA, Graph, Recorded, RecordingMocks
 BOOTSTRAP = INFRA / "bootstrap"
 ROLES_FILE = Path(__file__).resolve().parent / "data" / "gcp-iam-roles.json"
 PROJECT = "project"
-_GRANT_LIMIT = re.compile(
+GRANT_LIMIT = re.compile(
     r"^api\.getAttribute\('iam\.googleapis\.com/modifiedGrantsByRole', \[\]\)"
     r"\.hasOnly\(\[((?:'[^']+'(?:, )?)*)\]\)$"
 )
@@ -128,7 +128,7 @@ class Binding:
         """Whether the condition holds for a call that grants `grants` (None: grants nothing)."""
         if self.condition is None or resource_limit(self.condition) is not None:
             return True  # a resource limit is applied by placing the binding at that resource
-        match = _GRANT_LIMIT.match(self.condition)
+        match = GRANT_LIMIT.match(self.condition)
         if not match:
             raise AssertionError(f"{self.resource}: cannot evaluate condition {self.condition!r}")
         allowed = {r.strip("'") for r in match.group(1).split(", ") if r}
