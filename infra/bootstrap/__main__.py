@@ -32,8 +32,6 @@ import bootstrap_config
 import grants
 from trust import DEPLOY, PREVIEW, principal_set
 
-from flightpipe.settings import Settings
-
 cfg = bootstrap_config.load()
 project = cfg.project
 
@@ -260,7 +258,7 @@ for short, runtime_account in runtime_accounts.items():
 dataset = gcp.bigquery.Dataset(
     "warehouse-dataset",
     project=project,
-    dataset_id=Settings().dataset,
+    dataset_id=cfg.dataset_id,
     location=cfg.dataset_location,
     description="flightpipe: flight events and their current state",
     labels={"app": "flightpipe", "managed-by": "pulumi", "env": cfg.env},
@@ -298,6 +296,4 @@ pulumi.export("wif_provider", provider.name)
 pulumi.export("deployer_service_account", deployer.email)
 pulumi.export("previewer_service_account", previewer.email if previewer else None)
 pulumi.export("dataset", dataset.dataset_id)
-pulumi.export(
-    "runtime_service_accounts", {short: a.email for short, a in runtime_accounts.items()}
-)
+pulumi.export("runtime_service_accounts", {short: a.email for short, a in runtime_accounts.items()})

@@ -21,6 +21,10 @@ class BootstrapConfig:
     # The warehouse dataset's location; the main stack's `flightpipe:datasetLocation` (which the
     # services read as FLIGHTPIPE_BIGQUERY_LOCATION) must name the same one.
     dataset_location: str
+    # The warehouse dataset's id: the services' default (flightpipe.settings `dataset`), which
+    # the main program names its tables' dataset by; tests/infra/test_iam_simulation.py checks
+    # they are the same. (The bootstrap does not import flightpipe: it is type-checked alone.)
+    dataset_id: str
 
     @property
     def state_bucket(self) -> str:
@@ -45,4 +49,5 @@ def load() -> BootstrapConfig:
         state_location=cfg.get("stateLocation") or "US",
         kms_location=cfg.get("kmsLocation") or "us-central1",
         dataset_location=cfg.get("datasetLocation") or "US",
+        dataset_id=cfg.get("datasetId") or "flights",
     )

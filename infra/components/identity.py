@@ -9,8 +9,9 @@ project-level and goes through the deployer's conditioned projectIamAdmin (infra
   dead-letters messages that fail the contract straight away), unconditioned because Pub/Sub
   resources cannot be named in an IAM condition (the project holds only flightpipe's topics and
   subscriptions); the table writer custom role (infra/grants.py: dataEditor would let the
-  deployer, who may grant it to itself, create datasets) conditioned on the dataset. In `bigquery-subscription`
-  mode Pub/Sub writes the table and the subscriber's account is granted nothing.
+  deployer, who may grant it to itself, create datasets) conditioned on the dataset. In
+  `bigquery-subscription` mode Pub/Sub writes the table and the subscriber's account is granted
+  nothing.
 - api: `bigquery.dataViewer` conditioned on the dataset and `bigquery.jobUser` (a query is a
   job, and jobs only exist at project level).
 Both: `monitoring.metricWriter`, for the collector sidecar that writes the service's metrics (it

@@ -552,7 +552,8 @@ class Monitoring(pulumi.ComponentResource):
             opts=self._child,
         )
         # At project level (infra/grants.py, PROJECT_GRANTED_ROLES: a service's own policy would
-        # need the deployer to hold run.services.setIamPolicy); the project's one service is the API.
+        # need the deployer to hold run.services.setIamPolicy); the project's one service is the
+        # API.
         gcp.projects.IAMMember(
             f"{self._name}-uptime-invoker",
             project=a.project,

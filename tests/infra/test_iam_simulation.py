@@ -471,7 +471,9 @@ def _needed_accounts(stack: str) -> set[tuple[str, str]]:
     }
 
 
-def ci_powers(stack: str, extra: tuple[Binding, ...] = ()) -> tuple[dict[str, str], dict[str, set[str]]]:
+def ci_powers(
+    stack: str, extra: tuple[Binding, ...] = ()
+) -> tuple[dict[str, str], dict[str, set[str]]]:
     """What CI can reach in `stack` and the widening powers of each, from the bindings the two
     programs declare (plus `extra`, for the tests that prove the check bites)."""
     found = _stack_bindings(stack) | set(extra)
@@ -533,8 +535,9 @@ def test_the_ci_check_follows_impersonation_and_self_grants() -> None:
     _, powers = ci_powers("dev", (limited,))
     assert any(p.startswith("bigquery.datasets.create (self-granted") for p in powers[deployer])
     other = f"serviceAccount:{boot.exports['deployer_service_account']}".replace("deployer", "x")
-    token = Binding(f"service-account:{other[15:]}", "roles/iam.serviceAccountTokenCreator",
-                    deployer, None, "x")
+    token = Binding(
+        f"service-account:{other[15:]}", "roles/iam.serviceAccountTokenCreator", deployer, None, "x"
+    )
     _, powers = ci_powers("dev", (token,))
     assert any("no call to act as" in p for p in powers[deployer])
 
@@ -627,7 +630,7 @@ def test_the_dataset_is_the_bootstraps_with_an_explicit_access_list_and_protecte
     # Mocks do not see resource options: read them from the source (a replace or delete of a
     # protected resource fails the update instead of dropping the data).
     source = (REPO / "infra" / "bootstrap" / "__main__.py").read_text()
-    call = source[source.index('dataset = gcp.bigquery.Dataset('):]
+    call = source[source.index("dataset = gcp.bigquery.Dataset(") :]
     call = call[: call.index("\n)\n")]
     assert "opts=kept" in call
     assert "kept = pulumi.ResourceOptions(depends_on=apis, protect=True)" in source
