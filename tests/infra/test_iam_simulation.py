@@ -4,7 +4,13 @@ For each stack (dev, prod) and ingest mode, the main program and that stack's bo
 mocks; their IAM member resources become bindings (tests/infra/iam_model.py); every call of
 tests/infra/iam_calls.py must be granted, by a predefined role holding the permission, at the
 resource it acts on or above. The permissions granted that no call needs are reported per
-identity in build/iam-surplus.md, written by every run (docs/iam-surplus.md is a snapshot of it).
+identity in build/iam-surplus.md, written by every run (docs/iam-surplus.md is a snapshot of it,
+and a test fails when the snapshot is stale).
+
+What CI can do beyond the program's list: from GitLab's federated principals, every identity
+reachable by impersonation through the declared bindings (`reach_and_powers`), with the roles a
+grant-limited projectIamAdmin may give itself counted as held; none may hold a widening
+permission (`widening`) or act as an account outside its calls.
 """
 
 from __future__ import annotations
@@ -755,3 +761,10 @@ def test_surplus_report_names_every_identity_and_is_written() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report)
     print(f"IAM surplus report: {path}")
+
+
+def test_the_documented_report_is_the_current_one() -> None:
+    """docs/iam-surplus.md is what the simulation reports today (copy build/iam-surplus.md)."""
+    assert (REPO / "docs" / "iam-surplus.md").read_text() == surplus_report(), (
+        "docs/iam-surplus.md is stale: cp build/iam-surplus.md docs/iam-surplus.md"
+    )
