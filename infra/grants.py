@@ -52,7 +52,8 @@ CONDITION_SERVICES: Final[tuple[str, ...]] = (
 # Project-level grants of the main program (components/identity.py, messaging.py, runtime.py,
 # monitoring.py). Every grant the program makes is one of these, at project level, so every one
 # goes through the deployer's one conditioned projectIamAdmin binding, whose `modifiedGrantsByRole`
-# list is exactly this tuple; the deployer holds no resource's setIamPolicy at all.
+# list is exactly this tuple plus the table writer role (`granted_roles`); the deployer holds no
+# resource's setIamPolicy at all.
 # - Conditioned on one resource (`resource_condition`): the dataset roles and the secrets'
 #   accessor (BigQuery and Secret Manager read resource names, CONDITION_SERVICES).
 # - Unconditioned, because nothing narrower exists: BigQuery jobs, metric writes, trace spans.
@@ -63,7 +64,7 @@ CONDITION_SERVICES: Final[tuple[str, ...]] = (
 #   project level instead, in a project that holds only flightpipe (docs/deploying.md requires
 #   it), they reach every topic, subscription and Cloud Run service of the project: the
 #   subscriber may also consume the dead-letter inspection subscription and publish to the source
-#   topic, the Pub/Sub agent may publish to the source topic, the analyst group and the uptime
+#   topic, the Pub/Sub agent may publish to every topic, the analyst group and the uptime
 #   agent may invoke every service (there is one, the API). Each still needs the API key for
 #   /v1 data. Google documents project-level grants of these roles as working: Pub/Sub's
 #   "Access control" page (https://cloud.google.com/pubsub/docs/access-control: "access control
@@ -87,10 +88,15 @@ PROJECT_GRANTED_ROLES: Final[tuple[str, ...]] = (
 
 # The custom role the subscriber and the Pub/Sub agent (BigQuery subscription) write the events
 # table with, conditioned on the dataset: read the dataset's and the table's metadata, insert
-# rows (tabledata.insertAll needs bigquery.tables.updateData; Pub/Sub's BigQuery subscription
-# needs "permission to write to a specific BigQuery table and to read the table metadata",
-# https://cloud.google.com/pubsub/docs/bigquery, which asks for dataEditor or these). Every
-# permission is one of roles/bigquery.dataEditor's (a test checks). The bootstrap creates it;
+# rows (tabledata.insertAll needs bigquery.tables.updateData; the subscriber's recorded RPCs are
+# in tests/infra/iam_calls.py). For Pub/Sub's BigQuery subscription this departs from Google's
+# page ("Create BigQuery subscriptions", https://cloud.google.com/pubsub/docs/create-bigquery-
+# subscription, read through the search tool on 2026-12-01), which asks for roles/bigquery.
+# dataEditor on the project or the table; which permissions Pub/Sub really checks is not
+# published and not checkable here. If Pub/Sub refuses the subscription (create fails, or its
+# `state` is PERMISSION_DENIED), the fix is an owner's grant of dataEditor to the agent on the
+# dataset in the bootstrap, never dataEditor in this list. Every permission is one of
+# roles/bigquery.dataEditor's (a test checks). The bootstrap creates it;
 # the deployer can grant it (it is in the conditioned list, `granted_roles`) but cannot edit it
 # (no iam.roles.* write): an admin who can edit a role it may grant can grant anything.
 TABLE_WRITER_ROLE_ID: Final = "flightpipeTableWriter"
@@ -111,14 +117,14 @@ def granted_roles(project: str) -> tuple[str, ...]:
     return (*PROJECT_GRANTED_ROLES, table_writer_role(project))
 
 
-# The dataset is the bootstrap's, not the main program's (infra/bootstrap/__main__.py, option (a)
-# of #15): BigQuery datasets carry their own access list, a second way to share data that
-# `modifiedGrantsByRole` never sees.
+# The dataset is the bootstrap's, not the main program's (infra/bootstrap/__main__.py): BigQuery
+# datasets carry their own access list, a second way to share data that `modifiedGrantsByRole`
+# never sees.
 # - `datasets.patch`/`update` rewrite it and need bigquery.datasets.update on the dataset
 #   (BigQuery REST reference, "Method: datasets.patch", IAM Permissions: "bigquery.datasets.update
 #   on the dataset, bigquery.datasets.get on the dataset"; newer API versions add an `updateMode`
-#   where UPDATE_ACL needs bigquery.datasets.setIamPolicy: google-cloud-bigquery's UpdateMode
-#   reference, read through the search tool on 2026-12-01).
+#   where UPDATE_ACL needs bigquery.datasets.setIamPolicy: Google::Cloud::Bigquery::UpdateMode (Ruby
+#   client) reference, read through the search tool on 2026-12-01).
 # - `datasets.insert` with no `access` makes the creator the dataset's OWNER ("If unspecified at
 #   dataset creation time, BigQuery adds default dataset access for ... access.userByEmail:
 #   [dataset creator email]; access.role: OWNER": the Dataset resource's `access` field in the
@@ -127,7 +133,8 @@ def granted_roles(project: str) -> tuple[str, ...]:
 #   WRITER/OWNER of a new dataset to anyone.
 # So the deployer holds none of bigquery.datasets.create/update/delete/setIamPolicy: a human with
 # owner rights creates the dataset once, in the bootstrap, with an explicit access list and
-# `protect`, and a change to it (description, labels, location) goes through the bootstrap. The
+# `protect`, and a change to it (description, labels) goes through the bootstrap; its location
+# cannot change (`protect` refuses the replacement, which would drop the data). The
 # main program manages only the tables and the view in it (bigquery.tables.*, which carry no
 # access list; table IAM is bigquery.tables.setIamPolicy, which the deployer does not hold).
 DATASET_ACCESS_PERMISSIONS: Final[tuple[str, ...]] = (

@@ -492,9 +492,10 @@ def test_no_ci_identity_can_grant_or_widen_beyond_the_programs_list(stack: str) 
     impersonation the bindings allow (getAccessToken, actAs, ...) to every identity CI can be;
     none may hold a setIamPolicy other than the deployer's one limited projectIamAdmin (whose
     listed roles count as held), a dataset's create/update/setIamPolicy, a pool or provider
-    write, a role write, a key, or act as an account outside its calls. On the design before this
-    change it fails with pubsub.topics/subscriptions and run.services setIamPolicy,
-    bigquery.datasets.create/update, and actAs on every account of the project."""
+    write, a role write, a key, or act as an account outside its calls. The design before this
+    change held pubsub.topics/subscriptions and run.services setIamPolicy, bigquery.datasets.
+    create/update and serviceAccountUser on the project: each is a case of
+    test_the_ci_check_fails_on_a_binding_that_widens."""
     reached, powers = ci_powers(stack)
     names = set(reached.values())
     boot = bootstrap_for(stack)
@@ -540,10 +541,9 @@ def test_the_ci_check_follows_impersonation_and_self_grants() -> None:
     limited = Binding("project", grants.DEPLOYER_CONDITIONED_ROLE, deployer, listing, "x")
     _, powers = ci_powers("dev", (limited,))
     assert any(p.startswith("bigquery.datasets.create (self-granted") for p in powers[deployer])
-    other = f"serviceAccount:{boot.exports['deployer_service_account']}".replace("deployer", "x")
-    token = Binding(
-        f"service-account:{other[15:]}", "roles/iam.serviceAccountTokenCreator", deployer, None, "x"
-    )
+    # Another account of the project, which no call of the deployer acts as.
+    other = "service-account:flightpipe-other@flightpipe-dev.iam.gserviceaccount.com"
+    token = Binding(other, "roles/iam.serviceAccountTokenCreator", deployer, None, "x")
     _, powers = ci_powers("dev", (token,))
     assert any("no call to act as" in p for p in powers[deployer])
 
@@ -632,7 +632,10 @@ def test_the_dataset_is_the_bootstraps_with_an_explicit_access_list_and_protecte
         dataset = boot.one("gcp:bigquery/dataset:Dataset")
         assert dataset.inputs["accesses"] == [{"role": "OWNER", "specialGroup": "projectOwners"}]
         assert dataset.inputs["deleteContentsOnDestroy"] is False
-        assert dataset.inputs["datasetId"] == graph_for(stack, "subscriber").exports["dataset"]
+        main = graph_for(stack, "subscriber")
+        assert dataset.inputs["datasetId"] == main.exports["dataset"]
+        # The services query in the main stack's location (FLIGHTPIPE_BIGQUERY_LOCATION).
+        assert dataset.inputs["location"] == main.config["flightpipe:datasetLocation"]
     # Mocks do not see resource options: read them from the source (a replace or delete of a
     # protected resource fails the update instead of dropping the data).
     source = (REPO / "infra" / "bootstrap" / "__main__.py").read_text()
