@@ -677,10 +677,13 @@ def surplus_report() -> str:
         resolved, found = all_calls(stack, mode)
         roles = role_permissions()  # after bindings(): it registers the graphs' custom roles
         members = {member: c.identity for c, member, _ in resolved}
-        for c, _, _ in resolved:
+        project = graph_for(stack, mode).config["gcp:project"]
+        for c, _, scope in resolved:
             name = "deployer" if c.identity == "post-deploy-test" else c.identity
             needed.setdefault(name, set()).add(c.permission)
-            covered.setdefault(name, set()).add(f"{c.permission} on {c.scope}")
+            # One line per call over both stacks: the project id as a placeholder.
+            where = scope.replace(project, "<project>")
+            covered.setdefault(name, set()).add(f"{c.permission} on {where}")
         for b in found:
             who = members.get(b.member)
             if who:
@@ -744,6 +747,12 @@ def surplus_report() -> str:
             f" surplus (granted, no call needs): {len(surplus)}",
         ]
         lines += [
+            "",
+            "<details><summary>calls covered (permission on resource)</summary>",
+            "",
+            *[f"- `{c}`" for c in sorted(covered.get(name, ()))],
+            "",
+            "</details>",
             "",
             "<details><summary>surplus</summary>",
             "",
