@@ -305,11 +305,11 @@ DEPLOYER_CONDITIONED_ROLE: Final = "roles/resourcemanager.projectIamAdmin"
 PREVIEWER_PROJECT_ROLES: Final[tuple[str, ...]] = (
     "roles/artifactregistry.reader",
     "roles/bigquery.metadataViewer",
+    # Its resourcemanager.projects.getIamPolicy refreshes every grant of the program, all of
+    # which are project-level (no roles/iam.securityReviewer: it read the topics' and
+    # subscriptions' own policies, which the program no longer sets, and 170-odd more; no
+    # roles/iam.serviceAccountViewer: the program declares no account, the bootstrap does).
     "roles/browser",
-    # Read-only IAM policies of every resource type: pubsub.viewer lacks topics/subscriptions
-    # getIamPolicy, which refreshing the program's TopicIAMMember/SubscriptionIAMMember needs.
-    "roles/iam.securityReviewer",
-    "roles/iam.serviceAccountViewer",
     "roles/monitoring.viewer",
     "roles/pubsub.viewer",
     "roles/run.viewer",
