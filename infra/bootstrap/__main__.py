@@ -250,9 +250,10 @@ for short, runtime_account in runtime_accounts.items():
 # modifiedGrantsByRole limit (infra/grants.py, DATASET_ACCESS_PERMISSIONS, with BigQuery's
 # sources), so the deployer holds neither. `accesses` is given explicitly, so BigQuery adds no
 # default entry (no creator OWNER, no projectReaders/projectWriters): the project's owners keep
-# OWNER (BigQuery wants an owner; terraform-google-bigquery v4.0's upgrade notes give this same
-# default for the same reason) and everyone else reads it through the main program's conditioned
-# project-level grants. `protect`: no change here (a new location, say) can replace or delete
+# OWNER ("the BigQuery API requires at least one owner on the dataset": terraform-google-bigquery's
+# v4.0 upgrade notes, whose default is also the projectOwners special group; not checked against
+# the API here) and everyone else reads it through the main program's conditioned project-level
+# grants. `protect`: no change here (a new location, say) can replace or delete
 # the dataset and its data; `delete_contents_on_destroy=False`: even an unprotected destroy
 # refuses a dataset that still holds tables.
 dataset = gcp.bigquery.Dataset(
