@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -148,6 +148,15 @@ def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
         log.debug("rollback after a failed write: %s", exc)
 
 
+def _attach_utc(rows: list[dict[str, Any]], naive: Sequence[str]) -> None:
+    """Naive timestamps are UTC (see `_select`): attach the zone in place."""
+    for row in rows:
+        for name in naive:
+            value = row[name]
+            if value is not None:
+                row[name] = value.replace(tzinfo=dt.UTC)
+
+
 class DuckDBWarehouse:
     """The embedded warehouse (see the module docstring)."""
 
@@ -238,13 +247,7 @@ class DuckDBWarehouse:
             description = cur.description or ()
             names = [d[0] for d in description]
             rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        # Naive timestamps are UTC (see `_select`).
-        naive = [d[0] for d in description if d[1] == "TIMESTAMP"]
-        for row in rows:
-            for name in naive:
-                value = row[name]
-                if value is not None:
-                    row[name] = value.replace(tzinfo=dt.UTC)
+        _attach_utc(rows, [d[0] for d in description if d[1] == "TIMESTAMP"])
         return rows
 
     # --- writes ------------------------------------------------------------------------------
@@ -319,6 +322,68 @@ class DuckDBWarehouse:
             "LIMIT $limit",
             params,
         )
+
+    def export_flights(
+        self,
+        flt: FlightFilter,
+        limit: int,
+        after: PageKey | None = None,
+        sort: Sort = DEFAULT_SORT,
+        columns: Sequence[str] | None = None,
+        chunk: int = 5000,
+    ) -> Generator[list[dict[str, Any]], None, None]:
+        """`list_flights`' rows as lists of at most `chunk`, from one query on one snapshot.
+
+        One cursor of its own per export, in a read transaction (DuckDB's MVCC: the export sees
+        the data as of its start, whatever the subscriber commits meanwhile), its result fetched
+        `chunk` rows at a time: the query runs once, where a keyset page per chunk re-ran the
+        top-N over the whole table for every chunk. Nothing runs until the first `next()`; the
+        cursor is closed when the iterator ends or is closed.
+        """
+        clauses, bound = q.where(flt, "$")
+        if after is not None:
+            clause, more = q.after_clause(sort, after, "$")
+            clauses.append(clause)
+            bound += more
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params: dict[str, Any] = {b.name: b.value for b in bound}
+        params["limit"] = limit
+        sql = (
+            f"SELECT {_select(q.checked_columns(columns))} FROM flights {where} "
+            f"{q.order_by(sort)} LIMIT $limit"
+        )
+        return self._export(sql, params, max(1, chunk))
+
+    def _export(
+        self, sql: str, params: dict[str, Any], chunk: int
+    ) -> Generator[list[dict[str, Any]], None, None]:
+        with self._errors():
+            cur = self._conn.cursor()
+        try:
+            with WATCHDOG.guard(self.query_timeout, cur.interrupt), self._errors():
+                cur.execute("SET TimeZone = 'UTC'")
+                cur.execute("BEGIN TRANSACTION")
+                cur.execute(sql, params)
+            description = cur.description or ()
+            names = [d[0] for d in description]
+            naive = [d[0] for d in description if d[1] == "TIMESTAMP"]
+            while True:
+                # Each fetch gets the query timeout afresh: a slow client is not a slow query.
+                with WATCHDOG.guard(self.query_timeout, cur.interrupt), self._errors():
+                    fetched = cur.fetchmany(chunk)
+                if not fetched:
+                    return
+                rows = [dict(zip(names, row, strict=True)) for row in fetched]
+                _attach_utc(rows, naive)
+                yield rows
+                if len(fetched) < chunk:
+                    return
+        finally:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error as exc:
+                log.debug("closing an export's transaction: %s", exc)
+            cur.close()
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
         """The current state of one flight, or None."""

@@ -204,18 +204,47 @@ def test_an_export_read_to_the_end_frees_its_slot_even_if_never_closed(
         # not closed: the generator's end released the slot
 
 
-def test_a_large_export_starts_before_its_body_is_produced(
+def test_a_large_export_is_one_query_read_as_the_client_takes_it(
     warehouse: DuckDBWarehouse, mocker: Any
 ) -> None:
     mocker.patch.object(routes, "EXPORT_CHUNK", 2)  # chunks of 2 flights
     client = create_app(load_settings({}), warehouse=warehouse).test_client()
-    spy = mocker.spy(warehouse, "list_flights")
+    exports = mocker.spy(warehouse, "export_flights")
+    pages = mocker.spy(warehouse, "list_flights")
+    encoded = mocker.spy(routes.output, "encode_rows")
     response = client.get("/v1/flights?format=csv&limit=50000", buffered=False)
     assert response.status_code == 200 and "Content-Length" not in response.headers
-    assert spy.call_count == 1  # only the first chunk read: the rest waits for the client
+    assert encoded.call_count == 1  # only the first chunk read: the rest waits for the client
     assert len(b"".join(response.response).splitlines()) == 1 + len(ODD_TAILS) + 1
-    assert spy.call_count == (len(ODD_TAILS) + 1) // 2 + 1  # full chunks, then a short one
+    assert encoded.call_count == -(-(len(ODD_TAILS) + 1) // 2)  # full chunks, then a short one
+    assert exports.call_count == 1 and pages.call_count == 0  # one query, no keyset re-runs
     response.close()
+
+
+def test_a_streamed_export_is_one_snapshot_while_the_subscriber_writes(tmp_path: Path) -> None:
+    wh = DuckDBWarehouse(tmp_path / "w.duckdb")
+    wh.write(envelopes([make_event(carrier="DL", flight_number=i + 1) for i in range(12)], NOW))
+    client = create_app(load_settings({}), warehouse=wh).test_client()
+    routes_chunk, routes.EXPORT_CHUNK = routes.EXPORT_CHUNK, 3
+    try:
+        response = client.get("/v1/flights?format=ndjson&limit=50000", buffered=False)
+        body = iter(response.response)
+        first = next(body)  # the export's query has started
+        # Meanwhile: every stored flight gets a newer state and a new flight arrives.
+        later = [make_event(carrier="DL", flight_number=i + 1, tail_number="N9") for i in range(12)]
+        later.append(make_event(carrier="DL", flight_number=99))
+        wh.write(envelopes(later, NOW + dt.timedelta(1)))
+        rows = [msgspec.json.decode(line) for line in b"".join([first, *body]).splitlines()]
+        response.close()
+    finally:
+        routes.EXPORT_CHUNK = routes_chunk
+    assert len(rows) == 12 and {r["tail_number"] for r in rows} == {"N14228"}
+    after = [
+        msgspec.json.decode(line)
+        for line in client.get("/v1/flights?format=ndjson&limit=50000").get_data().splitlines()
+    ]
+    assert len(after) == 13 and {r["tail_number"] for r in after} == {"N9", "N14228"}
+    wh.close()
 
 
 def test_an_export_dropped_unread_and_unclosed_frees_its_slot(warehouse: DuckDBWarehouse) -> None:

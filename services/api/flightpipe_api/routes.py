@@ -153,51 +153,53 @@ def _stream(
     limit: int,
     fmt: str,
 ) -> Response:
-    """A large export, fetched and sent EXPORT_CHUNK rows at a time (no cache, no next token).
+    """A large export: one warehouse query, sent EXPORT_CHUNK rows at a time (no cache, no token).
 
-    The first chunk is read before the response starts, so a warehouse failure is still a 503;
-    a failure after that can only end the stream early, and is logged.
+    The rows come from one query on one snapshot (`Warehouse.export_flights`), read in chunks as
+    the client takes them, so memory stays at a chunk and the query runs once. The first chunk is
+    read before the response starts, so a warehouse failure is still a 503; a failure after that
+    can only end the stream early, and is logged.
     """
-    warehouse = get_warehouse()
     gate = export_gate()
     release = gate.admit()
+    pages = get_warehouse().export_flights(flt, limit, after, sort, query_columns, EXPORT_CHUNK)
+
+    def finish() -> None:
+        release()
+        pages.close()  # ends the export's query and frees its cursor
+
     try:
         with gate.turn():
-            first = warehouse.list_flights(
-                flt, min(EXPORT_CHUNK, limit), after, sort, query_columns
-            )
+            first = next(pages, [])
             head = _export_head(columns, fmt) + output.encode_rows(first, columns, fmt)
     except BaseException:
-        release()
+        finish()
         raise
 
     def chunks() -> Iterator[bytes]:
         try:
             yield head
-            page, remaining = first, limit - len(first)
-            while remaining > 0 and len(page) == EXPORT_CHUNK:
-                cursor = (page[-1][sort.field], page[-1]["flight_id"])
+            while True:
                 try:
                     with gate.turn():
-                        page = warehouse.list_flights(
-                            flt, min(EXPORT_CHUNK, remaining), cursor, sort, query_columns
-                        )
+                        page = next(pages, None)
+                        if page is None:
+                            return
                         body = output.encode_rows(page, columns, fmt)
                 except WarehouseError:
                     log.exception("export stopped early: the warehouse failed mid-stream")
                     return
-                remaining -= len(page)
                 yield body
         finally:
-            release()  # at the end of the body too: a client that never closes keeps no slot
+            finish()  # at the end of the body too: a client that never closes keeps no slot
 
     body = chunks()
     # Whichever comes first frees the slot: the body's end, the server's close(), or the body
     # being dropped unread by a caller that never closes it (a generator never started runs no
     # `finally`; weakref.finalize runs when it is collected).
-    weakref.finalize(body, release)
+    weakref.finalize(body, finish)
     response = Response(body, status=200, content_type=output.MIME[fmt])
-    response.call_on_close(release)
+    response.call_on_close(finish)
     response.headers["Cache-Control"] = NO_STORE
     response.headers["Vary"] = "Accept"
     response.headers["X-Cache"] = "bypass"
