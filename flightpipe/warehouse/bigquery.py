@@ -219,9 +219,7 @@ class BigQueryWarehouse:
 
         return self._retrying(run, attempts=2, budget=self.query_timeout, what="query")
 
-    def _run(
-        self, sql: str, config: bigquery.QueryJobConfig, page_size: int | None = None
-    ) -> Any:
+    def _run(self, sql: str, config: bigquery.QueryJobConfig, page_size: int | None = None) -> Any:
         return self._client.query_and_wait(
             sql,
             job_config=config,
@@ -261,18 +259,23 @@ class BigQueryWarehouse:
         after: PageKey | None = None,
         sort: Sort = DEFAULT_SORT,
         columns: Sequence[str] | None = None,
+        *,
+        fmt: query.ExportFormat = "csv",
         chunk: int = 5000,
-    ) -> Generator[list[dict[str, Any]], None, None]:
-        """`list_flights`' rows in pages of `chunk`, read from one query's result (one snapshot)."""
-        query = q.list_flights(self.view, flt, limit, after, sort=sort, columns=columns)
-        return self._export(query, max(1, chunk))
+    ) -> Generator[bytes, None, None]:
+        """`list_flights`' rows rendered `chunk` at a time, from one query's result."""
+        names = query.checked_columns(columns)
+        sql = q.list_flights(self.view, flt, limit, after, sort=sort, columns=names)
+        return self._export(sql, names, fmt, max(1, chunk))
 
-    def _export(self, query: q.Query, chunk: int) -> Generator[list[dict[str, Any]], None, None]:
+    def _export(
+        self, sql: q.Query, columns: Sequence[str], fmt: query.ExportFormat, chunk: int
+    ) -> Generator[bytes, None, None]:
         # One query; its result is read page by page (RowIterator.pages: the first page comes
         # with jobs.query, the next ones by pageToken from the same result, so one snapshot).
-        config = self._job_config(query)
+        config = self._job_config(sql)
         rows = self._retrying(
-            lambda: self._run(query.sql, config, page_size=chunk),
+            lambda: self._run(sql.sql, config, page_size=chunk),
             attempts=2,
             budget=self.query_timeout,
             what="query",
@@ -285,7 +288,7 @@ class BigQueryWarehouse:
             )
             if page is None:
                 return
-            yield [dict(row.items()) for row in page]
+            yield query.render_rows([dict(row.items()) for row in page], columns, fmt)
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
         """The current state of one flight, or None."""

@@ -149,11 +149,14 @@ class Warehouse(Protocol):
         after: PageKey | None = None,
         sort: Sort = DEFAULT_SORT,
         columns: Sequence[str] | None = None,
+        *,
+        fmt: Literal["csv", "ndjson"] = "csv",
         chunk: int = 5000,
-    ) -> Generator[list[dict[str, Any]], None, None]:
-        """`list_flights`' rows in lists of at most `chunk`, all from one query (one snapshot).
+    ) -> Generator[bytes, None, None]:
+        """`list_flights`' rows as `query.render_rows` renders them, `chunk` rows per piece.
 
-        Lazy: the query starts at the first `next()`; closing the iterator releases it.
+        All from one query, so one snapshot. Lazy: the query starts at the first `next()`;
+        closing the generator releases it.
         """
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:

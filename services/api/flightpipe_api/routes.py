@@ -27,6 +27,7 @@ from flask import Blueprint, Response, current_app, request
 from flightpipe.contract import COLUMN_NAMES, FlightEvent
 from flightpipe.warehouse import FlightFilter, WarehouseError
 from flightpipe.warehouse.port import PageKey, Sort
+from flightpipe.warehouse.query import ExportFormat
 from flightpipe_api import output
 from flightpipe_api.cache import ResultCache, etag_of
 from flightpipe_api.context import get_warehouse
@@ -106,15 +107,7 @@ def list_flights() -> Response:
     # The cursor needs the sort value and flight_id of the last row even when not asked for.
     query_columns = list(dict.fromkeys([*columns, sort.field, "flight_id"]))
     if fmt != "json" and limit > EXPORT_CHUNK:
-        return _stream(
-            flt,
-            sort=sort,
-            after=after,
-            query_columns=query_columns,
-            columns=columns,
-            limit=limit,
-            fmt=fmt,
-        )
+        return _stream(flt, sort=sort, after=after, columns=columns, limit=limit, fmt=fmt)
     generation = _cache().generation()
     # One extra row tells whether another page exists without a COUNT.
     rows, db_ms = _timed(
@@ -148,7 +141,6 @@ def _stream(
     *,
     sort: Sort,
     after: PageKey | None,
-    query_columns: list[str],
     columns: Sequence[str],
     limit: int,
     fmt: str,
@@ -162,7 +154,10 @@ def _stream(
     """
     gate = export_gate()
     release = gate.admit()
-    pages = get_warehouse().export_flights(flt, limit, after, sort, query_columns, EXPORT_CHUNK)
+    export_format: ExportFormat = "ndjson" if fmt == "ndjson" else "csv"
+    pages = get_warehouse().export_flights(
+        flt, limit, after, sort, columns, fmt=export_format, chunk=EXPORT_CHUNK
+    )
 
     def finish() -> None:
         release()
@@ -170,8 +165,7 @@ def _stream(
 
     try:
         with gate.turn():
-            first = next(pages, [])
-            head = _export_head(columns, fmt) + output.encode_rows(first, columns, fmt)
+            head = _export_head(columns, fmt) + next(pages, b"")
     except BaseException:
         finish()
         raise
@@ -182,12 +176,11 @@ def _stream(
             while True:
                 try:
                     with gate.turn():
-                        page = next(pages, None)
-                        if page is None:
-                            return
-                        body = output.encode_rows(page, columns, fmt)
+                        body = next(pages, None)
                 except WarehouseError:
                     log.exception("export stopped early: the warehouse failed mid-stream")
+                    return
+                if body is None:
                     return
                 yield body
         finally:
