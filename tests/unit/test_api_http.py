@@ -22,6 +22,7 @@ from werkzeug.test import EnvironBuilder
 
 from flightpipe.contract import FlightEvent
 from flightpipe.settings import load_settings
+from flightpipe.warehouse import WarehouseError, WarehouseUnavailable
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.factories import envelopes, make_event
 
@@ -264,3 +265,45 @@ def test_an_export_dropped_unread_and_unclosed_frees_its_slot(warehouse: DuckDBW
         del body
         gc.collect()
     assert statuses == ["200 OK"] * 3
+
+
+def _failing_export(pieces_before: int, error: WarehouseError) -> Any:
+    def export(*_args: Any, **_kwargs: Any) -> Iterator[bytes]:
+        for _ in range(pieces_before):
+            yield b"2013-01-01-UA1-EWR\r\n"
+        raise error
+
+    return export
+
+
+def test_an_export_whose_query_fails_is_a_503_and_frees_its_slot(
+    warehouse: DuckDBWarehouse, mocker: Any
+) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})  # one export stream at a time
+    client = create_app(settings, warehouse=warehouse).test_client()
+    export = "/v1/flights?format=csv&limit=10000&fields=flight_id"
+    failing = _failing_export(0, WarehouseUnavailable("the file is locked"))
+    mocker.patch.object(warehouse, "export_flights", side_effect=failing)
+    response = client.get(export)
+    assert response.status_code == 503 and response.get_json()["error"]["status"] == "UNAVAILABLE"
+    mocker.stopall()
+    assert client.get(export).status_code == 200  # the slot was released
+
+
+def test_an_export_failing_mid_stream_ends_early_and_frees_its_slot(
+    warehouse: DuckDBWarehouse, mocker: Any
+) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})
+    client = create_app(settings, warehouse=warehouse).test_client()
+    export = "/v1/flights?format=csv&limit=10000&fields=flight_id"
+    failing = _failing_export(2, WarehouseError("the query was interrupted"))
+    mocker.patch.object(warehouse, "export_flights", side_effect=failing)
+    response = client.get(export)
+    assert response.status_code == 200
+    assert response.get_data(as_text=True).splitlines() == [
+        "flight_id",
+        *["2013-01-01-UA1-EWR"] * 2,
+    ]
+    mocker.stopall()
+    rows = client.get(export).get_data(as_text=True).splitlines()
+    assert len(rows) == 1 + len(ODD_TAILS) + 1  # the slot was released; the next export is whole
