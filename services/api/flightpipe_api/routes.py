@@ -155,9 +155,13 @@ def _stream(
     gate = export_gate()
     release = gate.admit()
     export_format: ExportFormat = "ndjson" if fmt == "ndjson" else "csv"
-    pages = get_warehouse().export_flights(
-        flt, limit, after, sort, columns, fmt=export_format, chunk=EXPORT_CHUNK
-    )
+    try:
+        pages = get_warehouse().export_flights(
+            flt, limit, after, sort, columns, fmt=export_format, chunk=EXPORT_CHUNK
+        )
+    except BaseException:
+        release()
+        raise
 
     def finish() -> None:
         release()
