@@ -12,6 +12,7 @@ need_apt=()
 command -v rsync >/dev/null || need_apt+=(rsync)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v wrk >/dev/null || need_apt+=(wrk)  # bench/api.py (Debian package wrk)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -208,7 +208,31 @@ class BigQueryWarehouse:
     # --- reads -------------------------------------------------------------------------------
 
     def _query(self, query: q.Query) -> list[dict[str, Any]]:
-        config = bigquery.QueryJobConfig(
+        config = self._job_config(query)
+
+        def run() -> list[dict[str, Any]]:
+            with telemetry.WAREHOUSE_QUERY_SECONDS.labels(adapter="bigquery").time():
+                rows = self._run(query.sql, config)
+                result = [dict(row.items()) for row in rows]
+            telemetry.WAREHOUSE_BYTES_PROCESSED.inc(rows.total_bytes_processed or 0)
+            return result
+
+        return self._retrying(run, attempts=2, budget=self.query_timeout, what="query")
+
+    def _run(self, sql: str, config: bigquery.QueryJobConfig, page_size: int | None = None) -> Any:
+        return self._client.query_and_wait(
+            sql,
+            job_config=config,
+            location=self.location,
+            api_timeout=self.query_timeout,
+            wait_timeout=self.query_timeout,
+            retry=None,  # type: ignore[arg-type]
+            job_retry=None,  # type: ignore[arg-type]
+            page_size=page_size,
+        )
+
+    def _job_config(self, query: q.Query) -> bigquery.QueryJobConfig:
+        return bigquery.QueryJobConfig(
             query_parameters=[
                 bigquery.ScalarQueryParameter(p.name, p.type, p.value) for p in query.params
             ],
@@ -216,23 +240,6 @@ class BigQueryWarehouse:
             use_query_cache=True,
             job_timeout_ms=int(self.query_timeout * 1000),
         )
-
-        def run() -> list[dict[str, Any]]:
-            with telemetry.WAREHOUSE_QUERY_SECONDS.labels(adapter="bigquery").time():
-                rows = self._client.query_and_wait(
-                    query.sql,
-                    job_config=config,
-                    location=self.location,
-                    api_timeout=self.query_timeout,
-                    wait_timeout=self.query_timeout,
-                    retry=None,  # type: ignore[arg-type]
-                    job_retry=None,  # type: ignore[arg-type]
-                )
-                result = [dict(row.items()) for row in rows]
-            telemetry.WAREHOUSE_BYTES_PROCESSED.inc(rows.total_bytes_processed or 0)
-            return result
-
-        return self._retrying(run, attempts=2, budget=self.query_timeout, what="query")
 
     def list_flights(
         self,
@@ -244,6 +251,44 @@ class BigQueryWarehouse:
     ) -> list[dict[str, Any]]:
         """Current states matching `flt` by (sort field, flight_id), after `after`."""
         return self._query(q.list_flights(self.view, flt, limit, after, sort=sort, columns=columns))
+
+    def export_flights(
+        self,
+        flt: FlightFilter,
+        limit: int,
+        after: PageKey | None = None,
+        sort: Sort = DEFAULT_SORT,
+        columns: Sequence[str] | None = None,
+        *,
+        fmt: query.ExportFormat = "csv",
+        chunk: int = 5000,
+    ) -> Generator[bytes, None, None]:
+        """`list_flights`' rows rendered `chunk` at a time, from one query's result."""
+        names = query.checked_columns(columns)
+        sql = q.list_flights(self.view, flt, limit, after, sort=sort, columns=names)
+        return self._export(sql, names, fmt, max(1, chunk))
+
+    def _export(
+        self, sql: q.Query, columns: Sequence[str], fmt: query.ExportFormat, chunk: int
+    ) -> Generator[bytes, None, None]:
+        # One query; its result is read page by page (RowIterator.pages: the first page comes
+        # with jobs.query, the next ones by pageToken from the same result, so one snapshot).
+        config = self._job_config(sql)
+        rows = self._retrying(
+            lambda: self._run(sql.sql, config, page_size=chunk),
+            attempts=2,
+            budget=self.query_timeout,
+            what="query",
+        )
+        telemetry.WAREHOUSE_BYTES_PROCESSED.inc(rows.total_bytes_processed or 0)
+        pages = iter(rows.pages)
+        while True:
+            page = self._retrying(
+                lambda: next(pages, None), attempts=1, budget=self.query_timeout, what="export"
+            )
+            if page is None:
+                return
+            yield query.render_rows([dict(row.items()) for row in page], columns, fmt)
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
         """The current state of one flight, or None."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -148,6 +148,71 @@ def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
         log.debug("rollback after a failed write: %s", exc)
 
 
+_KINDS: Final = {c.name: c.kind for c in contract.COLUMNS}
+# CSV cells that Python's csv module quotes (QUOTE_MINIMAL with "\r\n" line ends).
+_NEEDS_QUOTES: Final = r"""'[",\r\n]'"""
+
+
+def _text(name: str) -> str:
+    """A column's value as msgspec writes it (NULL stays NULL); timestamps are UTC with `Z`."""
+    kind = _KINDS[name]
+    if kind == "timestamp":
+        ts = f"{name}::TIMESTAMP"
+        # msgspec: fractional seconds (6 digits) only when there are any.
+        return (
+            f"CASE WHEN epoch_us({ts}) % 1000000 = 0 THEN strftime({ts}, '%Y-%m-%dT%H:%M:%SZ') "
+            f"ELSE strftime({ts}, '%Y-%m-%dT%H:%M:%S.%fZ') END"
+        )
+    return name if kind == "string" else f"CAST({name} AS VARCHAR)"
+
+
+def _csv_cell(name: str) -> str:
+    text = _text(name)
+    if _KINDS[name] == "string":
+        text = (
+            f"CASE WHEN regexp_matches({name}, {_NEEDS_QUOTES}) "
+            f"""THEN '"' || replace({name}, '"', '""') || '"' ELSE {name} END"""
+        )
+    return f"coalesce({text}, '')"
+
+
+def _json_member(name: str) -> str:
+    kind = _KINDS[name]
+    if kind == "string":
+        value = f"to_json({name})::VARCHAR"  # yyjson's escapes: the same bytes as msgspec's
+    elif kind in ("timestamp", "date"):
+        value = f"""'"' || {_text(name)} || '"'"""
+    else:
+        value = _text(name)
+    return f"""'"{name}":' || coalesce({value}, 'null')"""
+
+
+def _rendered(columns: Sequence[str], fmt: q.ExportFormat) -> str:
+    """A SQL expression: one row as `q.render_rows` writes it, line end included.
+
+    Hand-written: DuckDB's COPY writes CSV/JSON only to files, and its own value formats differ
+    from the API's (`2013-01-01 10:15:00+00` for a timestamp); tests compare this with
+    `q.render_rows` byte for byte.
+    """
+    if fmt == "ndjson":
+        members = " || ',' || ".join(_json_member(c) for c in columns)
+        return f"'{{' || {members} || '}}' || chr(10)"
+    cells = " || ',' || ".join(_csv_cell(c) for c in columns)
+    if len(columns) == 1:
+        # Python's csv writes a lone empty field as "" so the record is not a blank line.
+        cells = f"""CASE WHEN {cells} = '' THEN '""' ELSE {cells} END"""
+    return f"{cells} || chr(13) || chr(10)"
+
+
+def _attach_utc(rows: list[dict[str, Any]], naive: Sequence[str]) -> None:
+    """Naive timestamps are UTC (see `_select`): attach the zone in place."""
+    for row in rows:
+        for name in naive:
+            value = row[name]
+            if value is not None:
+                row[name] = value.replace(tzinfo=dt.UTC)
+
+
 class DuckDBWarehouse:
     """The embedded warehouse (see the module docstring)."""
 
@@ -238,13 +303,7 @@ class DuckDBWarehouse:
             description = cur.description or ()
             names = [d[0] for d in description]
             rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        # Naive timestamps are UTC (see `_select`).
-        naive = [d[0] for d in description if d[1] == "TIMESTAMP"]
-        for row in rows:
-            for name in naive:
-                value = row[name]
-                if value is not None:
-                    row[name] = value.replace(tzinfo=dt.UTC)
+        _attach_utc(rows, [d[0] for d in description if d[1] == "TIMESTAMP"])
         return rows
 
     # --- writes ------------------------------------------------------------------------------
@@ -319,6 +378,69 @@ class DuckDBWarehouse:
             "LIMIT $limit",
             params,
         )
+
+    def export_flights(
+        self,
+        flt: FlightFilter,
+        limit: int,
+        after: PageKey | None = None,
+        sort: Sort = DEFAULT_SORT,
+        columns: Sequence[str] | None = None,
+        *,
+        fmt: q.ExportFormat = "csv",
+        chunk: int = 5000,
+    ) -> Generator[bytes, None, None]:
+        """`list_flights`' rows rendered as `q.render_rows` does, `chunk` rows per piece.
+
+        One query on one snapshot, read as the client takes it: the export's own cursor in a
+        read transaction (DuckDB's MVCC: the export sees the data as of its start, whatever the
+        subscriber commits meanwhile), its streaming result fetched `chunk` rows at a time, so
+        memory stays at a chunk. DuckDB renders each row's text itself (`_rendered`): converting
+        21 values per row to Python objects and encoding them again took ~0.4-0.9 s of GIL-held
+        time per 5,000 rows here, against ~5 ms to join 5,000 rendered lines. Nothing runs until
+        the first `next()`; the cursor is closed when the generator ends or is closed.
+        """
+        names = q.checked_columns(columns)
+        clauses, bound = q.where(flt, "$")
+        if after is not None:
+            clause, more = q.after_clause(sort, after, "$")
+            clauses.append(clause)
+            bound += more
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params: dict[str, Any] = {b.name: b.value for b in bound}
+        params["limit"] = limit
+        order = q.order_by(sort)
+        # Rendered after the LIMIT (the inner query), then put back in order: the outer sort is
+        # over at most `limit` rows, and only they are rendered.
+        sql = (
+            f"SELECT {_rendered(names, fmt)} AS line FROM "
+            f"(SELECT * FROM flights {where} {order} LIMIT $limit) AS page {order}"
+        )
+        return self._export(sql, params, max(1, chunk))
+
+    def _export(self, sql: str, params: dict[str, Any], chunk: int) -> Generator[bytes, None, None]:
+        with self._errors():
+            cur = self._conn.cursor()
+        try:
+            with WATCHDOG.guard(self.query_timeout, cur.interrupt), self._errors():
+                cur.execute("SET TimeZone = 'UTC'")
+                cur.execute("BEGIN TRANSACTION")
+                cur.execute(sql, params)
+            while True:
+                # Each fetch gets the query timeout afresh: a slow client is not a slow query.
+                with WATCHDOG.guard(self.query_timeout, cur.interrupt), self._errors():
+                    fetched = cur.fetchmany(chunk)
+                if not fetched:
+                    return
+                yield "".join([row[0] for row in fetched]).encode()
+                if len(fetched) < chunk:
+                    return
+        finally:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error as exc:
+                log.debug("closing an export's transaction: %s", exc)
+            cur.close()
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
         """The current state of one flight, or None."""

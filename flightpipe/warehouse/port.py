@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
@@ -140,6 +140,23 @@ class Warehouse(Protocol):
         """Current states matching `flt` ordered by (sort field, flight_id), after `after`.
 
         `columns` (default: all) must be warehouse column names; unknown ones raise WarehouseError.
+        """
+
+    def export_flights(
+        self,
+        flt: FlightFilter,
+        limit: int,
+        after: PageKey | None = None,
+        sort: Sort = DEFAULT_SORT,
+        columns: Sequence[str] | None = None,
+        *,
+        fmt: Literal["csv", "ndjson"] = "csv",
+        chunk: int = 5000,
+    ) -> Generator[bytes, None, None]:
+        """`list_flights`' rows as `query.render_rows` renders them, `chunk` rows per piece.
+
+        All from one query, so one snapshot. Lazy: the query starts at the first `next()`;
+        closing the generator releases it.
         """
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:

@@ -4,13 +4,20 @@ Both adapters build their WHERE, ORDER BY, keyset and GROUP BY clauses here so t
 apart. Values are never formatted into the text: each fragment names its parameters (`$name` for
 DuckDB, `@name` for BigQuery, chosen by `mark`) and returns them as `Bound` values with their
 BigQuery type. Identifiers come only from the allow-lists below and in `port`.
+
+`render_rows` is the one definition of the export formats (CSV records, NDJSON lines) that
+`Warehouse.export_flights` yields; an adapter that renders in SQL (DuckDB) is tested against it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
+
+import msgspec
 
 from flightpipe.contract import COLUMN_NAMES
 from flightpipe.warehouse.port import (
@@ -61,6 +68,8 @@ GROUP_EXPRESSIONS: Final[dict[str, str]] = {
     "hour": "EXTRACT(HOUR FROM scheduled_departure)",
 }
 _COLUMN_SET: Final = frozenset(COLUMN_NAMES)
+ExportFormat = Literal["csv", "ndjson"]
+_json: Final = msgspec.json.Encoder()
 assert set(SORT_TYPES) == set(SORT_FIELDS), "every sort field needs a type"  # noqa: S101
 assert set(GROUP_EXPRESSIONS) == set(GROUP_BY_FIELDS), "every group needs an expression"  # noqa: S101
 
@@ -168,3 +177,18 @@ def delay_stats_row(row: dict[str, Any], fields: Sequence[str]) -> DelayStats:
         median_arr_delay_min=_float(row["med_arr"]),
         p90_arr_delay_min=_float(row["p90_arr"]),
     )
+
+
+def render_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: ExportFormat) -> bytes:
+    """Rows (only `columns`, in that order) as NDJSON lines or CSV records without a header.
+
+    Values as msgspec encodes them (RFC 3339 UTC times ending in `Z`, fractional seconds only
+    when non-zero); CSV per Python's csv module (minimal quoting, CRLF), empty for NULL.
+    """
+    if fmt == "ndjson":
+        return _json.encode_lines([{c: r[c] for c in columns} for r in rows])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for row in msgspec.to_builtins(rows):
+        writer.writerow(["" if row[c] is None else row[c] for c in columns])
+    return out.getvalue().encode()

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from flightpipe.contract import COLUMN_NAMES, FlightEvent
 from flightpipe.warehouse import Envelope, FlightFilter, Warehouse
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
+from flightpipe.warehouse.port import Sort
+from flightpipe.warehouse.query import ExportFormat, render_rows
 from tests.factories import make_event
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -125,6 +128,66 @@ def test_keyset_pages_cover_every_flight_once(warehouse: Warehouse) -> None:
         after = (page[-1]["scheduled_departure"], page[-1]["flight_id"])
     assert sorted(seen) == sorted(e.flight_id for e in events)
     assert len(seen) == len(set(seen))
+
+
+def _export_rows() -> list[FlightEvent]:
+    """Flights with NULLs, fractional seconds, ties and every tail number the contract admits."""
+    tails = ("N14228", "9V SKA", "N123.4", "c-gxyz", None)
+    tie = dt.datetime(2013, 5, 5, 12, 0, tzinfo=dt.UTC)
+    events = [make_event(tail_number=t) for t in tails]
+    events += [make_event(scheduled_departure=tie) for _ in range(4)]
+    events.append(
+        make_event(
+            status="departed",
+            arr_delay_min=None,
+            actual_arrival=None,
+            air_time_min=None,
+            event_time=tie + dt.timedelta(microseconds=20_000),
+        )
+    )
+    return events
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+@pytest.mark.parametrize(
+    "sort", [Sort(), Sort("arr_delay_min", descending=True), Sort("flight_number")]
+)
+def test_an_export_renders_the_listing_in_chunks_exactly_as_render_rows(
+    warehouse: Warehouse, fmt: ExportFormat, sort: Sort
+) -> None:
+    warehouse.write(
+        [env(e, f"m{i}", NOW + dt.timedelta(microseconds=i)) for i, e in enumerate(_export_rows())]
+    )
+    rows = warehouse.list_flights(FlightFilter(), 100, sort=sort)
+    for columns in (list(COLUMN_NAMES), ["tail_number"], ["arr_delay_min", "flight_id"]):
+        expected = render_rows(rows, columns, fmt)
+        pieces = list(
+            warehouse.export_flights(FlightFilter(), 100, None, sort, columns, fmt=fmt, chunk=3)
+        )
+        assert b"".join(pieces) == expected, columns
+        assert [len(p.splitlines()) for p in pieces] == [3, 3, 3, 1]
+
+
+def test_an_export_keeps_filters_limit_and_keyset_start(warehouse: Warehouse) -> None:
+    warehouse.write([env(e) for e in _export_rows()])
+    rows = warehouse.list_flights(FlightFilter(status="arrived"), 100)
+    after = (rows[1]["scheduled_departure"], rows[1]["flight_id"])
+    piece = b"".join(
+        warehouse.export_flights(FlightFilter(status="arrived"), 3, after, columns=["flight_id"])
+    )
+    assert piece.decode().split() == [r["flight_id"] for r in rows[2:5]]
+
+
+def test_an_export_is_one_snapshot_while_writes_commit(warehouse: Warehouse) -> None:
+    events = [make_event(carrier="DL", flight_number=i + 1) for i in range(6)]
+    warehouse.write([env(e) for e in events])
+    export = warehouse.export_flights(FlightFilter(), 100, columns=["tail_number"], chunk=2)
+    first = next(export)
+    newer = [make_event(carrier="DL", flight_number=i + 1, tail_number="N9") for i in range(6)]
+    warehouse.write([env(e, "later", NOW + dt.timedelta(1)) for e in newer])
+    assert (first + b"".join(export)).split() == [b"N14228"] * 6
+    again = b"".join(warehouse.export_flights(FlightFilter(), 100, columns=["tail_number"]))
+    assert again.split() == [b"N9"] * 6
 
 
 def test_delay_stats_per_group(warehouse: Warehouse) -> None:

@@ -22,6 +22,7 @@ from werkzeug.test import EnvironBuilder
 
 from flightpipe.contract import FlightEvent
 from flightpipe.settings import load_settings
+from flightpipe.warehouse import WarehouseError, WarehouseUnavailable
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.factories import envelopes, make_event
 
@@ -204,18 +205,54 @@ def test_an_export_read_to_the_end_frees_its_slot_even_if_never_closed(
         # not closed: the generator's end released the slot
 
 
-def test_a_large_export_starts_before_its_body_is_produced(
+def test_a_large_export_is_one_query_read_as_the_client_takes_it(
     warehouse: DuckDBWarehouse, mocker: Any
 ) -> None:
     mocker.patch.object(routes, "EXPORT_CHUNK", 2)  # chunks of 2 flights
     client = create_app(load_settings({}), warehouse=warehouse).test_client()
-    spy = mocker.spy(warehouse, "list_flights")
+    produced: list[bytes] = []
+    export = warehouse.export_flights
+
+    def counted(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        for piece in export(*args, **kwargs):
+            produced.append(piece)
+            yield piece
+
+    exports = mocker.patch.object(warehouse, "export_flights", side_effect=counted)
+    pages = mocker.spy(warehouse, "list_flights")
     response = client.get("/v1/flights?format=csv&limit=50000", buffered=False)
     assert response.status_code == 200 and "Content-Length" not in response.headers
-    assert spy.call_count == 1  # only the first chunk read: the rest waits for the client
+    assert len(produced) == 1  # only the first chunk read: the rest waits for the client
     assert len(b"".join(response.response).splitlines()) == 1 + len(ODD_TAILS) + 1
-    assert spy.call_count == (len(ODD_TAILS) + 1) // 2 + 1  # full chunks, then a short one
+    assert len(produced) == -(-(len(ODD_TAILS) + 1) // 2)  # full chunks, then a short one
+    assert exports.call_count == 1 and pages.call_count == 0  # one query, no keyset re-runs
     response.close()
+
+
+def test_a_streamed_export_is_one_snapshot_while_the_subscriber_writes(tmp_path: Path) -> None:
+    wh = DuckDBWarehouse(tmp_path / "w.duckdb")
+    wh.write(envelopes([make_event(carrier="DL", flight_number=i + 1) for i in range(12)], NOW))
+    client = create_app(load_settings({}), warehouse=wh).test_client()
+    routes_chunk, routes.EXPORT_CHUNK = routes.EXPORT_CHUNK, 3
+    try:
+        response = client.get("/v1/flights?format=ndjson&limit=50000", buffered=False)
+        body = iter(response.response)
+        first = next(body)  # the export's query has started
+        # Meanwhile: every stored flight gets a newer state and a new flight arrives.
+        later = [make_event(carrier="DL", flight_number=i + 1, tail_number="N9") for i in range(12)]
+        later.append(make_event(carrier="DL", flight_number=99))
+        wh.write(envelopes(later, NOW + dt.timedelta(1)))
+        rows = [msgspec.json.decode(line) for line in b"".join([first, *body]).splitlines()]
+        response.close()
+    finally:
+        routes.EXPORT_CHUNK = routes_chunk
+    assert len(rows) == 12 and {r["tail_number"] for r in rows} == {"N14228"}
+    after = [
+        msgspec.json.decode(line)
+        for line in client.get("/v1/flights?format=ndjson&limit=50000").get_data().splitlines()
+    ]
+    assert len(after) == 13 and {r["tail_number"] for r in after} == {"N9", "N14228"}
+    wh.close()
 
 
 def test_an_export_dropped_unread_and_unclosed_frees_its_slot(warehouse: DuckDBWarehouse) -> None:
@@ -228,3 +265,45 @@ def test_an_export_dropped_unread_and_unclosed_frees_its_slot(warehouse: DuckDBW
         del body
         gc.collect()
     assert statuses == ["200 OK"] * 3
+
+
+def _failing_export(pieces_before: int, error: WarehouseError) -> Any:
+    def export(*_args: Any, **_kwargs: Any) -> Iterator[bytes]:
+        for _ in range(pieces_before):
+            yield b"2013-01-01-UA1-EWR\r\n"
+        raise error
+
+    return export
+
+
+def test_an_export_whose_query_fails_is_a_503_and_frees_its_slot(
+    warehouse: DuckDBWarehouse, mocker: Any
+) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})  # one export stream at a time
+    client = create_app(settings, warehouse=warehouse).test_client()
+    export = "/v1/flights?format=csv&limit=10000&fields=flight_id"
+    failing = _failing_export(0, WarehouseUnavailable("the file is locked"))
+    mocker.patch.object(warehouse, "export_flights", side_effect=failing)
+    response = client.get(export)
+    assert response.status_code == 503 and response.get_json()["error"]["status"] == "UNAVAILABLE"
+    mocker.stopall()
+    assert client.get(export).status_code == 200  # the slot was released
+
+
+def test_an_export_failing_mid_stream_ends_early_and_frees_its_slot(
+    warehouse: DuckDBWarehouse, mocker: Any
+) -> None:
+    settings = load_settings({"FLIGHTPIPE_HTTP_THREADS": "2"})
+    client = create_app(settings, warehouse=warehouse).test_client()
+    export = "/v1/flights?format=csv&limit=10000&fields=flight_id"
+    failing = _failing_export(2, WarehouseError("the query was interrupted"))
+    mocker.patch.object(warehouse, "export_flights", side_effect=failing)
+    response = client.get(export)
+    assert response.status_code == 200
+    assert response.get_data(as_text=True).splitlines() == [
+        "flight_id",
+        *["2013-01-01-UA1-EWR"] * 2,
+    ]
+    mocker.stopall()
+    rows = client.get(export).get_data(as_text=True).splitlines()
+    assert len(rows) == 1 + len(ODD_TAILS) + 1  # the slot was released; the next export is whole

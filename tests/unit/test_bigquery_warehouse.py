@@ -520,3 +520,32 @@ def test_bytes_billed_cap_exceeded_is_a_permanent_query_error(
 
     assert not isinstance(caught.value, WarehouseUnavailable)
     assert len(fake[0].bodies(QUERY_PATH)) == 1
+
+
+def test_an_export_is_one_query_read_in_pages_and_rendered_like_the_api(
+    fake: tuple[FakeBigQuery, str], warehouse: BigQueryWarehouse
+) -> None:
+    state, _ = fake
+    departure = dt.datetime(2013, 1, 1, 10, 15, tzinfo=dt.UTC)
+    state.query_schema = _schema(
+        ("flight_id", "STRING"), ("scheduled_departure", "TIMESTAMP"), ("tail_number", "STRING")
+    )
+    state.query_rows = [
+        {"flight_id": "2013-01-01-UA1545-EWR", "scheduled_departure": _micros(departure)},
+        {"flight_id": "2013-01-01-UA1546-EWR", "scheduled_departure": _micros(departure)},
+    ]
+    columns = ["flight_id", "scheduled_departure", "tail_number"]
+
+    export = warehouse.export_flights(
+        FlightFilter(carrier="UA"), 100_000, columns=columns, chunk=500
+    )
+    assert state.bodies(QUERY_PATH) == []  # lazy: nothing sent before the first piece is asked
+    pieces = list(export)
+
+    assert pieces == [
+        b"2013-01-01-UA1545-EWR,2013-01-01T10:15:00Z,\r\n"
+        b"2013-01-01-UA1546-EWR,2013-01-01T10:15:00Z,\r\n"
+    ]
+    (body,) = state.bodies(QUERY_PATH)  # one query for the whole export
+    assert body["maxResults"] == 500 and body["queryParameters"]
+    assert f"FROM `{PROJECT}.{DATASET}.flights_current`" in body["query"]

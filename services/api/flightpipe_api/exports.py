@@ -1,9 +1,10 @@
 """Streamed exports share the server with everyone else: a cap on streams and one lane for work.
 
 A streamed CSV/NDJSON export holds a server thread for its whole transfer (WSGI iterates the body
-on the thread that called the app) and, while it reads and encodes rows, a core and the GIL. Left
-alone, a few large exports take every thread of the image's server (FLIGHTPIPE_HTTP_THREADS) and
-a one-flight GET waits behind them. So:
+on the thread that called the app) and, while its query runs, a core (DuckDB renders the rows
+itself, so the GIL is held only a few ms per 5,000-row chunk: docs/benchmarks.md). Left alone,
+a few large exports take every thread of the image's server (FLIGHTPIPE_HTTP_THREADS) and a
+one-flight GET waits behind them. So:
 * at most FLIGHTPIPE_HTTP_MAX_EXPORTS exports stream at once (default a quarter of the request
   threads, at least one: with 4 threads, two exports at once still made a one-flight GET wait up
   to 1.2 s and one kept it under 0.11 s, measured side by side with bench/serve_exports.py); one

@@ -2,20 +2,19 @@
 
 Rows are dicts of warehouse values. JSON and NDJSON are encoded by msgspec (RFC 3339 times with
 `Z`); CSV cells carry the same text (msgspec's builtins), empty for NULL, with a header row of
-the chosen columns. `encode_rows` encodes one chunk; a streamed export calls it once per page so
-a large export never sits whole in memory.
+the chosen columns. `encode_rows` is the warehouse's `query.render_rows` (one definition, which a
+streamed export's chunks also follow: the warehouse renders those itself, `export_flights`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
 from flask import request
 
+from flightpipe.warehouse.query import render_rows
 from flightpipe_api.errors import ApiError
 
 MIME: Final = {
@@ -64,10 +63,4 @@ def csv_header(columns: Sequence[str]) -> bytes:
 
 def encode_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> bytes:
     """Rows (only `columns`, in that order) as NDJSON lines or CSV records without header."""
-    if fmt == "ndjson":
-        return _encoder.encode_lines([{c: r[c] for c in columns} for r in rows])
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    for row in msgspec.to_builtins(rows):
-        writer.writerow(["" if row[c] is None else row[c] for c in columns])
-    return out.getvalue().encode()
+    return render_rows(rows, columns, "ndjson" if fmt == "ndjson" else "csv")

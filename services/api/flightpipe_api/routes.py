@@ -27,6 +27,7 @@ from flask import Blueprint, Response, current_app, request
 from flightpipe.contract import COLUMN_NAMES, FlightEvent
 from flightpipe.warehouse import FlightFilter, WarehouseError
 from flightpipe.warehouse.port import PageKey, Sort
+from flightpipe.warehouse.query import ExportFormat
 from flightpipe_api import output
 from flightpipe_api.cache import ResultCache, etag_of
 from flightpipe_api.context import get_warehouse
@@ -106,15 +107,7 @@ def list_flights() -> Response:
     # The cursor needs the sort value and flight_id of the last row even when not asked for.
     query_columns = list(dict.fromkeys([*columns, sort.field, "flight_id"]))
     if fmt != "json" and limit > EXPORT_CHUNK:
-        return _stream(
-            flt,
-            sort=sort,
-            after=after,
-            query_columns=query_columns,
-            columns=columns,
-            limit=limit,
-            fmt=fmt,
-        )
+        return _stream(flt, sort=sort, after=after, columns=columns, limit=limit, fmt=fmt)
     generation = _cache().generation()
     # One extra row tells whether another page exists without a COUNT.
     rows, db_ms = _timed(
@@ -148,56 +141,62 @@ def _stream(
     *,
     sort: Sort,
     after: PageKey | None,
-    query_columns: list[str],
     columns: Sequence[str],
     limit: int,
     fmt: str,
 ) -> Response:
-    """A large export, fetched and sent EXPORT_CHUNK rows at a time (no cache, no next token).
+    """A large export: one warehouse query, sent EXPORT_CHUNK rows at a time (no cache, no token).
 
-    The first chunk is read before the response starts, so a warehouse failure is still a 503;
-    a failure after that can only end the stream early, and is logged.
+    The rows come from one query on one snapshot (`Warehouse.export_flights`), read in chunks as
+    the client takes them, so memory stays at a chunk and the query runs once. The first chunk is
+    read before the response starts, so a warehouse failure is still a 503; a failure after that
+    can only end the stream early, and is logged.
     """
-    warehouse = get_warehouse()
     gate = export_gate()
     release = gate.admit()
+    export_format: ExportFormat = "ndjson" if fmt == "ndjson" else "csv"
     try:
-        with gate.turn():
-            first = warehouse.list_flights(
-                flt, min(EXPORT_CHUNK, limit), after, sort, query_columns
-            )
-            head = _export_head(columns, fmt) + output.encode_rows(first, columns, fmt)
+        pages = get_warehouse().export_flights(
+            flt, limit, after, sort, columns, fmt=export_format, chunk=EXPORT_CHUNK
+        )
     except BaseException:
         release()
+        raise
+
+    def finish() -> None:
+        release()
+        pages.close()  # ends the export's query and frees its cursor
+
+    try:
+        with gate.turn():
+            head = _export_head(columns, fmt) + next(pages, b"")
+    except BaseException:
+        finish()
         raise
 
     def chunks() -> Iterator[bytes]:
         try:
             yield head
-            page, remaining = first, limit - len(first)
-            while remaining > 0 and len(page) == EXPORT_CHUNK:
-                cursor = (page[-1][sort.field], page[-1]["flight_id"])
+            while True:
                 try:
                     with gate.turn():
-                        page = warehouse.list_flights(
-                            flt, min(EXPORT_CHUNK, remaining), cursor, sort, query_columns
-                        )
-                        body = output.encode_rows(page, columns, fmt)
+                        body = next(pages, None)
                 except WarehouseError:
                     log.exception("export stopped early: the warehouse failed mid-stream")
                     return
-                remaining -= len(page)
+                if body is None:
+                    return
                 yield body
         finally:
-            release()  # at the end of the body too: a client that never closes keeps no slot
+            finish()  # at the end of the body too: a client that never closes keeps no slot
 
     body = chunks()
     # Whichever comes first frees the slot: the body's end, the server's close(), or the body
     # being dropped unread by a caller that never closes it (a generator never started runs no
     # `finally`; weakref.finalize runs when it is collected).
-    weakref.finalize(body, release)
+    weakref.finalize(body, finish)
     response = Response(body, status=200, content_type=output.MIME[fmt])
-    response.call_on_close(release)
+    response.call_on_close(finish)
     response.headers["Cache-Control"] = NO_STORE
     response.headers["Vary"] = "Accept"
     response.headers["X-Cache"] = "bypass"
