@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 from flightpipe_api import create_app
 
-from flightpipe.adapters import make_warehouse
+from flightpipe.composition import make_warehouse
 from flightpipe.broker.embedded import EmbeddedBroker
 from flightpipe.contract import decode_event
 from flightpipe.settings import Settings

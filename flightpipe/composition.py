@@ -1,6 +1,10 @@
-"""Choose the broker and warehouse adapters from the settings.
+"""The composition root: the broker and warehouse adapters the settings name, and the topology.
 
-The cloud adapters are imported lazily so the embedded stack never loads the Google clients.
+Every entry point builds its process from here: the subscriber and the API services
+(`python -m flightpipe_subscriber`, `python -m flightpipe_api`) and, above them, the `flightpipe`
+command line and `flightpipe serve` (`flightpipe_local`). It sits in the core because both
+services use it and a service may import only the core. The cloud adapters are imported lazily so
+the embedded stack never loads the Google clients.
 """
 
 from __future__ import annotations

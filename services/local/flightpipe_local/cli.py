@@ -99,7 +99,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from flightpipe import replay
-    from flightpipe.adapters import ensure_topology, make_broker
+    from flightpipe.composition import ensure_topology, make_broker
 
     settings = _settings(args)
     broker = make_broker(settings)
@@ -129,7 +129,7 @@ def _read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from flightpipe.adapters import ensure_topology, make_broker
+    from flightpipe.composition import ensure_topology, make_broker
 
     settings = _settings(args)
     try:
@@ -167,7 +167,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    from flightpipe.adapters import ensure_topology, make_broker
+    from flightpipe.composition import ensure_topology, make_broker
 
     settings = _settings(args)
     broker = make_broker(settings)
@@ -200,7 +200,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flightpipe.serve import serve
+    from flightpipe_local.serve import serve
 
     return serve(_settings(args), host=args.host)
 

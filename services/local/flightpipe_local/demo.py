@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             file=sys.stderr,
         )
         return 1
-    cli = [sys.executable, "-m", "flightpipe.cli"]
+    cli = [sys.executable, "-m", "flightpipe_local.cli"]
     common = ["--data-dir", args.data_dir]
     server = subprocess.Popen([*cli, "serve", *common, "--port", str(args.port)])  # noqa: S603
     try:
