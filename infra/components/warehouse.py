@@ -1,6 +1,7 @@
 """Warehouse: the BigQuery dataset, the `events` table and the `flights_current` view.
 
-The table's schema is generated from the shared contract (`flightpipe.contract`), the same code the
+The table's schema is generated from the shared contract's columns (`flightpipe.contract`, typed by
+the BigQuery adapter's `bigquery_sql.events_schema`), the same code the
 services validate messages with, so the warehouse cannot drift from what publishers send. It is
 partitioned by `flight_date` (queries filter by day) and clustered by `carrier, origin` (the API's
 filters). `flights_current` keeps the latest event of each flight: duplicates of an event (same
@@ -17,8 +18,7 @@ from typing import Any, Final
 import pulumi
 import pulumi_gcp as gcp
 
-from flightpipe.contract import bigquery_schema_json
-from flightpipe.warehouse.bigquery_sql import current_view_sql, table_ref
+from flightpipe.warehouse.bigquery_sql import current_view_sql, events_schema, table_ref
 
 TABLE_ID: Final = "events"
 VIEW_ID: Final = "flights_current"
@@ -45,7 +45,7 @@ PUBSUB_METADATA_COLUMNS: Final[tuple[dict[str, str], ...]] = (
 
 def table_schema(*, with_pubsub_metadata: bool) -> list[dict[str, Any]]:
     """The `events` schema: the contract's columns, plus Pub/Sub's metadata columns if asked."""
-    schema: list[dict[str, Any]] = json.loads(bigquery_schema_json())
+    schema: list[dict[str, Any]] = list(events_schema())
     for column in schema:
         if column["name"] == "ingest_time":
             # The subscriber sets it; a native BigQuery subscription cannot, so BigQuery does.

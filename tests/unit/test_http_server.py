@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flightpipe_local.http_server import make_server
+
 from flightpipe.settings import load_settings
 from tests.processes import free_port
 
