@@ -139,6 +139,26 @@ HTTP_DURATION: Final = Histogram(
 )
 
 REGISTRY.register(API_REGISTRY)
+Collector = Counter | Gauge | Histogram
+
+
+def exposed_name(collector: Collector, suffix: str = "") -> str:
+    """The name `collector`'s series are exposed under, plus `suffix` (`_bucket`, `_sum`...).
+
+    Everything that reads a series by name (the status page, the demo, the dashboards and alerts)
+    takes it from here, so a collector's definition above is the name's one home. A counter's
+    samples end in `_total` (prometheus_client strips it from the family name).
+    """
+    (family,) = collector.describe()
+    return (f"{family.name}_total" if family.type == "counter" else family.name) + suffix
+
+
+def metric_type(collector: Collector) -> str:
+    """`counter`, `gauge` or `histogram`: the kind Managed Service for Prometheus names it by."""
+    (family,) = collector.describe()
+    return str(family.type)
+
+
 _pipeline_in_process = False
 
 
