@@ -350,12 +350,10 @@ class EmbeddedBroker:
         log.warning(
             "dead-lettered messages",
             extra={
-                "fields": {
-                    "subscription": name,
-                    "dead_letter_topic": sub.dead_letter_topic,
-                    "count": len(rows),
-                    "reason": "max_delivery_attempts",
-                }
+                "subscription": name,
+                "dead_letter_topic": sub.dead_letter_topic,
+                "count": len(rows),
+                "reason": "max_delivery_attempts",
             },
         )
 
@@ -376,7 +374,7 @@ class EmbeddedBroker:
             self._drop(conn, sub, expired)
             log.info(
                 "dropped messages past retention",
-                extra={"fields": {"subscription_id": sub.id, "count": len(expired)}},
+                extra={"subscription_id": sub.id, "count": len(expired)},
             )
 
     def _drop(self, conn: sqlite3.Connection, sub: _Sub, msg_ids: Sequence[int]) -> None:

@@ -96,6 +96,6 @@ def _instrument(app: Flask) -> None:
             span.set_attribute("http.response.status_code", response.status_code)
         log.debug(
             "request",
-            extra={"fields": {"route": route, "status": response.status_code, "ms": elapsed * 1e3}},
+            extra={"route": route, "status": response.status_code, "ms": elapsed * 1e3},
         )
         return response

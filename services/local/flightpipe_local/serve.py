@@ -64,7 +64,7 @@ def serve(settings: Settings, host: str = "127.0.0.1") -> int:
     signal.signal(signal.SIGINT, on_signal)
     worker.start()
     url = f"http://{host}:{settings.port}"
-    log.info("flightpipe serving", extra={"fields": {"url": url, "data_dir": settings.data_dir}})
+    log.info("flightpipe serving", extra={"url": url, "data_dir": settings.data_dir})
     print(f"flightpipe: API on {url}  (data in {settings.data_dir}; Ctrl-C stops)", file=sys.stderr)
     try:
         server.run()

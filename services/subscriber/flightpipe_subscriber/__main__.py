@@ -50,7 +50,7 @@ def main() -> int:
     server = start_health_server(settings.port, subscriber)
     log.info(
         "subscriber started",
-        extra={"fields": {"subscription": settings.subscription, "port": settings.port}},
+        extra={"subscription": settings.subscription, "port": settings.port},
     )
     try:
         subscriber.run()

@@ -365,7 +365,7 @@ class Subscriber:
         log.warning(
             "dead-lettered %d invalid message(s)",
             len(items),
-            extra={"fields": {"first_reason": items[0][1][:300]}},
+            extra={"first_reason": items[0][1][:300]},
         )
 
     def _write_and_ack(self, items: Sequence[tuple[Message, Envelope]]) -> None:
@@ -506,7 +506,7 @@ class Subscriber:
                 "warehouse write failed (attempt %d), retrying: %s",
                 state.attempt_number,
                 self.warehouse_error,
-                extra={"fields": {"messages": len(ack_ids)}},
+                extra={"messages": len(ack_ids)},
             )
 
         retrying = Retrying(
@@ -524,7 +524,7 @@ class Subscriber:
                     log.info(
                         "warehouse write succeeded again after: %s",
                         self.warehouse_error,
-                        extra={"fields": {"attempt": attempt.retry_state.attempt_number}},
+                        extra={"attempt": attempt.retry_state.attempt_number},
                     )
                     self.warehouse_error = None
                 return new
