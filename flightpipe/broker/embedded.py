@@ -46,7 +46,14 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from flightpipe.broker import BrokerError, Message, NotFound, OutgoingMessage, SubscriptionConfig
+from flightpipe.broker import (
+    Backlog,
+    BrokerError,
+    Message,
+    NotFound,
+    OutgoingMessage,
+    SubscriptionConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +433,7 @@ class EmbeddedBroker:
 
     # -- metrics ------------------------------------------------------------------------------
 
-    def backlog(self, subscription: str) -> tuple[int, float | None]:
+    def backlog(self, subscription: str) -> Backlog:
         """Unacked messages and the age in seconds of the oldest one (None when empty)."""
         sub = self._sub(subscription)
         with self._write() as conn:

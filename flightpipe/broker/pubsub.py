@@ -41,7 +41,14 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 from google.cloud.pubsub_v1.types import BatchSettings
 from google.pubsub_v1 import types as pubsub_types
 
-from flightpipe.broker import BrokerError, Message, NotFound, OutgoingMessage, SubscriptionConfig
+from flightpipe.broker import (
+    Backlog,
+    BrokerError,
+    Message,
+    NotFound,
+    OutgoingMessage,
+    SubscriptionConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +254,11 @@ class PubSubBroker:
                     retry=None,  # the lease keeper's next tick retries
                     timeout=self._lease_rpc_timeout,
                 )
+
+    def backlog(self, subscription: str) -> Backlog | None:
+        """None: Pub/Sub has no cheap RPC for it; Cloud Monitoring records it per subscription
+        (`pubsub.googleapis.com/subscription/num_undelivered_messages`, the dashboards' source)."""
+        return None
 
     def close(self) -> None:
         """Release connections (publishes already resolved; nothing is pending)."""

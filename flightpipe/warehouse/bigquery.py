@@ -267,6 +267,11 @@ class BigQueryWarehouse:
         rows = self._query(q.newest_publish_time(self.events_table))
         return q.as_utc(rows[0]["t"]) if rows else None
 
+    def count_events(self) -> int:
+        """How many distinct events are stored (by `event_id`)."""
+        rows = self._query(q.count_events(self.events_table))
+        return int(rows[0]["n"]) if rows else 0
+
     def ping(self) -> None:
         """Raise WarehouseUnavailable unless a trivial query succeeds."""
         try:

@@ -207,6 +207,11 @@ def newest_publish_time(events: str) -> Query:
     return Query(f"SELECT MAX(publish_time) AS t FROM {events}")
 
 
+def count_events(events: str) -> Query:
+    """Distinct stored events: insertAll's best-effort deduplication may store one twice."""
+    return Query(f"SELECT COUNT(DISTINCT event_id) AS n FROM {events}")
+
+
 PING: Final = Query("SELECT 1 AS ok")
 
 

@@ -306,3 +306,13 @@ def test_newest_publish_time_equals_the_duckdb_adapter(
 
 def test_ping_query_runs(engines: tuple[Any, DuckDBWarehouse]) -> None:
     assert _run(engines[0], q.PING) == [{"ok": 1}]
+
+
+def test_count_events_counts_each_event_once_like_the_duckdb_adapter(
+    engines: tuple[Any, DuckDBWarehouse],
+) -> None:
+    con, adapter = engines
+    (stored,) = con.execute("SELECT count(*) FROM ds.events").fetchone()
+    (row,) = _run(con, q.count_events(EVENTS))
+    assert row["n"] == adapter.count_events() > 0
+    assert stored > row["n"]  # the arrivals include redeliveries, stored twice by insertAll

@@ -71,7 +71,7 @@ def test_a_failed_write_acks_nothing_and_is_retried_until_it_commits(
     flaky = FlakyWarehouse(duckdb_warehouse)
     flaky.fail_next = 3
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(10)])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
+    subscriber = Subscriber(broker, flaky, SETTINGS)
     messages = broker.pull("flights-subscriber", 50)
     acked_during: list[int] = []
     original = flaky.write
@@ -95,7 +95,7 @@ def test_a_permanently_rejected_row_is_isolated_and_dead_lettered(
     events = [make_event() for _ in range(9)]
     flaky.reject_event_ids = {events[4].event_id}
     broker.publish("flights", [(payload(e), {}) for e in events])
-    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    drain(Subscriber(broker, flaky, SETTINGS), broker)
     assert duckdb_warehouse.count_events() == 8
     dead = broker.published["flights-dead-letter"]
     assert len(dead) == 1 and dead[0][0] == payload(events[4])
@@ -139,7 +139,7 @@ def test_stop_during_a_warehouse_outage_gives_the_batch_back(
     flaky = FlakyWarehouse(duckdb_warehouse)
     flaky.fail_next = 10_000
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(5)])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
+    subscriber = Subscriber(broker, flaky, SETTINGS)
     thread = threading.Thread(target=subscriber.run)
     thread.start()
     deadline = time.monotonic() + 10
@@ -174,7 +174,7 @@ def test_batch_write_errors_other_than_outages_are_not_retried_forever(
     flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
     flaky.fail_next = 2
     broker.publish("flights", [(payload(make_event()), {})])
-    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    drain(Subscriber(broker, flaky, SETTINGS), broker)
     assert flaky.calls == 2
     assert len(broker.published["flights-dead-letter"]) == 1
 
@@ -185,7 +185,7 @@ def test_a_one_off_permanent_error_is_confirmed_before_anything_is_dead_lettered
     flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
     flaky.fail_next = 1
     broker.publish("flights", [(payload(make_event()), {})])
-    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    drain(Subscriber(broker, flaky, SETTINGS), broker)
     assert flaky.calls == 2
     assert broker.published["flights-dead-letter"] == []
     assert duckdb_warehouse.count_events() == 1
@@ -198,7 +198,7 @@ def test_rows_a_warehouse_rejects_individually_are_dead_lettered_and_the_rest_ac
     events = [make_event() for _ in range(6)]
     flaky.partial_reject_ids = {events[1].event_id, events[3].event_id}
     broker.publish("flights", [(payload(e), {}) for e in events])
-    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    drain(Subscriber(broker, flaky, SETTINGS), broker)
     assert flaky.calls == 1  # no halving: the warehouse already named the culprits
     assert duckdb_warehouse.count_events() == 4
     dead = broker.published["flights-dead-letter"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 import msgspec
 import pytest
@@ -14,7 +15,7 @@ from flightpipe_subscriber.worker import SubscriberFailed
 
 from flightpipe.broker import BrokerError, Message, SubscriptionConfig
 from flightpipe.settings import load_settings
-from flightpipe.warehouse import WarehouseError
+from flightpipe.warehouse import Envelope, WarehouseError
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.factories import make_event, payload
 from tests.fakes import FakeBroker, FlakyWarehouse
@@ -90,7 +91,7 @@ def test_a_batch_the_warehouse_rejects_entirely_is_retried_not_dead_lettered(
     flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
     flaky.fail_next = 7  # the whole halving of 4 rows (4, 2, 1, 1, 2, 1, 1): every row rejected
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(4)])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
+    subscriber = Subscriber(broker, flaky, SETTINGS)
     subscriber.handle(sort_messages(broker.pull("flights-subscriber", 50)))
     assert broker.published["flights-dead-letter"] == []
     assert duckdb_warehouse.count_events() == 4
@@ -103,7 +104,7 @@ def test_rows_rejected_before_the_warehouse_recovered_mid_halving_are_not_dead_l
     flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
     flaky.fail_next = 3  # 4 rows, then the first half and its first row fail; then it works
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(4)])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
+    subscriber = Subscriber(broker, flaky, SETTINGS)
     subscriber.handle(sort_messages(broker.pull("flights-subscriber", 50)))
     assert broker.published["flights-dead-letter"] == []
     assert duckdb_warehouse.count_events() == 4
@@ -116,7 +117,7 @@ def test_one_bad_row_among_good_ones_is_still_dead_lettered(
     events = [make_event() for _ in range(6)]
     flaky.reject_event_ids = {events[2].event_id}
     broker.publish("flights", [(payload(e), {}) for e in events])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
+    subscriber = Subscriber(broker, flaky, SETTINGS)
     subscriber.handle(sort_messages(broker.pull("flights-subscriber", 50)))
     assert len(broker.published["flights-dead-letter"]) == 1
     assert duckdb_warehouse.count_events() == 5
@@ -186,12 +187,12 @@ def test_the_leaser_keeps_a_batch_leased_while_a_write_hangs(
     release = threading.Event()
 
     class Hanging(FlakyWarehouse):
-        def write(self, batch: object) -> int:
+        def write(self, batch: Sequence[Envelope]) -> int:
             release.wait(10)
-            return super().write(batch)  # type: ignore[arg-type]
+            return super().write(batch)
 
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(5)])
-    subscriber = Subscriber(broker, Hanging(duckdb_warehouse), SETTINGS)  # type: ignore[arg-type]
+    subscriber = Subscriber(broker, Hanging(duckdb_warehouse), SETTINGS)
     thread = threading.Thread(target=subscriber.run)
     thread.start()
     try:

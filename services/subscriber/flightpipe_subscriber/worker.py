@@ -318,13 +318,13 @@ class Subscriber:
         return messages
 
     def _observe_backlog(self) -> None:
-        backlog = getattr(self.broker, "backlog", None)
-        if backlog is None:
-            return
         try:
-            count, oldest_age = backlog(self.subscription)
+            backlog = self.broker.backlog(self.subscription)
         except BrokerError:
             return
+        if backlog is None:  # reported by the broker itself (Pub/Sub: Cloud Monitoring)
+            return
+        count, oldest_age = backlog
         telemetry.SUBSCRIPTION_BACKLOG.set(count)
         telemetry.SUBSCRIPTION_OLDEST_UNACKED_AGE.set(oldest_age or 0.0)
 
