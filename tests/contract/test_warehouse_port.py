@@ -1,7 +1,8 @@
 """Contract tests of the warehouse port: every adapter in WAREHOUSES passes all of them.
 
 The unit tests' `FlakyWarehouse` runs them too. BigQuery cannot run here; its SQL is proven
-on DuckDB in tests/integration (sqlglot) and its requests against a local fake endpoint in tests/unit.
+on DuckDB in tests/integration (sqlglot) and its requests
+against a local fake endpoint in tests/unit.
 """
 
 from __future__ import annotations
