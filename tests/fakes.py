@@ -106,6 +106,11 @@ class FakeBroker:
     def modify_ack_deadline(self, subscription: str, ack_ids: Sequence[str], seconds: int) -> None:
         self.extended.extend(ack_ids)
 
+    def settled(self, subscription: str) -> bool:
+        """Nothing pending or leased: every message was acked (or dead-lettered and acked)."""
+        with self._lock:
+            return not self.pending[subscription] and not self.leased[subscription]
+
     def backlog(self, subscription: str) -> Backlog | None:
         with self._lock:
             return len(self.pending[subscription]) + len(self.leased[subscription]), None

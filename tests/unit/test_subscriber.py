@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from flightpipe_subscriber import Subscriber, sort_messages
+from flightpipe_subscriber import Subscriber
 from flightpipe_subscriber.worker import REASON_ATTRIBUTE
 
 from flightpipe.broker import SubscriptionConfig
@@ -29,10 +29,19 @@ def broker() -> FakeBroker:
     return b
 
 
-def drain(subscriber: Subscriber, broker: FakeBroker) -> None:
-    """Hand every pending message to the subscriber, batch by batch, on this thread."""
-    while batch := broker.pull("flights-subscriber", SETTINGS.batch_size):
-        subscriber.handle(sort_messages(batch))
+def drain(subscriber: Subscriber, broker: FakeBroker, within: float = 30.0) -> None:
+    """Run the subscriber (its real threads) until every message is settled, then stop it."""
+    thread = threading.Thread(target=subscriber.run)
+    thread.start()
+    deadline = time.monotonic() + within
+    try:
+        while not broker.settled("flights-subscriber") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        subscriber.stop()
+        thread.join(timeout=within)
+    assert not thread.is_alive()
+    assert subscriber.failure is None
 
 
 def test_valid_messages_are_written_then_acked(
@@ -72,7 +81,6 @@ def test_a_failed_write_acks_nothing_and_is_retried_until_it_commits(
     flaky.fail_next = 3
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(10)])
     subscriber = Subscriber(broker, flaky, SETTINGS)
-    messages = broker.pull("flights-subscriber", 50)
     acked_during: list[int] = []
     original = flaky.write
 
@@ -81,7 +89,7 @@ def test_a_failed_write_acks_nothing_and_is_retried_until_it_commits(
         return original(batch)
 
     flaky.write = spy  # type: ignore[method-assign]
-    subscriber.handle(sort_messages(messages))
+    drain(subscriber, broker)
     assert flaky.calls == 4
     assert acked_during == [0, 0, 0, 0]  # nothing acked before the commit
     assert len(broker.acked) == 10

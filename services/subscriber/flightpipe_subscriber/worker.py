@@ -20,7 +20,7 @@ One retry layer: the writer retries a failed write (backoff up to FLIGHTPIPE_RET
 for as long as it takes, since it owns the leases; the warehouse adapters try once with a timeout.
 
 Failure isolation: any exception while decoding or validating one message dead-letters that
-message alone (`sort_messages`). Any other exception that escapes a thread is a bug or a broken
+message alone (`validate_messages`). Any other exception that escapes a thread is a bug or a broken
 process: it is logged once with its cause, the process turns unhealthy (`healthy()` is False,
 /healthz answers 503) and `run()` returns with `failure` set so the entrypoint exits non-zero and
 the platform restarts it; the messages held are redelivered, none is dead-lettered for it.
@@ -70,7 +70,7 @@ LATENCY_SAMPLES = 100
 
 @dataclass
 class Batch:
-    """Messages leased together, already sorted into valid envelopes and invalid ones."""
+    """Messages leased together, already validated: valid envelopes and invalid ones."""
 
     valid: list[tuple[Message, Envelope]] = field(default_factory=list)
     invalid: list[tuple[Message, str]] = field(default_factory=list)
@@ -100,7 +100,7 @@ class _Release:
     lease: int
 
 
-def sort_messages(messages: Sequence[Message]) -> Batch:
+def validate_messages(messages: Sequence[Message]) -> Batch:
     """Validate every message against the contract; what one message raises concerns it alone."""
     batch = Batch()
     for message in messages:
@@ -133,9 +133,9 @@ class Subscriber:
         depth = max(1, settings.max_inflight_messages // settings.batch_size - 1)
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
         self._puller: threading.Thread | None = None
-        # Committed batches waiting for their ack; bounded so leases cannot pile up behind a
-        # slow broker. None (handle() called directly, as the tests do) acks inline.
-        self._acks: queue.Queue[_Committed | _Release | None] | None = None
+        # Committed batches waiting for the acker; bounded so leases cannot pile up behind a
+        # slow broker.
+        self._acks: queue.Queue[_Committed | _Release | None] = queue.Queue(maxsize=2)
         self.leases = Leases(broker, self.subscription, settings.ack_deadline_seconds)
         self._threads: list[threading.Thread] = []
         self._acker: threading.Thread | None = None
@@ -197,11 +197,9 @@ class Subscriber:
 
         Raises SubscriberFailed (after giving every held message back) when a thread died.
         """
-        acks: queue.Queue[_Committed | _Release | None] = queue.Queue(maxsize=2)
-        self._acks = acks
         leaser_stop = threading.Event()  # outlives `_stopping`: the batch in hand stays leased
         self._supervised(lambda: self.leases.run(leaser_stop), "leaser")
-        acker = self._acker = self._supervised(lambda: self._ack_loop(acks), "acker")
+        acker = self._acker = self._supervised(self._ack_loop, "acker")
         self._puller = self._supervised(self._pull_loop, "puller")
         self._threads.append(threading.current_thread())
         try:
@@ -214,9 +212,7 @@ class Subscriber:
                     continue
                 if batch is None:
                     break
-                if self._stopping.is_set() and not batch.valid and not batch.invalid:
-                    continue
-                self.handle(batch)
+                self._handle(batch)
         except BaseException as exc:
             self._fail("writer", exc)
         finally:
@@ -230,13 +226,11 @@ class Subscriber:
                 # process takes it at once rather than after the lease lapses.
                 self._safe(lambda: self.broker.nack(self.subscription, self.leases.held()))
             leaser_stop.set()
-            self._acks = None
         if self.failure is not None:
             raise SubscriberFailed(self.failure)
 
     def _put_ack(self, item: _Committed | _Release | None) -> None:
         """Queue for the acker, never blocking forever behind a dead one."""
-        assert self._acks is not None  # noqa: S101 - callers check
         while True:
             try:
                 self._acks.put(item, timeout=0.2)
@@ -282,7 +276,7 @@ class Subscriber:
                 if attempt > self.max_delivery_attempt:
                     self.max_delivery_attempt = attempt
                     telemetry.DELIVERY_ATTEMPT_MAX.set(attempt)
-                batch = sort_messages(messages)
+                batch = validate_messages(messages)
                 batch.lease = lease
                 while True:
                     try:
@@ -330,7 +324,7 @@ class Subscriber:
 
     # --- writer --------------------------------------------------------------------------------
 
-    def handle(self, batch: Batch) -> None:
+    def _handle(self, batch: Batch) -> None:
         """Dead-letter the invalid messages, write and ack the valid ones."""
         if batch.invalid:
             self._dead_letter(batch.invalid)
@@ -338,11 +332,7 @@ class Subscriber:
             self._write_and_ack(batch.valid)
         if batch.lease:
             # After this batch's acks in the acker's queue: released once they are sent.
-            release = _Release(batch.lease)
-            if self._acks is None:
-                self.leases.release(batch.lease)
-            else:
-                self._put_ack(release)
+            self._put_ack(_Release(batch.lease))
 
     def _dead_letter(self, items: Sequence[tuple[Message, str]]) -> None:
         outgoing = [
@@ -470,13 +460,10 @@ class Subscriber:
             [env.publish_time for _, env in items],
             new,
         )
-        if self._acks is None:
-            self._ack(committed)
-        else:
-            self._put_ack(committed)
+        self._put_ack(committed)
 
-    def _ack_loop(self, acks: queue.Queue[_Committed | _Release | None]) -> None:
-        while (item := acks.get()) is not None:
+    def _ack_loop(self) -> None:
+        while (item := self._acks.get()) is not None:
             if isinstance(item, _Release):
                 self.leases.release(item.lease)
             else:
