@@ -16,9 +16,10 @@ import base64
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import IO, NoReturn
 
-from flightpipe import __version__, tracing
+from flightpipe import __version__, retry, tracing
 from flightpipe.broker import BrokerError
 from flightpipe.settings import ConfigError, Settings, load_settings
 from flightpipe.warehouse import WarehouseError
@@ -151,10 +152,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
             for _, payload in _read_lines(stream):
                 batch.append((payload, attributes))
                 if len(batch) == PUBLISH_BATCH:
-                    published += len(broker.publish(settings.topic, batch))
+                    published += len(
+                        retry.broker_call(partial(broker.publish, settings.topic, batch))
+                    )
                     batch = []
             if batch:
-                published += len(broker.publish(settings.topic, batch))
+                published += len(retry.broker_call(partial(broker.publish, settings.topic, batch)))
     except BrokerError as exc:
         # Say what did make it, so a rerun can skip it (the subscriber is idempotent anyway).
         raise BrokerError(f"{exc} (after {published} messages were published)") from exc

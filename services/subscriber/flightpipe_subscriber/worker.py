@@ -40,18 +40,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_any,
-    stop_when_event_set,
-    wait_random_exponential,
-)
-
 from flightpipe import telemetry, tracing
 from flightpipe.broker import Broker, BrokerError, Message
 from flightpipe.contract import InvalidEvent, decode_event
+from flightpipe.retry import RetryState, retrying
 from flightpipe.settings import Settings
 from flightpipe.warehouse import (
     Envelope,
@@ -115,6 +107,10 @@ def validate_messages(messages: Sequence[Message]) -> Batch:
             continue
         batch.valid.append((message, envelope))
     return batch
+
+
+class _EveryRowRejected(Exception):
+    """The warehouse rejected every row of a batch: retried as an outage (see _write_and_ack)."""
 
 
 class SubscriberFailed(Exception):
@@ -364,9 +360,16 @@ class Subscriber:
         A permanent rejection is split in halves until the culprits are found. When nothing of a
         multi-message batch could be stored, the cause is the warehouse (a schema change, a
         broken table), not the data: it is retried as an outage instead of dead-letter everything.
+        (Each write inside is retried through outages by `_retry_write`; this retries the batch
+        when every row was rejected. Both are the writer's, which holds the leases.)
         """
-        delay = 0.2
-        while True:
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and self._stopping.is_set():
+                raise _EveryRowRejected  # woken from the backoff by stop(): give the batch back
             # Rows the warehouse named (BigQuery's insertErrors) and rows found by halving.
             named: list[tuple[Message, str]] = []
             suspects: list[tuple[Message, str]] = []
@@ -387,13 +390,18 @@ class Subscriber:
                 len(items),
                 suspects[0][1][:300],
             )
-            self._sleep(delay)
-            delay = min(delay * 2, self.settings.retry_max_seconds)
-            if self._stopping.is_set():
-                self._safe(
-                    lambda: self.broker.nack(self.subscription, [m.ack_id for m, _ in items])
-                )
-                return
+            raise _EveryRowRejected
+
+        try:
+            retrying(
+                lambda exc: isinstance(exc, _EveryRowRejected),
+                initial=0.2,
+                max_wait=self.settings.retry_max_seconds,
+                stopping=self._stopping,
+                sleep=self._sleep,
+            )(attempt)
+        except _EveryRowRejected:
+            self._safe(lambda: self.broker.nack(self.subscription, [m.ack_id for m, _ in items]))
 
     def _confirm(
         self, items: Sequence[tuple[Message, Envelope]], suspects: list[tuple[Message, str]]
@@ -485,7 +493,7 @@ class Subscriber:
     def _retry_write(self, envelopes: list[Envelope], ack_ids: list[str]) -> int:
         """Write until it commits (or we stop); the leaser keeps the batch leased meanwhile."""
 
-        def failed(state: RetryCallState) -> None:
+        def failed(state: RetryState) -> None:
             telemetry.WRITE_FAILURES.inc()
             error = state.outcome.exception() if state.outcome else None
             self.warehouse_error = f"{type(error).__name__}: {error}"
@@ -496,15 +504,14 @@ class Subscriber:
                 extra={"messages": len(ack_ids)},
             )
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(WarehouseUnavailable),
-            wait=wait_random_exponential(multiplier=0.2, max=self.settings.retry_max_seconds),
-            stop=stop_any(stop_when_event_set(self._stopping)),
-            before_sleep=failed,
+        for attempt in retrying(
+            lambda exc: isinstance(exc, WarehouseUnavailable),
+            initial=0.2,
+            max_wait=self.settings.retry_max_seconds,
+            stopping=self._stopping,
+            on_retry=failed,
             sleep=self._sleep,
-            reraise=True,
-        )
-        for attempt in retrying:
+        ):
             with attempt, telemetry.BATCH_WRITE_SECONDS.time():
                 new = self.warehouse.write(envelopes)
                 if self.warehouse_error is not None:
@@ -522,19 +529,24 @@ class Subscriber:
         self._stopping.wait(seconds)
 
     def _retry_broker(self, call: Callable[[], object]) -> None:
-        """Broker calls after a commit must not be dropped: retry until they succeed or we stop."""
-        delay = 0.1
-        while True:
-            try:
-                call()
-                return
-            except BrokerError as exc:
-                if self._stopping.is_set() and delay > 1:
-                    log.error("giving up on broker call while stopping: %s", exc)
-                    return
-                log.warning("broker call failed, retrying: %s", exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Broker calls after a commit must not be dropped: retry until they succeed, or give up
+        a few attempts after stop() (the messages are then redelivered)."""
+
+        def failed(state: RetryState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning("broker call failed, retrying: %s", error)
+
+        try:
+            retrying(
+                lambda exc: isinstance(exc, BrokerError),
+                initial=0.1,
+                max_wait=5.0,
+                stopping=self._stopping,
+                attempts_when_stopping=5,
+                on_retry=failed,
+            )(call)
+        except BrokerError as exc:
+            log.error("giving up on broker call while stopping: %s", exc)
 
     def _safe(self, call: Callable[[], object]) -> None:
         try:
