@@ -35,17 +35,21 @@ def retrying(
     stopping: threading.Event | None = None,
     attempts_when_stopping: int | None = None,
     budget: float | None = None,
+    attempts: int | None = None,
     on_retry: Callable[[RetryState], None] | None = None,
     sleep: Callable[[float], Any] | None = None,
 ) -> tenacity.Retrying:
     """A `tenacity.Retrying` for one caller's operation; the last error is re-raised.
 
-    Stops when `budget` seconds have passed, or once `stopping` is set (after
-    `attempts_when_stopping` attempts if given: calls that must not be dropped get a few more).
+    Stops after `attempts` attempts, when `budget` seconds have passed, or once `stopping` is set
+    (after `attempts_when_stopping` attempts if given: calls that must not be dropped get a few
+    more).
     """
     stops: list[tenacity.stop.stop_base] = []
     if budget is not None:
         stops.append(tenacity.stop_after_delay(budget))
+    if attempts is not None:
+        stops.append(tenacity.stop_after_attempt(attempts))
     if stopping is not None:
         on_stop: tenacity.stop.stop_base = tenacity.stop_when_event_set(stopping)
         if attempts_when_stopping is not None:
