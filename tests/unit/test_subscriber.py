@@ -7,7 +7,7 @@ import time
 
 import pytest
 from flightpipe_subscriber import Subscriber
-from flightpipe_subscriber.worker import REASON_ATTRIBUTE
+from flightpipe_subscriber.batches import REASON_ATTRIBUTE
 
 from flightpipe.broker import SubscriptionConfig
 from flightpipe.settings import load_settings

@@ -69,16 +69,16 @@ def _message(data: bytes, n: int = 1) -> Message:
 def test_any_exception_while_decoding_one_message_concerns_that_message_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flightpipe_subscriber import worker
+    from flightpipe_subscriber import batches
 
-    real = worker.decode_event
+    real = batches.decode_event
 
     def flaky_decode(data: bytes) -> object:
         if data == b"boom":
             raise MemoryError("injected")
         return real(data)
 
-    monkeypatch.setattr(worker, "decode_event", flaky_decode)
+    monkeypatch.setattr(batches, "decode_event", flaky_decode)
     batch = validate_messages([_message(b"boom", 1), _message(payload(make_event()), 2)])
     assert [m.message_id for m, _ in batch.valid] == ["2"]
     assert batch.invalid[0][1] == "undecodable: MemoryError: injected"

@@ -25,6 +25,12 @@ process: it is logged once with its cause, the process turns unhealthy (`healthy
 /healthz answers 503) and `run()` returns with `failure` set so the entrypoint exits non-zero and
 the platform restarts it; the messages held are redelivered, none is dead-lettered for it.
 
+Why one module of ~500 lines: the four threads share one stop event, two queues, the leases and
+the failure state, and the writer's halving, confirming and retrying is one algorithm; split into
+classes they would pass all of that around. What stands alone is apart: validation
+(`batches.py`), lease keeping (`leases.py`), health (`health.py`), the retry style
+(`flightpipe.retry`).
+
 `stop()` (SIGTERM) stops pulling, finishes and acks the batch in hand, gives queued batches back
 (nack: immediate redelivery) and returns once every committed batch is acked.
 """
@@ -38,11 +44,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flightpipe import telemetry, tracing
 from flightpipe.broker import Broker, BrokerError, Message
-from flightpipe.contract import InvalidEvent, decode_event
 from flightpipe.retry import RetryState, retrying
 from flightpipe.settings import Settings
 from flightpipe.warehouse import (
@@ -52,28 +57,12 @@ from flightpipe.warehouse import (
     WarehouseError,
     WarehouseUnavailable,
 )
+from flightpipe_subscriber.batches import REASON_ATTRIBUTE, Batch, validate_messages
 from flightpipe_subscriber.leases import Leases
 
 log = logging.getLogger(__name__)
-REASON_ATTRIBUTE = "dead_letter_reason"
 _BACKLOG_EVERY_S = 5.0
 LATENCY_SAMPLES = 100
-
-
-@dataclass
-class Batch:
-    """Messages leased together, already validated: valid envelopes and invalid ones."""
-
-    valid: list[tuple[Message, Envelope]] = field(default_factory=list)
-    invalid: list[tuple[Message, str]] = field(default_factory=list)
-    lease: int = 0  # the Leases token keeping these messages leased (0: not held)
-
-    @property
-    def ack_ids(self) -> list[str]:
-        return [m.ack_id for m, _ in self.valid] + [m.ack_id for m, _ in self.invalid]
-
-    def __len__(self) -> int:
-        return len(self.valid) + len(self.invalid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,23 +79,6 @@ class _Release:
     """Every ack of a batch has been sent before this: stop extending its leases."""
 
     lease: int
-
-
-def validate_messages(messages: Sequence[Message]) -> Batch:
-    """Validate every message against the contract; what one message raises concerns it alone."""
-    batch = Batch()
-    for message in messages:
-        try:
-            event = decode_event(message.data)
-            envelope = Envelope(event, message.message_id, message.publish_time)
-        except InvalidEvent as exc:
-            batch.invalid.append((message, str(exc)))
-            continue
-        except Exception as exc:
-            batch.invalid.append((message, f"undecodable: {type(exc).__name__}: {exc}"))
-            continue
-        batch.valid.append((message, envelope))
-    return batch
 
 
 class _EveryRowRejected(Exception):
