@@ -27,6 +27,9 @@ Contract (beyond the port's docstring):
   A writer that finds the lock taken retries every millisecond (up to `busy_timeout` seconds, then
   `BrokerError`), rather than SQLite's backing-off busy handler, which starves a publisher next to
   a busy subscriber. `close()` closes the connections of every thread; call it when they are done.
+
+Why one module over 400 lines: it is one adapter whose methods all share the schema, the lock
+retry and the visibility rules above (each method is one transaction over the same two tables).
 """
 
 from __future__ import annotations
