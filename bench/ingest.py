@@ -36,7 +36,7 @@ from flightpipe.replay import nycflights13_payloads  # noqa: E402
 from flightpipe.warehouse.duckdb import _JSON_STRUCT, _schema_sql  # noqa: E402
 from tests.processes import Serve, free_port, metric  # noqa: E402
 
-CLI = [sys.executable, "-m", "flightpipe.cli"]
+CLI = [sys.executable, "-m", "flightpipe_local.cli"]
 
 
 def all_payloads() -> list[bytes]:
@@ -101,7 +101,7 @@ def naive_rate(payloads: list[bytes], path: Path, sample: int) -> float:
 
 def backlog_memory(data_dir: Path, payloads: list[bytes], backlog: int) -> tuple[float, float]:
     """Publish `backlog` messages, then drain them with the subscriber service; peak RSS (MB)."""
-    from flightpipe.adapters import ensure_topology, make_broker
+    from flightpipe.composition import ensure_topology, make_broker
     from flightpipe.settings import load_settings
 
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flightpipe.adapters import ensure_topology
 from flightpipe.broker.embedded import EmbeddedBroker
+from flightpipe.composition import ensure_topology
 from tests.faults.harness import backlog, fault_settings, publish_events, valid_events
 from tests.processes import Serve, wait_until
 

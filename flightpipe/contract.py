@@ -3,10 +3,12 @@
 `FlightEvent` is the message publishers send (a JSON object). From this single definition come:
 
 * validation of incoming messages (`decode_event`, msgspec: ~1 µs a message);
-* the warehouse columns (`COLUMNS`): the contract's fields plus the three the pipeline adds
-  (`message_id`, `publish_time`, `ingest_time`);
-* the DuckDB DDL (`duckdb_columns_ddl`), the BigQuery table schema (`bigquery_schema`) and the JSON
-  Schema published for producers (`json_schema`).
+* the warehouse columns (`COLUMNS`), in a technology-neutral form (name, `Kind`, nullability,
+  description): the contract's fields plus the three the pipeline adds (`message_id`,
+  `publish_time`, `ingest_time`). Each warehouse adapter maps a `Kind` to its own type and derives
+  its DDL from these (`duckdb.columns_ddl`, `bigquery_sql.events_schema`); the contract knows no
+  storage;
+* the JSON Schema published for producers (`json_schema`).
 
 Unknown fields are ignored; a missing required field, a wrong type, a value outside its pattern or
 malformed JSON makes the message invalid (`InvalidEvent` carries a one-line reason).
@@ -23,7 +25,6 @@ nested JSON, is an `InvalidEvent`: one message can never raise anything else.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
@@ -224,44 +225,6 @@ COLUMNS: Final[tuple[Column, ...]] = CONTRACT_COLUMNS + PIPELINE_COLUMNS
 _TIMESTAMP_FIELDS: Final = tuple(c.name for c in CONTRACT_COLUMNS if c.kind == "timestamp")
 COLUMN_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in COLUMNS)
 FIELD_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in CONTRACT_COLUMNS)
-
-_DUCKDB_TYPES: Final[dict[Kind, str]] = {
-    "string": "VARCHAR",
-    "int": "BIGINT",
-    "timestamp": "TIMESTAMPTZ",
-    "date": "DATE",
-}
-_BIGQUERY_TYPES: Final[dict[Kind, str]] = {
-    "string": "STRING",
-    "int": "INT64",
-    "timestamp": "TIMESTAMP",
-    "date": "DATE",
-}
-
-
-def duckdb_columns_ddl() -> str:
-    """Column definitions for a DuckDB CREATE TABLE (without the surrounding parentheses)."""
-    return ",\n  ".join(
-        f"{c.name} {_DUCKDB_TYPES[c.kind]}{'' if c.nullable else ' NOT NULL'}" for c in COLUMNS
-    )
-
-
-def bigquery_schema() -> list[dict[str, str]]:
-    """The BigQuery table schema as REST `TableFieldSchema` objects (the Pulumi program's input)."""
-    return [
-        {
-            "name": c.name,
-            "type": _BIGQUERY_TYPES[c.kind],
-            "mode": "NULLABLE" if c.nullable else "REQUIRED",
-            "description": c.description,
-        }
-        for c in COLUMNS
-    ]
-
-
-def bigquery_schema_json() -> str:
-    """`bigquery_schema()` as the JSON string `gcp.bigquery.Table(schema=...)` takes."""
-    return json.dumps(bigquery_schema(), indent=2)
 
 
 def json_schema() -> dict[str, Any]:

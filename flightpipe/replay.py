@@ -44,6 +44,7 @@ field order; that is ~20% cheaper than `to_json(struct_pack(...))` over 18 field
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -56,6 +57,7 @@ from typing import Any, Final
 import duckdb
 from tqdm import tqdm
 
+from flightpipe import retry
 from flightpipe.broker import Broker, OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -302,7 +304,9 @@ def replay(
         for batch in batches:
             for part in _chunks(batch, chunk):
                 messages: list[OutgoingMessage] = [(payload, ATTRIBUTES) for payload in part]
-                broker.publish(topic, messages)
+                # The caller's retry (`flightpipe.retry`): the adapter tries once. A retried
+                # batch may be published twice; event ids make the second copy a no-op.
+                retry.broker_call(functools.partial(broker.publish, topic, messages))
                 published += len(part)
                 bar.update(len(part))
                 if rate is not None:

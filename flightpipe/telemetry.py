@@ -9,20 +9,20 @@ only `API_REGISTRY`, unless a subscriber runs in the same process (`flightpipe s
 would read 0 and every API instance would be one more series pulling the freshness SLO towards
 "fresh".
 
-Logs are JSON lines on stdout with `severity`, `message` and, when known, the trace and request
-id, which Cloud Logging reads as structured logs.
+Logs are JSON lines on stdout with `severity`, `message`, `time`, `logger`, every field a call site
+passes as `extra={...}` and, when known, the trace and request id, which Cloud Logging reads as
+structured logs (python-json-logger writes them).
 """
 
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
-import json
 import logging
 import sys
 import time
 from typing import Any, Final
 
+import pythonjsonlogger.json
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 # The API's collectors; the default registry (the pipeline's) includes them too (one process).
@@ -139,6 +139,26 @@ HTTP_DURATION: Final = Histogram(
 )
 
 REGISTRY.register(API_REGISTRY)
+Collector = Counter | Gauge | Histogram
+
+
+def exposed_name(collector: Collector, suffix: str = "") -> str:
+    """The name `collector`'s series are exposed under, plus `suffix` (`_bucket`, `_sum`...).
+
+    Everything that reads a series by name (the status page, the demo, the dashboards and alerts)
+    takes it from here, so a collector's definition above is the name's one home. A counter's
+    samples end in `_total` (prometheus_client strips it from the family name).
+    """
+    (family,) = collector.describe()
+    return (f"{family.name}_total" if family.type == "counter" else family.name) + suffix
+
+
+def metric_type(collector: Collector) -> str:
+    """`counter`, `gauge` or `histogram`: the kind Managed Service for Prometheus names it by."""
+    (family,) = collector.describe()
+    return str(family.type)
+
+
 _pipeline_in_process = False
 
 
@@ -159,26 +179,30 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 trace_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace", default=None)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, in the shape Cloud Logging parses."""
+class JsonFormatter(pythonjsonlogger.json.JsonFormatter):
+    """One JSON object per line, in the shape Cloud Logging parses, keeping every `extra` field.
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "severity": record.levelname,
-            "message": record.getMessage(),
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
-            "logger": record.name,
-        }
+    python-json-logger writes each attribute a call site passes in `extra={...}` as a top-level
+    field (the hand-written formatter before it read only `extra={"fields": {...}}` and silently
+    dropped the rest). Added here: the request id and the Cloud Logging trace of the context.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            ["levelname", "message", "name"],
+            rename_fields={"levelname": "severity", "name": "logger", "exc_info": "exception"},
+            timestamp="time",
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        """The library's fields, then the request id and trace when known."""
+        super().add_fields(log_data, record, message_dict)
         if (request_id := request_id_var.get()) is not None:
-            entry["request_id"] = request_id
+            log_data["request_id"] = request_id
         if (trace := trace_var.get()) is not None:
-            entry["logging.googleapis.com/trace"] = trace
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict):
-            entry.update(extra)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            log_data["logging.googleapis.com/trace"] = trace
 
 
 def configure_logging(level: str = "INFO") -> None:

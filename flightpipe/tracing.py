@@ -9,7 +9,8 @@ Contract:
   standard `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` variables (default: parent-based,
   always on).
 - Trace context crosses the broker as the W3C `traceparent` (and `tracestate`) message attribute:
-  the publisher calls `inject_attributes`, the subscriber `extract_context` / `message_span`.
+  the publisher calls `inject_attributes`, the subscriber `batch_span` (which reads them with
+  `span_context_of`).
 - A subscriber batch holds messages from many traces, and a span has one parent. The batch-write
   span (`batch_span`) is therefore a new root with one *link* per distinct message context, as the
   OpenTelemetry messaging conventions prescribe for batch processing: each producer's trace shows
@@ -128,24 +129,6 @@ def _logs_follow_span(project: str | None) -> Iterator[None]:
         yield
     finally:
         trace_var.reset(token)
-
-
-@contextlib.contextmanager
-def message_span(
-    name: str,
-    attributes: Mapping[str, str] | None,
-    *,
-    project: str | None = None,
-    tracer: trace.Tracer | None = None,
-) -> Iterator[trace.Span]:
-    """A consumer span continuing the trace carried by one message's attributes."""
-    tracer = tracer or get_tracer()
-    parent = extract_context(attributes)
-    with (
-        tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.CONSUMER) as span,
-        _logs_follow_span(project),
-    ):
-        yield span
 
 
 @contextlib.contextmanager

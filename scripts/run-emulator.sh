@@ -31,4 +31,4 @@ done
 export PUBSUB_EMULATOR_HOST="127.0.0.1:$EMULATOR_PORT"
 export FLIGHTPIPE_BROKER=pubsub
 export GOOGLE_CLOUD_PROJECT="${GOOGLE_CLOUD_PROJECT:-flightpipe-local}"
-"$PYTHON" -m flightpipe.demo --data-dir "$DATA_DIR" --port "$PORT" "$@"
+"$PYTHON" -m flightpipe_local.demo --data-dir "$DATA_DIR" --port "$PORT" "$@"

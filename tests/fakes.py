@@ -1,8 +1,10 @@
 """In-memory fakes of the ports, for unit tests of the code that uses them.
 
-`FakeBroker` keeps only what the subscriber needs (publish, pull, ack, nack, deadlines); the real
-adapters are covered by the port contract tests. `FlakyWarehouse` wraps a real warehouse and fails
-on demand, to test retries without mocking DuckDB.
+Both are typed against their port (`Broker`, `Warehouse`: tests/unit/test_fakes.py checks it with
+mypy --strict). `FakeBroker` keeps only what the subscriber needs (publish, pull, ack, nack,
+deadlines, backlog); the real adapters are covered by the port contract tests. `FlakyWarehouse`
+wraps a real warehouse and fails on demand, to test retries without mocking DuckDB; with no failure
+asked for it passes the warehouse contract suite (tests/contract/test_warehouse_port.py).
 """
 
 from __future__ import annotations
@@ -13,8 +15,25 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from flightpipe.broker import Message, NotFound, OutgoingMessage, SubscriptionConfig
-from flightpipe.warehouse import Envelope, RowErrors, WarehouseError, WarehouseUnavailable
+from flightpipe.broker import (
+    Backlog,
+    Broker,
+    BrokerError,
+    Message,
+    NotFound,
+    OutgoingMessage,
+    SubscriptionConfig,
+)
+from flightpipe.warehouse import (
+    DelayStats,
+    Envelope,
+    FlightFilter,
+    RowErrors,
+    Warehouse,
+    WarehouseError,
+    WarehouseUnavailable,
+)
+from flightpipe.warehouse.port import DEFAULT_SORT, GroupBy, PageKey, Sort
 
 
 class FakeBroker:
@@ -47,8 +66,6 @@ class FakeBroker:
             if topic not in self.topics:
                 raise NotFound(topic)
             if self.fail_publish:
-                from flightpipe.broker import BrokerError
-
                 self.fail_publish -= 1
                 raise BrokerError("injected publish failure")
             ids = []
@@ -89,6 +106,15 @@ class FakeBroker:
     def modify_ack_deadline(self, subscription: str, ack_ids: Sequence[str], seconds: int) -> None:
         self.extended.extend(ack_ids)
 
+    def settled(self, subscription: str) -> bool:
+        """Nothing pending or leased: every message was acked (or dead-lettered and acked)."""
+        with self._lock:
+            return not self.pending[subscription] and not self.leased[subscription]
+
+    def backlog(self, subscription: str) -> Backlog | None:
+        with self._lock:
+            return len(self.pending[subscription]) + len(self.leased[subscription]), None
+
     def close(self) -> None:
         pass
 
@@ -96,7 +122,9 @@ class FakeBroker:
 class FlakyWarehouse:
     """Delegates to a real warehouse; `fail_next` writes raise `error` first."""
 
-    def __init__(self, inner: Any, error: type[WarehouseError] = WarehouseUnavailable) -> None:
+    def __init__(
+        self, inner: Warehouse, error: type[WarehouseError] = WarehouseUnavailable
+    ) -> None:
         self.inner = inner
         self.error = error
         self.fail_next = 0
@@ -119,5 +147,41 @@ class FlakyWarehouse:
         result: int = self.inner.write(batch)
         return result
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    # The reads delegate to the real warehouse (no getattr: every port method is spelled out).
+    def list_flights(
+        self,
+        flt: FlightFilter,
+        limit: int,
+        after: PageKey | None = None,
+        sort: Sort = DEFAULT_SORT,
+        columns: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        return self.inner.list_flights(flt, limit, after, sort, columns)
+
+    def get_flight(self, flight_id: str) -> dict[str, Any] | None:
+        return self.inner.get_flight(flight_id)
+
+    def flight_events(self, flight_id: str) -> list[dict[str, Any]]:
+        return self.inner.flight_events(flight_id)
+
+    def delay_stats(
+        self, flt: FlightFilter, group_by: GroupBy | Sequence[GroupBy]
+    ) -> list[DelayStats]:
+        return self.inner.delay_stats(flt, group_by)
+
+    def newest_publish_time(self) -> dt.datetime | None:
+        return self.inner.newest_publish_time()
+
+    def count_events(self) -> int:
+        return self.inner.count_events()
+
+    def ping(self) -> None:
+        self.inner.ping()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _typed(broker: FakeBroker, warehouse: FlakyWarehouse) -> tuple[Broker, Warehouse]:
+    """Assignments mypy --strict checks: each fake is its port (tests/unit/test_fakes.py)."""
+    return broker, warehouse

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-CLI = [sys.executable, "-m", "flightpipe.cli"]
+CLI = [sys.executable, "-m", "flightpipe_local.cli"]
 
 
 def free_port() -> int:

@@ -57,6 +57,8 @@ class SubscriptionConfig:
 
 
 OutgoingMessage = tuple[bytes, Mapping[str, str]]
+# Unacked messages on a subscription and the age in seconds of the oldest (None when empty).
+Backlog = tuple[int, float | None]
 
 
 @runtime_checkable
@@ -83,6 +85,10 @@ class Broker(Protocol):
 
     def modify_ack_deadline(self, subscription: str, ack_ids: Sequence[str], seconds: int) -> None:
         """Extend (or shorten) the lease of messages still being worked on."""
+
+    def backlog(self, subscription: str) -> Backlog | None:
+        """The subscription's unacked messages and oldest age, or None if the broker reports
+        them elsewhere (Pub/Sub: Cloud Monitoring's `num_undelivered_messages`)."""
 
     def close(self) -> None:
         """Release connections."""

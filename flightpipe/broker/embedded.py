@@ -27,6 +27,9 @@ Contract (beyond the port's docstring):
   A writer that finds the lock taken retries every millisecond (up to `busy_timeout` seconds, then
   `BrokerError`), rather than SQLite's backing-off busy handler, which starves a publisher next to
   a busy subscriber. `close()` closes the connections of every thread; call it when they are done.
+
+Why one module over 400 lines: it is one adapter whose methods all share the schema, the lock
+retry and the visibility rules above (each method is one transaction over the same two tables).
 """
 
 from __future__ import annotations
@@ -46,7 +49,14 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from flightpipe.broker import BrokerError, Message, NotFound, OutgoingMessage, SubscriptionConfig
+from flightpipe.broker import (
+    Backlog,
+    BrokerError,
+    Message,
+    NotFound,
+    OutgoingMessage,
+    SubscriptionConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -350,12 +360,10 @@ class EmbeddedBroker:
         log.warning(
             "dead-lettered messages",
             extra={
-                "fields": {
-                    "subscription": name,
-                    "dead_letter_topic": sub.dead_letter_topic,
-                    "count": len(rows),
-                    "reason": "max_delivery_attempts",
-                }
+                "subscription": name,
+                "dead_letter_topic": sub.dead_letter_topic,
+                "count": len(rows),
+                "reason": "max_delivery_attempts",
             },
         )
 
@@ -376,7 +384,7 @@ class EmbeddedBroker:
             self._drop(conn, sub, expired)
             log.info(
                 "dropped messages past retention",
-                extra={"fields": {"subscription_id": sub.id, "count": len(expired)}},
+                extra={"subscription_id": sub.id, "count": len(expired)},
             )
 
     def _drop(self, conn: sqlite3.Connection, sub: _Sub, msg_ids: Sequence[int]) -> None:
@@ -428,7 +436,7 @@ class EmbeddedBroker:
 
     # -- metrics ------------------------------------------------------------------------------
 
-    def backlog(self, subscription: str) -> tuple[int, float | None]:
+    def backlog(self, subscription: str) -> Backlog:
         """Unacked messages and the age in seconds of the oldest one (None when empty)."""
         sub = self._sub(subscription)
         with self._write() as conn:

@@ -14,10 +14,12 @@ Exactly-once subscriptions: the unary `Acknowledge` RPC used here only returns o
 has recorded the acks and fails when it could not, which is what `ack_with_response` gives a
 streaming-pull user; a failure surfaces as `BrokerError` and the message is redelivered.
 
-One retry layer: `ack`, `nack` and `modify_ack_deadline` are tried once (`retry=None`), bounded
-by `lease_rpc_timeout`, because their callers own the retry: the subscriber's acker retries an ack
-until it succeeds, and its lease keeper sends the extensions again every third of the ack
-deadline (an RPC retried for a minute inside it would let the leases it is extending lapse).
+One retry layer (`flightpipe.retry`): every RPC is tried once (`retry=None`), bounded by
+`rpc_timeout` (`lease_rpc_timeout` for ack, nack and modify_ack_deadline), because its caller owns
+the retry: the subscriber's acker and dead-letterer retry until they succeed, its lease keeper
+sends the extensions again every third of the ack deadline (an RPC retried for a minute inside it
+would let the leases it is extending lapse), the publishers (`flightpipe replay` / `publish`) and
+the topology set-up retry transient failures themselves.
 google-api-core: a GAPIC method's `retry=None` disables retries and `timeout` bounds the call
 (`google.api_core.gapic_v1.method.wrap_method`). The deadline per call is 0-600 s
 (`ModifyAckDeadlineRequest.ack_deadline_seconds` in google/pubsub/v1/pubsub.proto).
@@ -36,12 +38,18 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from google.api_core import exceptions as gexc
-from google.api_core import retry as gretry
 from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 from google.cloud.pubsub_v1.types import BatchSettings
 from google.pubsub_v1 import types as pubsub_types
 
-from flightpipe.broker import BrokerError, Message, NotFound, OutgoingMessage, SubscriptionConfig
+from flightpipe.broker import (
+    Backlog,
+    BrokerError,
+    Message,
+    NotFound,
+    OutgoingMessage,
+    SubscriptionConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +61,6 @@ ACK_CHUNK: Final = 1000
 PUBLISH_MAX_BYTES: Final = 9_000_000
 # The RPC needs a little time even when the caller asked not to wait.
 MIN_PULL_RPC_SECONDS: Final = 0.5
-# Errors worth retrying inside one call; anything else surfaces at once.
-_TRANSIENT: Final = gretry.if_exception_type(
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.Aborted,
-    gexc.Unknown,
-    gexc.ResourceExhausted,
-)
 
 
 @contextmanager
@@ -101,11 +100,8 @@ class PubSubBroker:
         self.project = project
         self._rpc_timeout = rpc_timeout
         self._lease_rpc_timeout = lease_rpc_timeout
-        # The generated clients retry for up to 60-600 s; bound every call by `rpc_timeout` so a
-        # dead endpoint becomes a BrokerError the caller can act on (log, back off, redeliver).
-        self._retry = gretry.Retry(
-            predicate=_TRANSIENT, initial=0.1, maximum=2.0, timeout=rpc_timeout
-        )
+        # The generated clients would retry for up to 60-600 s; every call here is tried once and
+        # bounded by `rpc_timeout`, so a dead endpoint becomes a BrokerError the caller acts on.
         self._publisher = publisher or PublisherClient(
             batch_settings=BatchSettings(
                 max_bytes=PUBLISH_MAX_BYTES, max_latency=0.01, max_messages=1000
@@ -132,7 +128,7 @@ class PubSubBroker:
         with _translated(f"create topic {topic}"):
             try:
                 self._publisher.create_topic(
-                    name=self.topic_path(topic), retry=self._retry, timeout=self._rpc_timeout
+                    name=self.topic_path(topic), retry=None, timeout=self._rpc_timeout
                 )
             except gexc.AlreadyExists:
                 return
@@ -155,7 +151,7 @@ class PubSubBroker:
         with _translated(f"create subscription {subscription}"):
             try:
                 self._subscriber.create_subscription(
-                    request=request, retry=self._retry, timeout=self._rpc_timeout
+                    request=request, retry=None, timeout=self._rpc_timeout
                 )
             except gexc.AlreadyExists:
                 return
@@ -170,7 +166,7 @@ class PubSubBroker:
             # The client batches the calls into Publish requests of up to 1,000 messages.
             futures = [
                 self._publisher.publish(
-                    path, data, retry=self._retry, timeout=self._rpc_timeout, **dict(attrs)
+                    path, data, retry=None, timeout=self._rpc_timeout, **dict(attrs)
                 )
                 for data, attrs in messages
             ]
@@ -247,6 +243,11 @@ class PubSubBroker:
                     retry=None,  # the lease keeper's next tick retries
                     timeout=self._lease_rpc_timeout,
                 )
+
+    def backlog(self, subscription: str) -> Backlog | None:
+        """None: Pub/Sub has no cheap RPC for it; Cloud Monitoring records it per subscription
+        (`pubsub.googleapis.com/subscription/num_undelivered_messages`, the dashboards' source)."""
+        return None
 
     def close(self) -> None:
         """Release connections (publishes already resolved; nothing is pending)."""

@@ -29,13 +29,11 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 import requests
-import tenacity
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from flightpipe import telemetry
-from flightpipe.warehouse import bigquery_sql as q
-from flightpipe.warehouse import query
+from flightpipe import retry, telemetry
+from flightpipe.warehouse import bigquery_sql, query
 from flightpipe.warehouse.port import (
     DEFAULT_SORT,
     DelayStats,
@@ -125,9 +123,9 @@ class BigQueryWarehouse:
         self.location = location
         self.max_bytes_billed = max_bytes_billed
         self.query_timeout = query_timeout
-        self.events_table = q.table_ref(project, dataset, q.EVENTS_TABLE)
-        self.view = q.table_ref(project, dataset, q.CURRENT_VIEW)
-        self._insert_table = f"{project}.{dataset}.{q.EVENTS_TABLE}"
+        self.events_table = bigquery_sql.table_ref(project, dataset, bigquery_sql.EVENTS_TABLE)
+        self.view = bigquery_sql.table_ref(project, dataset, bigquery_sql.CURRENT_VIEW)
+        self._insert_table = f"{project}.{dataset}.{bigquery_sql.EVENTS_TABLE}"
         self._client = client or bigquery.Client(project=project, location=location)
         # Short queries may skip creating a job: lower latency, and no job quota spent.
         self._client.default_job_creation_mode = "JOB_CREATION_OPTIONAL"
@@ -136,21 +134,26 @@ class BigQueryWarehouse:
         self._max_request_bytes = max_request_bytes
         self._max_request_rows = max_request_rows
 
-    # --- retries -----------------------------------------------------------------------------
+    # --- calls ---------------------------------------------------------------------------------
 
-    def _retrying(self, call: Callable[[], T], *, attempts: int, budget: float, what: str) -> T:
-        """Run `call`, retrying transient errors with exponential backoff (full jitter)."""
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_is_transient),
-            stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(budget),
-            wait=tenacity.wait_random_exponential(multiplier=self._backoff_initial, max=8.0),
-            before_sleep=lambda state: log.warning(
-                "retrying BigQuery %s", what, extra={"attempt": state.attempt_number}
-            ),
-            reraise=True,
-        )
+    def _call(self, call: Callable[[], T], *, attempts: int, budget: float, what: str) -> T:
+        """Run `call` (`attempts` > 1: retrying transient errors, `flightpipe.retry`); raise the
+        port's errors."""
+
+        def retried(state: retry.RetryState) -> None:
+            log.warning("retrying BigQuery %s", what, extra={"attempt": state.attempt_number})
+
         try:
-            return retrying(call)
+            if attempts == 1:
+                return call()
+            return retry.retrying(
+                _is_transient,
+                initial=self._backoff_initial,
+                max_wait=8.0,
+                attempts=attempts,
+                budget=budget,
+                on_retry=retried,
+            )(call)
         except Exception as exc:
             if _is_transient(exc) or isinstance(exc, TimeoutError):
                 raise WarehouseUnavailable(f"BigQuery {what}: {exc}") from exc
@@ -171,7 +174,8 @@ class BigQueryWarehouse:
         for chunk_rows, chunk_ids in _chunks(
             rows, ids, self._max_request_bytes, self._max_request_rows
         ):
-            result = self._retrying(
+            # One attempt: the subscriber, which keeps the leases, retries the batch.
+            result = self._call(
                 self._insert_call(chunk_rows, chunk_ids),
                 attempts=1,
                 budget=self._write_timeout,
@@ -207,17 +211,17 @@ class BigQueryWarehouse:
 
     # --- reads -------------------------------------------------------------------------------
 
-    def _query(self, query: q.Query) -> list[dict[str, Any]]:
-        config = self._job_config(query)
+    def _query(self, statement: bigquery_sql.Query) -> list[dict[str, Any]]:
+        config = self._job_config(statement)
 
         def run() -> list[dict[str, Any]]:
             with telemetry.WAREHOUSE_QUERY_SECONDS.labels(adapter="bigquery").time():
-                rows = self._run(query.sql, config)
+                rows = self._run(statement.sql, config)
                 result = [dict(row.items()) for row in rows]
             telemetry.WAREHOUSE_BYTES_PROCESSED.inc(rows.total_bytes_processed or 0)
             return result
 
-        return self._retrying(run, attempts=2, budget=self.query_timeout, what="query")
+        return self._call(run, attempts=2, budget=self.query_timeout, what="query")
 
     def _run(self, sql: str, config: bigquery.QueryJobConfig, page_size: int | None = None) -> Any:
         return self._client.query_and_wait(
@@ -231,10 +235,10 @@ class BigQueryWarehouse:
             page_size=page_size,
         )
 
-    def _job_config(self, query: q.Query) -> bigquery.QueryJobConfig:
+    def _job_config(self, statement: bigquery_sql.Query) -> bigquery.QueryJobConfig:
         return bigquery.QueryJobConfig(
             query_parameters=[
-                bigquery.ScalarQueryParameter(p.name, p.type, p.value) for p in query.params
+                bigquery.ScalarQueryParameter(p.name, p.type, p.value) for p in statement.params
             ],
             maximum_bytes_billed=self.max_bytes_billed,
             use_query_cache=True,
@@ -250,7 +254,9 @@ class BigQueryWarehouse:
         columns: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Current states matching `flt` by (sort field, flight_id), after `after`."""
-        return self._query(q.list_flights(self.view, flt, limit, after, sort=sort, columns=columns))
+        return self._query(
+            bigquery_sql.list_flights(self.view, flt, limit, after, sort=sort, columns=columns)
+        )
 
     def export_flights(
         self,
@@ -265,16 +271,16 @@ class BigQueryWarehouse:
     ) -> Generator[bytes, None, None]:
         """`list_flights`' rows rendered `chunk` at a time, from one query's result."""
         names = query.checked_columns(columns)
-        sql = q.list_flights(self.view, flt, limit, after, sort=sort, columns=names)
+        sql = bigquery_sql.list_flights(self.view, flt, limit, after, sort=sort, columns=names)
         return self._export(sql, names, fmt, max(1, chunk))
 
     def _export(
-        self, sql: q.Query, columns: Sequence[str], fmt: query.ExportFormat, chunk: int
+        self, sql: bigquery_sql.Query, columns: Sequence[str], fmt: query.ExportFormat, chunk: int
     ) -> Generator[bytes, None, None]:
         # One query; its result is read page by page (RowIterator.pages: the first page comes
         # with jobs.query, the next ones by pageToken from the same result, so one snapshot).
         config = self._job_config(sql)
-        rows = self._retrying(
+        rows = self._call(
             lambda: self._run(sql.sql, config, page_size=chunk),
             attempts=2,
             budget=self.query_timeout,
@@ -283,7 +289,7 @@ class BigQueryWarehouse:
         telemetry.WAREHOUSE_BYTES_PROCESSED.inc(rows.total_bytes_processed or 0)
         pages = iter(rows.pages)
         while True:
-            page = self._retrying(
+            page = self._call(
                 lambda: next(pages, None), attempts=1, budget=self.query_timeout, what="export"
             )
             if page is None:
@@ -292,30 +298,35 @@ class BigQueryWarehouse:
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
         """The current state of one flight, or None."""
-        rows = self._query(q.get_flight(self.view, flight_id))
+        rows = self._query(bigquery_sql.get_flight(self.view, flight_id))
         return rows[0] if rows else None
 
     def flight_events(self, flight_id: str) -> list[dict[str, Any]]:
         """Every distinct stored event of one flight, in event-time order."""
-        return self._query(q.flight_events(self.events_table, flight_id))
+        return self._query(bigquery_sql.flight_events(self.events_table, flight_id))
 
     def delay_stats(
         self, flt: FlightFilter, group_by: GroupBy | Sequence[GroupBy]
     ) -> list[DelayStats]:
         """Delay statistics over current states, one row per group, ordered by the group keys."""
         fields = query.group_fields(group_by)
-        rows = self._query(q.delay_stats(self.view, flt, fields))  # type: ignore[arg-type]
+        rows = self._query(bigquery_sql.delay_stats(self.view, flt, fields))  # type: ignore[arg-type]
         return [query.delay_stats_row(r, fields) for r in rows]
 
     def newest_publish_time(self) -> dt.datetime | None:
         """The newest committed publish_time: the ingest watermark (None while empty)."""
-        rows = self._query(q.newest_publish_time(self.events_table))
-        return q.as_utc(rows[0]["t"]) if rows else None
+        rows = self._query(bigquery_sql.newest_publish_time(self.events_table))
+        return bigquery_sql.as_utc(rows[0]["t"]) if rows else None
+
+    def count_events(self) -> int:
+        """How many distinct events are stored (by `event_id`)."""
+        rows = self._query(bigquery_sql.count_events(self.events_table))
+        return int(rows[0]["n"]) if rows else 0
 
     def ping(self) -> None:
         """Raise WarehouseUnavailable unless a trivial query succeeds."""
         try:
-            self._query(q.PING)
+            self._query(bigquery_sql.PING)
         except WarehouseError as exc:
             raise WarehouseUnavailable(str(exc)) from exc
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from flightpipe import contract
 from flightpipe.contract import COLUMN_NAMES
 from flightpipe.warehouse import query
 from flightpipe.warehouse.port import (
@@ -34,6 +35,13 @@ from flightpipe.warehouse.port import (
 EVENTS_TABLE: Final = "events"
 CURRENT_VIEW: Final = "flights_current"
 COLUMNS: Final = ", ".join(COLUMN_NAMES)
+# BigQuery's type for each kind of contract column (GoogleSQL data types; `TableFieldSchema.type`).
+TYPES: Final[Mapping[contract.Kind, str]] = {
+    "string": "STRING",
+    "int": "INT64",
+    "timestamp": "TIMESTAMP",
+    "date": "DATE",
+}
 # BigQuery project ids and dataset names (the subset flightpipe's settings can produce).
 _PROJECT: Final = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _DATASET: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
@@ -54,6 +62,19 @@ class Query:
 
     sql: str
     params: tuple[Param, ...] = ()
+
+
+def events_schema() -> list[dict[str, str]]:
+    """The `events` table schema as REST `TableFieldSchema` objects (the Pulumi program's input)."""
+    return [
+        {
+            "name": c.name,
+            "type": TYPES[c.kind],
+            "mode": "NULLABLE" if c.nullable else "REQUIRED",
+            "description": c.description,
+        }
+        for c in contract.COLUMNS
+    ]
 
 
 def table_ref(project: str | None, dataset: str, table: str) -> str:
@@ -184,6 +205,11 @@ def delay_stats(view: str, flt: FlightFilter, group_by: GroupBy | Sequence[Group
 def newest_publish_time(events: str) -> Query:
     """The ingest watermark: the newest stored publish_time (NULL while empty)."""
     return Query(f"SELECT MAX(publish_time) AS t FROM {events}")
+
+
+def count_events(events: str) -> Query:
+    """Distinct stored events: insertAll's best-effort deduplication may store one twice."""
+    return Query(f"SELECT COUNT(DISTINCT event_id) AS n FROM {events}")
 
 
 PING: Final = Query("SELECT 1 AS ok")

@@ -69,15 +69,25 @@ _TRANSIENT: Final = (
 )
 
 
-_JSON_TYPES: Final = {
+# DuckDB's type for each kind of contract column: the tables' DDL and the JSON parse use it.
+TYPES: Final[Mapping[contract.Kind, str]] = {
     "string": "VARCHAR",
     "int": "BIGINT",
     "timestamp": "TIMESTAMPTZ",
     "date": "DATE",
 }
 _JSON_STRUCT: Final = (
-    "{" + ", ".join(f'"{c.name}": "{_JSON_TYPES[c.kind]}"' for c in contract.CONTRACT_COLUMNS) + "}"
+    "{" + ", ".join(f'"{c.name}": "{TYPES[c.kind]}"' for c in contract.CONTRACT_COLUMNS) + "}"
 )
+
+
+def columns_ddl() -> str:
+    """Column definitions for a CREATE TABLE of the contract's columns (without parentheses)."""
+    return ",\n  ".join(
+        f"{c.name} {TYPES[c.kind]}{'' if c.nullable else ' NOT NULL'}" for c in contract.COLUMNS
+    )
+
+
 _PARSED: Final = (
     "SELECT "
     + ", ".join(f"j.{name}" for name in contract.FIELD_NAMES)
@@ -128,7 +138,7 @@ def _schema_sql() -> list[str]:
     # anti-joins above under the single writer (DuckDB's file lock: one writing process; the
     # write lock: one writing thread). The ART indexes a PRIMARY KEY adds doubled the write cost
     # and are rewritten whole at every checkpoint.
-    ddl = contract.duckdb_columns_ddl()
+    ddl = columns_ddl()
     return [
         f"CREATE TABLE IF NOT EXISTS events (\n  {ddl}\n)",
         f"CREATE TABLE IF NOT EXISTS flights (\n  {ddl}\n)",

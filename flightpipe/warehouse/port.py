@@ -173,6 +173,9 @@ class Warehouse(Protocol):
     def newest_publish_time(self) -> dt.datetime | None:
         """The newest committed publish_time: the ingest watermark (None while empty)."""
 
+    def count_events(self) -> int:
+        """How many distinct events (by `event_id`) are stored: exactly-once, checked."""
+
     def ping(self) -> None:
         """Raise WarehouseUnavailable unless a trivial query succeeds."""
 

@@ -5,7 +5,8 @@ owner rights, with an explicit access list and `protect`: creating or updating a
 to grant access to it that no IAM condition limits, so the deployer may do neither
 (infra/grants.py, DATASET_ACCESS_PERMISSIONS). This component only names it.
 
-The table's schema is generated from the shared contract (`flightpipe.contract`), the same code the
+The table's schema is generated from the shared contract's columns (`flightpipe.contract`, typed by
+the BigQuery adapter's `bigquery_sql.events_schema`), the same code the
 services validate messages with, so the warehouse cannot drift from what publishers send. It is
 partitioned by `flight_date` (queries filter by day) and clustered by `carrier, origin` (the API's
 filters). `flights_current` keeps the latest event of each flight: duplicates of an event (same
@@ -22,8 +23,7 @@ from typing import Any, Final
 import pulumi
 import pulumi_gcp as gcp
 
-from flightpipe.contract import bigquery_schema_json
-from flightpipe.warehouse.bigquery_sql import current_view_sql, table_ref
+from flightpipe.warehouse.bigquery_sql import current_view_sql, events_schema, table_ref
 
 TABLE_ID: Final = "events"
 VIEW_ID: Final = "flights_current"
@@ -50,7 +50,7 @@ PUBSUB_METADATA_COLUMNS: Final[tuple[dict[str, str], ...]] = (
 
 def table_schema(*, with_pubsub_metadata: bool) -> list[dict[str, Any]]:
     """The `events` schema: the contract's columns, plus Pub/Sub's metadata columns if asked."""
-    schema: list[dict[str, Any]] = json.loads(bigquery_schema_json())
+    schema: list[dict[str, Any]] = list(events_schema())
     for column in schema:
         if column["name"] == "ingest_time":
             # The subscriber sets it; a native BigQuery subscription cannot, so BigQuery does.

@@ -205,3 +205,17 @@ def test_creating_topic_and_subscription_twice_is_harmless(broker: Broker, uniqu
 
     assert [m.message_id for m in received] == [message_id]
     broker.ack(sub, [m.ack_id for m in received])
+
+
+def test_backlog_counts_unacked_messages_or_is_reported_elsewhere(
+    broker: Broker, unique: Unique
+) -> None:
+    topic, sub = make_subscription(broker, unique)
+    broker.publish(topic, [(b"a", {}), (b"b", {})])
+    pulled = pull_until(broker, sub, 2)
+    assert len(pulled) == 2
+    broker.ack(sub, [pulled[0].ack_id])
+    backlog = broker.backlog(sub)
+    if backlog is not None:  # None: Pub/Sub, whose backlog Cloud Monitoring records
+        count, oldest_age = backlog
+        assert count == 1 and oldest_age is not None and oldest_age >= 0

@@ -1,7 +1,8 @@
 """Contract tests of the warehouse port: every adapter in WAREHOUSES passes all of them.
 
-BigQuery cannot run here; its SQL is proven on DuckDB in tests/integration (sqlglot) and its
-requests against a local fake endpoint in tests/unit.
+The unit tests' `FlakyWarehouse` runs them too. BigQuery cannot run here; its SQL is proven
+on DuckDB in tests/integration (sqlglot) and its requests
+against a local fake endpoint in tests/unit.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from flightpipe.warehouse.port import Sort
 from flightpipe.warehouse.query import ExportFormat, render_rows
 from tests.factories import make_event
+from tests.fakes import FlakyWarehouse
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 WAREHOUSES: dict[str, Callable[[Path], Warehouse]] = {
     "duckdb": lambda tmp: DuckDBWarehouse(tmp / "w.duckdb"),
+    # The unit tests' fake, failing nothing: what it adds to a real warehouse keeps the port.
+    "flaky-fake": lambda tmp: FlakyWarehouse(DuckDBWarehouse(tmp / "w.duckdb")),
 }
 
 
@@ -230,3 +234,11 @@ def test_newest_publish_time_is_the_watermark(warehouse: Warehouse) -> None:
 
 def test_ping_answers(warehouse: Warehouse) -> None:
     warehouse.ping()
+
+
+def test_count_events_counts_each_distinct_event_once(warehouse: Warehouse) -> None:
+    first, second = make_event(), make_event()
+    assert warehouse.count_events() == 0
+    warehouse.write([env(first, "m1"), env(second, "m2")])
+    warehouse.write([env(first, "m3")])  # a redelivery
+    assert warehouse.count_events() == 2

@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from flightpipe.adapters import ensure_topology, make_broker
+from flightpipe.composition import ensure_topology, make_broker
 from flightpipe.contract import FlightEvent, encode_event
 from flightpipe.settings import Settings, load_settings
 from tests.processes import Serve, wait_until

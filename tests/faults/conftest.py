@@ -26,7 +26,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def broker(settings: Settings) -> Iterator[EmbeddedBroker]:
     """The embedded broker on the test's data dir, with the subscriber's topology."""
-    from flightpipe.adapters import ensure_topology
+    from flightpipe.composition import ensure_topology
 
     settings.data_path.mkdir(parents=True, exist_ok=True)
     b = EmbeddedBroker(settings.broker_path)

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from flightpipe.adapters import ensure_topology
 from flightpipe.broker.embedded import EmbeddedBroker
+from flightpipe.composition import ensure_topology
 from tests.faults.harness import Figures, backlog, fault_settings, publish_events, valid_events
 from tests.processes import Serve, wait_until
 

@@ -61,7 +61,7 @@ def _entrypoint(
 ENTRYPOINTS = {
     "cloud API image (Granian)": [sys.executable, "-m", "flightpipe_api"],
     "subscriber image": [sys.executable, "-m", "flightpipe_subscriber"],
-    "flightpipe serve": [sys.executable, "-m", "flightpipe.cli", "serve"],
+    "flightpipe serve": [sys.executable, "-m", "flightpipe_local.cli", "serve"],
 }
 
 

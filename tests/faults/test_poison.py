@@ -9,8 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 from flightpipe_api import create_app
 
-from flightpipe.adapters import make_warehouse
 from flightpipe.broker.embedded import EmbeddedBroker
+from flightpipe.composition import make_warehouse
 from flightpipe.contract import decode_event
 from flightpipe.settings import Settings
 from tests.factories import payload

@@ -30,7 +30,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from flightpipe import tracing
-from flightpipe.adapters import make_broker, make_warehouse
+from flightpipe.composition import make_broker, make_warehouse
 from flightpipe.settings import ConfigError, Settings, load_settings
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.fakes import FakeBroker

@@ -481,3 +481,20 @@ def test_component_registers_its_dashboard_id_slo_names_and_uptime_check_id() ->
     (outputs,) = [o for u, o in monitor.outputs.items() if u.endswith("::mon")]
     assert set(outputs) == {"dashboard_id", "slo_names", "uptime_check_id"}
     assert set(outputs["slo_names"]) == {"api_availability", "api_latency", "data_freshness"}
+
+
+def test_custom_metric_types_are_the_collectors_own_names_and_kinds(declared: list[Any]) -> None:
+    from flightpipe import telemetry
+
+    collectors = {
+        (telemetry.exposed_name(c), telemetry.metric_type(c))
+        for c in vars(telemetry).values()
+        if isinstance(c, telemetry.Collector)
+    }
+    (dashboard,) = of_type(declared, DASHBOARD)
+    text = dashboard["dashboardJson"] + json.dumps(
+        of_type(declared, POLICY) + of_type(declared, SLO)
+    )
+    used = set(re.findall(r"prometheus\.googleapis\.com/(\w+)/(\w+)", text))
+    assert len(used) >= 5
+    assert sorted(used - collectors) == []

@@ -19,8 +19,9 @@ import sqlglot
 import yaml
 from sqlglot import exp
 
-from flightpipe.contract import COLUMN_NAMES, bigquery_schema
+from flightpipe.contract import COLUMN_NAMES
 from flightpipe.settings import ENV_VARS, load_settings
+from flightpipe.warehouse.bigquery_sql import events_schema
 from tests.infra.iam_model import resource_limit
 from tests.infra.program import INFRA, PROJECT_NUMBER, Graph, graph_for, run_stack
 
@@ -403,7 +404,7 @@ def _events(graph: Graph) -> Any:
 
 def test_bigquery_schema_is_the_shared_contract(graph: Graph) -> None:
     schema = json.loads(_events(graph).inputs["schema"])
-    contract = [{k: c[k] for k in ("name", "type", "mode")} for c in bigquery_schema()]
+    contract = [{k: c[k] for k in ("name", "type", "mode")} for c in events_schema()]
     got = [{k: c[k] for k in ("name", "type", "mode")} for c in schema]
     assert got[: len(contract)] == contract
     extra = {c["name"] for c in got[len(contract) :]}

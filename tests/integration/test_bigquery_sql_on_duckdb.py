@@ -17,11 +17,11 @@ import duckdb
 import pytest
 import sqlglot
 
-from flightpipe.contract import COLUMN_NAMES, duckdb_columns_ddl
+from flightpipe.contract import COLUMN_NAMES
 from flightpipe.warehouse import DelayStats, Envelope, FlightFilter
 from flightpipe.warehouse import bigquery_sql as q
 from flightpipe.warehouse.bigquery import _row
-from flightpipe.warehouse.duckdb import DuckDBWarehouse
+from flightpipe.warehouse.duckdb import DuckDBWarehouse, columns_ddl
 from flightpipe.warehouse.port import GROUP_BY_FIELDS, SORT_FIELDS, Sort
 from flightpipe.warehouse.query import delay_stats_row
 from tests.factories import make_event
@@ -102,7 +102,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Duc
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute("CREATE SCHEMA ds")
-    con.execute(f"CREATE TABLE ds.events ({duckdb_columns_ddl()})")
+    con.execute(f"CREATE TABLE ds.events ({columns_ddl()})")
     ingest = dt.datetime.now(dt.UTC).isoformat()
     for batch in _batches():
         adapter.write(batch)
@@ -306,3 +306,13 @@ def test_newest_publish_time_equals_the_duckdb_adapter(
 
 def test_ping_query_runs(engines: tuple[Any, DuckDBWarehouse]) -> None:
     assert _run(engines[0], q.PING) == [{"ok": 1}]
+
+
+def test_count_events_counts_each_event_once_like_the_duckdb_adapter(
+    engines: tuple[Any, DuckDBWarehouse],
+) -> None:
+    con, adapter = engines
+    (stored,) = con.execute("SELECT count(*) FROM ds.events").fetchone()
+    (row,) = _run(con, q.count_events(EVENTS))
+    assert row["n"] == adapter.count_events() > 0
+    assert stored > row["n"]  # the arrivals include redeliveries, stored twice by insertAll

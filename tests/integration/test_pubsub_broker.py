@@ -12,9 +12,9 @@ import datetime as dt
 import pytest
 from google.cloud import pubsub_v1
 
-from flightpipe.adapters import ensure_topology
 from flightpipe.broker import BrokerError, Message, NotFound, SubscriptionConfig
 from flightpipe.broker.pubsub import PubSubBroker
+from flightpipe.composition import ensure_topology
 from flightpipe.settings import load_settings
 from tests.pubsub_emulator import make_broker, pubsub_broker, pubsub_emulator
 

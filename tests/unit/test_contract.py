@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import typing
 
 import jsonschema
 import msgspec
 import pytest
 
 from flightpipe import contract
+from flightpipe.warehouse import bigquery_sql, duckdb
 from tests.factories import make_event, payload
 
 
@@ -71,24 +74,24 @@ def test_required_fields_are_not_nullable_anywhere() -> None:
     assert required == {c.name for c in contract.CONTRACT_COLUMNS if not c.nullable}
     schema = contract.json_schema()
     assert set(schema["required"]) == required
-    bq = {f["name"]: f["mode"] for f in contract.bigquery_schema()}
+    bq = {f["name"]: f["mode"] for f in bigquery_sql.events_schema()}
     assert {n for n, mode in bq.items() if mode == "REQUIRED"} == required | {
         "message_id",
         "publish_time",
         "ingest_time",
     }
-    ddl = contract.duckdb_columns_ddl()
+    ddl = duckdb.columns_ddl()
     for name in required:
         assert f"\n  {name} " in f"\n  {ddl}" and f"{name} " in ddl
 
 
-def test_bigquery_types_follow_the_field_types() -> None:
-    types = {f["name"]: f["type"] for f in contract.bigquery_schema()}
+def test_the_bigquery_adapter_types_every_contract_column() -> None:
+    types = {f["name"]: f["type"] for f in bigquery_sql.events_schema()}
     assert types["event_time"] == "TIMESTAMP"
     assert types["flight_date"] == "DATE"
     assert types["flight_number"] == "INT64"
     assert types["status"] == "STRING"
-    assert all(f["description"] for f in contract.bigquery_schema())
+    assert all(f["description"] for f in bigquery_sql.events_schema())
 
 
 def test_json_schema_accepts_what_the_decoder_accepts_and_rejects_the_rest() -> None:
@@ -174,3 +177,12 @@ def test_patterns_mean_the_same_in_python_and_in_json_schema() -> None:
     body["flight_id"] += "\n"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(body, schema)
+
+
+def test_each_adapter_types_every_kind_of_column_and_the_contract_names_no_storage_type() -> None:
+    kinds = set(typing.get_args(contract.Kind))
+    assert set(duckdb.TYPES) == kinds
+    assert set(bigquery_sql.TYPES) == kinds
+    storage = set(duckdb.TYPES.values()) | set(bigquery_sql.TYPES.values())
+    source = inspect.getsource(contract)
+    assert not [t for t in storage if f'"{t}"' in source]

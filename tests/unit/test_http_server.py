@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from flightpipe.http_server import make_server
+from flightpipe_local.http_server import make_server
+
 from flightpipe.settings import load_settings
 from tests.processes import free_port
 

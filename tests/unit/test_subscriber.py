@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
-from flightpipe_subscriber import Subscriber, sort_messages
-from flightpipe_subscriber.worker import REASON_ATTRIBUTE
+from flightpipe_subscriber import Subscriber
+from flightpipe_subscriber.batches import REASON_ATTRIBUTE
 
 from flightpipe.broker import SubscriptionConfig
 from flightpipe.settings import load_settings
@@ -29,10 +29,19 @@ def broker() -> FakeBroker:
     return b
 
 
-def drain(subscriber: Subscriber, broker: FakeBroker) -> None:
-    """Hand every pending message to the subscriber, batch by batch, on this thread."""
-    while batch := broker.pull("flights-subscriber", SETTINGS.batch_size):
-        subscriber.handle(sort_messages(batch))
+def drain(subscriber: Subscriber, broker: FakeBroker, within: float = 30.0) -> None:
+    """Run the subscriber (its real threads) until every message is settled, then stop it."""
+    thread = threading.Thread(target=subscriber.run)
+    thread.start()
+    deadline = time.monotonic() + within
+    try:
+        while not broker.settled("flights-subscriber") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        subscriber.stop()
+        thread.join(timeout=within)
+    assert not thread.is_alive()
+    assert subscriber.failure is None
 
 
 def test_valid_messages_are_written_then_acked(
@@ -71,8 +80,7 @@ def test_a_failed_write_acks_nothing_and_is_retried_until_it_commits(
     flaky = FlakyWarehouse(duckdb_warehouse)
     flaky.fail_next = 3
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(10)])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
-    messages = broker.pull("flights-subscriber", 50)
+    subscriber = Subscriber(broker, flaky, SETTINGS)
     acked_during: list[int] = []
     original = flaky.write
 
@@ -81,7 +89,7 @@ def test_a_failed_write_acks_nothing_and_is_retried_until_it_commits(
         return original(batch)
 
     flaky.write = spy  # type: ignore[method-assign]
-    subscriber.handle(sort_messages(messages))
+    drain(subscriber, broker)
     assert flaky.calls == 4
     assert acked_during == [0, 0, 0, 0]  # nothing acked before the commit
     assert len(broker.acked) == 10
@@ -95,7 +103,7 @@ def test_a_permanently_rejected_row_is_isolated_and_dead_lettered(
     events = [make_event() for _ in range(9)]
     flaky.reject_event_ids = {events[4].event_id}
     broker.publish("flights", [(payload(e), {}) for e in events])
-    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    drain(Subscriber(broker, flaky, SETTINGS), broker)
     assert duckdb_warehouse.count_events() == 8
     dead = broker.published["flights-dead-letter"]
     assert len(dead) == 1 and dead[0][0] == payload(events[4])
@@ -139,7 +147,7 @@ def test_stop_during_a_warehouse_outage_gives_the_batch_back(
     flaky = FlakyWarehouse(duckdb_warehouse)
     flaky.fail_next = 10_000
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(5)])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
+    subscriber = Subscriber(broker, flaky, SETTINGS)
     thread = threading.Thread(target=subscriber.run)
     thread.start()
     deadline = time.monotonic() + 10
@@ -174,7 +182,7 @@ def test_batch_write_errors_other_than_outages_are_not_retried_forever(
     flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
     flaky.fail_next = 2
     broker.publish("flights", [(payload(make_event()), {})])
-    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    drain(Subscriber(broker, flaky, SETTINGS), broker)
     assert flaky.calls == 2
     assert len(broker.published["flights-dead-letter"]) == 1
 
@@ -185,7 +193,7 @@ def test_a_one_off_permanent_error_is_confirmed_before_anything_is_dead_lettered
     flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
     flaky.fail_next = 1
     broker.publish("flights", [(payload(make_event()), {})])
-    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    drain(Subscriber(broker, flaky, SETTINGS), broker)
     assert flaky.calls == 2
     assert broker.published["flights-dead-letter"] == []
     assert duckdb_warehouse.count_events() == 1
@@ -198,7 +206,7 @@ def test_rows_a_warehouse_rejects_individually_are_dead_lettered_and_the_rest_ac
     events = [make_event() for _ in range(6)]
     flaky.partial_reject_ids = {events[1].event_id, events[3].event_id}
     broker.publish("flights", [(payload(e), {}) for e in events])
-    drain(Subscriber(broker, flaky, SETTINGS), broker)  # type: ignore[arg-type]
+    drain(Subscriber(broker, flaky, SETTINGS), broker)
     assert flaky.calls == 1  # no halving: the warehouse already named the culprits
     assert duckdb_warehouse.count_events() == 4
     dead = broker.published["flights-dead-letter"]

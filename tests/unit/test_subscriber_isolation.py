@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 import msgspec
 import pytest
-from flightpipe_subscriber import Subscriber, sort_messages
+from flightpipe_subscriber import Subscriber, validate_messages
 from flightpipe_subscriber.health import _app
 from flightpipe_subscriber.leases import Leases
 from flightpipe_subscriber.worker import SubscriberFailed
 
 from flightpipe.broker import BrokerError, Message, SubscriptionConfig
 from flightpipe.settings import load_settings
-from flightpipe.warehouse import WarehouseError
+from flightpipe.warehouse import Envelope, WarehouseError
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.factories import make_event, payload
 from tests.fakes import FakeBroker, FlakyWarehouse
+from tests.unit.test_subscriber import drain
 
 SETTINGS = load_settings({}, batch_size=50, max_inflight_messages=200, ack_deadline_seconds=1)
 
@@ -67,17 +69,17 @@ def _message(data: bytes, n: int = 1) -> Message:
 def test_any_exception_while_decoding_one_message_concerns_that_message_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flightpipe_subscriber import worker
+    from flightpipe_subscriber import batches
 
-    real = worker.decode_event
+    real = batches.decode_event
 
     def flaky_decode(data: bytes) -> object:
         if data == b"boom":
             raise MemoryError("injected")
         return real(data)
 
-    monkeypatch.setattr(worker, "decode_event", flaky_decode)
-    batch = sort_messages([_message(b"boom", 1), _message(payload(make_event()), 2)])
+    monkeypatch.setattr(batches, "decode_event", flaky_decode)
+    batch = validate_messages([_message(b"boom", 1), _message(payload(make_event()), 2)])
     assert [m.message_id for m, _ in batch.valid] == ["2"]
     assert batch.invalid[0][1] == "undecodable: MemoryError: injected"
 
@@ -90,8 +92,8 @@ def test_a_batch_the_warehouse_rejects_entirely_is_retried_not_dead_lettered(
     flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
     flaky.fail_next = 7  # the whole halving of 4 rows (4, 2, 1, 1, 2, 1, 1): every row rejected
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(4)])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
-    subscriber.handle(sort_messages(broker.pull("flights-subscriber", 50)))
+    subscriber = Subscriber(broker, flaky, SETTINGS)
+    drain(subscriber, broker)
     assert broker.published["flights-dead-letter"] == []
     assert duckdb_warehouse.count_events() == 4
     assert "retrying it as an outage" in caplog.text
@@ -103,8 +105,8 @@ def test_rows_rejected_before_the_warehouse_recovered_mid_halving_are_not_dead_l
     flaky = FlakyWarehouse(duckdb_warehouse, error=WarehouseError)
     flaky.fail_next = 3  # 4 rows, then the first half and its first row fail; then it works
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(4)])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
-    subscriber.handle(sort_messages(broker.pull("flights-subscriber", 50)))
+    subscriber = Subscriber(broker, flaky, SETTINGS)
+    drain(subscriber, broker)
     assert broker.published["flights-dead-letter"] == []
     assert duckdb_warehouse.count_events() == 4
 
@@ -116,8 +118,8 @@ def test_one_bad_row_among_good_ones_is_still_dead_lettered(
     events = [make_event() for _ in range(6)]
     flaky.reject_event_ids = {events[2].event_id}
     broker.publish("flights", [(payload(e), {}) for e in events])
-    subscriber = Subscriber(broker, flaky, SETTINGS)  # type: ignore[arg-type]
-    subscriber.handle(sort_messages(broker.pull("flights-subscriber", 50)))
+    subscriber = Subscriber(broker, flaky, SETTINGS)
+    drain(subscriber, broker)
     assert len(broker.published["flights-dead-letter"]) == 1
     assert duckdb_warehouse.count_events() == 5
 
@@ -186,12 +188,12 @@ def test_the_leaser_keeps_a_batch_leased_while_a_write_hangs(
     release = threading.Event()
 
     class Hanging(FlakyWarehouse):
-        def write(self, batch: object) -> int:
+        def write(self, batch: Sequence[Envelope]) -> int:
             release.wait(10)
-            return super().write(batch)  # type: ignore[arg-type]
+            return super().write(batch)
 
     broker.publish("flights", [(payload(make_event()), {}) for _ in range(5)])
-    subscriber = Subscriber(broker, Hanging(duckdb_warehouse), SETTINGS)  # type: ignore[arg-type]
+    subscriber = Subscriber(broker, Hanging(duckdb_warehouse), SETTINGS)
     thread = threading.Thread(target=subscriber.run)
     thread.start()
     try:

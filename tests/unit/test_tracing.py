@@ -48,7 +48,9 @@ def test_inject_then_extract_continues_the_publishers_trace(
     assert attrs["origin"] == "EWR"
     assert attrs["traceparent"].startswith("00-")
 
-    with tracing.message_span("store", attrs, tracer=tracer):
+    with tracer.start_as_current_span(
+        "store", context=tracing.extract_context(attrs), kind=trace.SpanKind.CONSUMER
+    ):
         pass
 
     store = _finished(exporter, "store")
@@ -96,14 +98,14 @@ def test_batch_span_links_every_distinct_message_context_and_has_no_parent(
     assert write.attributes["messaging.batch.message_count"] == 5
 
 
-def test_message_span_sets_the_cloud_logging_trace_field_on_json_logs(
+def test_batch_span_sets_the_cloud_logging_trace_field_on_json_logs(
     tracer: trace.Tracer,
 ) -> None:
     with tracer.start_as_current_span("publish"):
         attrs = tracing.inject_attributes()
-    trace_id = attrs["traceparent"].split("-")[1]
 
-    with tracing.message_span("store", attrs, project="demo-project", tracer=tracer):
+    with tracing.batch_span("store", [attrs], project="demo-project", tracer=tracer) as span:
+        trace_id = trace.format_trace_id(span.get_span_context().trace_id)
         assert (
             tracing.cloud_trace_field("demo-project") == f"projects/demo-project/traces/{trace_id}"
         )

@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from flightpipe import telemetry, tracing
-from flightpipe.adapters import make_warehouse
+from flightpipe.composition import make_warehouse
 from flightpipe.settings import Settings, load_settings
 from flightpipe.warehouse import Warehouse
 from flightpipe_api import health, openapi, routes, status
@@ -96,6 +96,6 @@ def _instrument(app: Flask) -> None:
             span.set_attribute("http.response.status_code", response.status_code)
         log.debug(
             "request",
-            extra={"fields": {"route": route, "status": response.status_code, "ms": elapsed * 1e3}},
+            extra={"route": route, "status": response.status_code, "ms": elapsed * 1e3},
         )
         return response

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import current_app
 
-from flightpipe.settings import Settings
 from flightpipe.warehouse import Warehouse
 
 WAREHOUSE_KEY = "flightpipe.warehouse"
@@ -15,9 +14,3 @@ def get_warehouse() -> Warehouse:
     """The app's warehouse (DuckDB or BigQuery)."""
     warehouse: Warehouse = current_app.extensions[WAREHOUSE_KEY]
     return warehouse
-
-
-def get_settings() -> Settings:
-    """The settings the app was created with."""
-    settings: Settings = current_app.extensions[SETTINGS_KEY]
-    return settings

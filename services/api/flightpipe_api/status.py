@@ -29,6 +29,8 @@ from typing import Any, Final
 from flask import Blueprint, Response, render_template
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from flightpipe import telemetry
+from flightpipe.telemetry import exposed_name
 from flightpipe_api.json import json_response
 
 log = logging.getLogger(__name__)
@@ -51,18 +53,21 @@ _NO_STORE: Final = {"Cache-Control": "no-store"}
 _CSP: Final = "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
 
 _COUNTERS: Final = {
-    "flightpipe_messages_received_total": "received",
-    "flightpipe_messages_written_total": "written",
-    "flightpipe_messages_duplicate_total": "duplicate",
-    "flightpipe_messages_dead_lettered_total": "dead_lettered",
-    "flightpipe_warehouse_write_failures_total": "write_failures",
+    exposed_name(telemetry.MESSAGES_RECEIVED): "received",
+    exposed_name(telemetry.MESSAGES_WRITTEN): "written",
+    exposed_name(telemetry.MESSAGES_DUPLICATE): "duplicate",
+    exposed_name(telemetry.MESSAGES_DEAD_LETTERED): "dead_lettered",
+    exposed_name(telemetry.WRITE_FAILURES): "write_failures",
 }
 _GAUGES: Final = {
-    "flightpipe_subscription_backlog_messages": "backlog",
-    "flightpipe_subscription_oldest_unacked_age_seconds": "oldest_unacked",
-    "flightpipe_data_freshness_seconds": "freshness_gauge",
-    "flightpipe_last_committed_publish_time_seconds": "last_commit",
+    exposed_name(telemetry.SUBSCRIPTION_BACKLOG): "backlog",
+    exposed_name(telemetry.SUBSCRIPTION_OLDEST_UNACKED_AGE): "oldest_unacked",
+    exposed_name(telemetry.DATA_FRESHNESS): "freshness_gauge",
+    exposed_name(telemetry.LAST_COMMIT_PUBLISH_TIME): "last_commit",
 }
+_HTTP_REQUESTS: Final = exposed_name(telemetry.HTTP_REQUESTS)
+_HTTP_BUCKETS: Final = exposed_name(telemetry.HTTP_DURATION, "_bucket")
+_E2E_BUCKETS: Final = exposed_name(telemetry.END_TO_END_LATENCY, "_bucket")
 
 
 @dataclass
@@ -90,16 +95,16 @@ def take_snapshot(registry: CollectorRegistry, now: float) -> Snapshot:
                 if key == "dead_lettered":
                     reason = s.labels.get("reason", "")
                     snap.dead_by_reason[reason] = snap.dead_by_reason.get(reason, 0.0) + s.value
-            elif s.name == "flightpipe_http_requests_total":
+            elif s.name == _HTTP_REQUESTS:
                 if s.labels.get("route") in NON_USER_ROUTES:
                     continue
                 snap.values["http"] = snap.get("http") + s.value
                 if s.labels.get("status", "").startswith("5"):
                     snap.values["http_5xx"] = snap.get("http_5xx") + s.value
-            elif s.name == "flightpipe_http_request_duration_seconds_bucket":
+            elif s.name == _HTTP_BUCKETS:
                 if s.labels.get("route") not in NON_USER_ROUTES:
                     _add_bucket(snap.http_buckets, s.labels["le"], s.value)
-            elif s.name == "flightpipe_end_to_end_latency_seconds_bucket":
+            elif s.name == _E2E_BUCKETS:
                 _add_bucket(snap.e2e_buckets, s.labels["le"], s.value)
     return snap
 

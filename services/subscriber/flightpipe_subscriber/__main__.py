@@ -14,7 +14,7 @@ import sys
 from types import FrameType
 
 from flightpipe import telemetry, tracing
-from flightpipe.adapters import ensure_topology, make_broker, make_warehouse
+from flightpipe.composition import ensure_topology, make_broker, make_warehouse
 from flightpipe.settings import ConfigError, load_settings
 from flightpipe.warehouse import WarehouseError
 from flightpipe_subscriber.health import start_health_server
@@ -50,7 +50,7 @@ def main() -> int:
     server = start_health_server(settings.port, subscriber)
     log.info(
         "subscriber started",
-        extra={"fields": {"subscription": settings.subscription, "port": settings.port}},
+        extra={"subscription": settings.subscription, "port": settings.port},
     )
     try:
         subscriber.run()

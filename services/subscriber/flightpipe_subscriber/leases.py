@@ -73,7 +73,7 @@ class Leases:
                 "lease extension failed, retrying in %.1f s: %s",
                 self.interval,
                 exc,
-                extra={"fields": {"held": len(ack_ids)}},
+                extra={"held": len(ack_ids)},
             )
             return
         self.extensions += len(ack_ids)

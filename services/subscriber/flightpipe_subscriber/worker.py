@@ -20,10 +20,16 @@ One retry layer: the writer retries a failed write (backoff up to FLIGHTPIPE_RET
 for as long as it takes, since it owns the leases; the warehouse adapters try once with a timeout.
 
 Failure isolation: any exception while decoding or validating one message dead-letters that
-message alone (`sort_messages`). Any other exception that escapes a thread is a bug or a broken
+message alone (`validate_messages`). Any other exception that escapes a thread is a bug or a broken
 process: it is logged once with its cause, the process turns unhealthy (`healthy()` is False,
 /healthz answers 503) and `run()` returns with `failure` set so the entrypoint exits non-zero and
 the platform restarts it; the messages held are redelivered, none is dead-lettered for it.
+
+Why one module of ~500 lines: the four threads share one stop event, two queues, the leases and
+the failure state, and the writer's halving, confirming and retrying is one algorithm; split into
+classes they would pass all of that around. What stands alone is apart: validation
+(`batches.py`), lease keeping (`leases.py`), health (`health.py`), the retry style
+(`flightpipe.retry`).
 
 `stop()` (SIGTERM) stops pulling, finishes and acks the batch in hand, gives queued batches back
 (nack: immediate redelivery) and returns once every committed batch is acked.
@@ -38,20 +44,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_any,
-    stop_when_event_set,
-    wait_random_exponential,
-)
+from dataclasses import dataclass
 
 from flightpipe import telemetry, tracing
 from flightpipe.broker import Broker, BrokerError, Message
-from flightpipe.contract import InvalidEvent, decode_event
+from flightpipe.retry import RetryState, retrying
 from flightpipe.settings import Settings
 from flightpipe.warehouse import (
     Envelope,
@@ -60,28 +57,12 @@ from flightpipe.warehouse import (
     WarehouseError,
     WarehouseUnavailable,
 )
+from flightpipe_subscriber.batches import REASON_ATTRIBUTE, Batch, validate_messages
 from flightpipe_subscriber.leases import Leases
 
 log = logging.getLogger(__name__)
-REASON_ATTRIBUTE = "dead_letter_reason"
 _BACKLOG_EVERY_S = 5.0
 LATENCY_SAMPLES = 100
-
-
-@dataclass
-class Batch:
-    """Messages leased together, already sorted into valid envelopes and invalid ones."""
-
-    valid: list[tuple[Message, Envelope]] = field(default_factory=list)
-    invalid: list[tuple[Message, str]] = field(default_factory=list)
-    lease: int = 0  # the Leases token keeping these messages leased (0: not held)
-
-    @property
-    def ack_ids(self) -> list[str]:
-        return [m.ack_id for m, _ in self.valid] + [m.ack_id for m, _ in self.invalid]
-
-    def __len__(self) -> int:
-        return len(self.valid) + len(self.invalid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,21 +81,8 @@ class _Release:
     lease: int
 
 
-def sort_messages(messages: Sequence[Message]) -> Batch:
-    """Validate every message against the contract; what one message raises concerns it alone."""
-    batch = Batch()
-    for message in messages:
-        try:
-            event = decode_event(message.data)
-            envelope = Envelope(event, message.message_id, message.publish_time)
-        except InvalidEvent as exc:
-            batch.invalid.append((message, str(exc)))
-            continue
-        except Exception as exc:
-            batch.invalid.append((message, f"undecodable: {type(exc).__name__}: {exc}"))
-            continue
-        batch.valid.append((message, envelope))
-    return batch
+class _EveryRowRejected(Exception):
+    """The warehouse rejected every row of a batch: retried as an outage (see _write_and_ack)."""
 
 
 class SubscriberFailed(Exception):
@@ -133,9 +101,9 @@ class Subscriber:
         depth = max(1, settings.max_inflight_messages // settings.batch_size - 1)
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
         self._puller: threading.Thread | None = None
-        # Committed batches waiting for their ack; bounded so leases cannot pile up behind a
-        # slow broker. None (handle() called directly, as the tests do) acks inline.
-        self._acks: queue.Queue[_Committed | _Release | None] | None = None
+        # Committed batches waiting for the acker; bounded so leases cannot pile up behind a
+        # slow broker.
+        self._acks: queue.Queue[_Committed | _Release | None] = queue.Queue(maxsize=2)
         self.leases = Leases(broker, self.subscription, settings.ack_deadline_seconds)
         self._threads: list[threading.Thread] = []
         self._acker: threading.Thread | None = None
@@ -197,11 +165,9 @@ class Subscriber:
 
         Raises SubscriberFailed (after giving every held message back) when a thread died.
         """
-        acks: queue.Queue[_Committed | _Release | None] = queue.Queue(maxsize=2)
-        self._acks = acks
         leaser_stop = threading.Event()  # outlives `_stopping`: the batch in hand stays leased
         self._supervised(lambda: self.leases.run(leaser_stop), "leaser")
-        acker = self._acker = self._supervised(lambda: self._ack_loop(acks), "acker")
+        acker = self._acker = self._supervised(self._ack_loop, "acker")
         self._puller = self._supervised(self._pull_loop, "puller")
         self._threads.append(threading.current_thread())
         try:
@@ -214,9 +180,7 @@ class Subscriber:
                     continue
                 if batch is None:
                     break
-                if self._stopping.is_set() and not batch.valid and not batch.invalid:
-                    continue
-                self.handle(batch)
+                self._handle(batch)
         except BaseException as exc:
             self._fail("writer", exc)
         finally:
@@ -230,13 +194,11 @@ class Subscriber:
                 # process takes it at once rather than after the lease lapses.
                 self._safe(lambda: self.broker.nack(self.subscription, self.leases.held()))
             leaser_stop.set()
-            self._acks = None
         if self.failure is not None:
             raise SubscriberFailed(self.failure)
 
     def _put_ack(self, item: _Committed | _Release | None) -> None:
         """Queue for the acker, never blocking forever behind a dead one."""
-        assert self._acks is not None  # noqa: S101 - callers check
         while True:
             try:
                 self._acks.put(item, timeout=0.2)
@@ -282,7 +244,7 @@ class Subscriber:
                 if attempt > self.max_delivery_attempt:
                     self.max_delivery_attempt = attempt
                     telemetry.DELIVERY_ATTEMPT_MAX.set(attempt)
-                batch = sort_messages(messages)
+                batch = validate_messages(messages)
                 batch.lease = lease
                 while True:
                     try:
@@ -318,19 +280,19 @@ class Subscriber:
         return messages
 
     def _observe_backlog(self) -> None:
-        backlog = getattr(self.broker, "backlog", None)
-        if backlog is None:
-            return
         try:
-            count, oldest_age = backlog(self.subscription)
+            backlog = self.broker.backlog(self.subscription)
         except BrokerError:
             return
+        if backlog is None:  # reported by the broker itself (Pub/Sub: Cloud Monitoring)
+            return
+        count, oldest_age = backlog
         telemetry.SUBSCRIPTION_BACKLOG.set(count)
         telemetry.SUBSCRIPTION_OLDEST_UNACKED_AGE.set(oldest_age or 0.0)
 
     # --- writer --------------------------------------------------------------------------------
 
-    def handle(self, batch: Batch) -> None:
+    def _handle(self, batch: Batch) -> None:
         """Dead-letter the invalid messages, write and ack the valid ones."""
         if batch.invalid:
             self._dead_letter(batch.invalid)
@@ -338,11 +300,7 @@ class Subscriber:
             self._write_and_ack(batch.valid)
         if batch.lease:
             # After this batch's acks in the acker's queue: released once they are sent.
-            release = _Release(batch.lease)
-            if self._acks is None:
-                self.leases.release(batch.lease)
-            else:
-                self._put_ack(release)
+            self._put_ack(_Release(batch.lease))
 
     def _dead_letter(self, items: Sequence[tuple[Message, str]]) -> None:
         outgoing = [
@@ -365,7 +323,7 @@ class Subscriber:
         log.warning(
             "dead-lettered %d invalid message(s)",
             len(items),
-            extra={"fields": {"first_reason": items[0][1][:300]}},
+            extra={"first_reason": items[0][1][:300]},
         )
 
     def _write_and_ack(self, items: Sequence[tuple[Message, Envelope]]) -> None:
@@ -374,9 +332,16 @@ class Subscriber:
         A permanent rejection is split in halves until the culprits are found. When nothing of a
         multi-message batch could be stored, the cause is the warehouse (a schema change, a
         broken table), not the data: it is retried as an outage instead of dead-letter everything.
+        (Each write inside is retried through outages by `_retry_write`; this retries the batch
+        when every row was rejected. Both are the writer's, which holds the leases.)
         """
-        delay = 0.2
-        while True:
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and self._stopping.is_set():
+                raise _EveryRowRejected  # woken from the backoff by stop(): give the batch back
             # Rows the warehouse named (BigQuery's insertErrors) and rows found by halving.
             named: list[tuple[Message, str]] = []
             suspects: list[tuple[Message, str]] = []
@@ -397,13 +362,18 @@ class Subscriber:
                 len(items),
                 suspects[0][1][:300],
             )
-            self._sleep(delay)
-            delay = min(delay * 2, self.settings.retry_max_seconds)
-            if self._stopping.is_set():
-                self._safe(
-                    lambda: self.broker.nack(self.subscription, [m.ack_id for m, _ in items])
-                )
-                return
+            raise _EveryRowRejected
+
+        try:
+            retrying(
+                lambda exc: isinstance(exc, _EveryRowRejected),
+                initial=0.2,
+                max_wait=self.settings.retry_max_seconds,
+                stopping=self._stopping,
+                sleep=self._sleep,
+            )(attempt)
+        except _EveryRowRejected:
+            self._safe(lambda: self.broker.nack(self.subscription, [m.ack_id for m, _ in items]))
 
     def _confirm(
         self, items: Sequence[tuple[Message, Envelope]], suspects: list[tuple[Message, str]]
@@ -470,13 +440,10 @@ class Subscriber:
             [env.publish_time for _, env in items],
             new,
         )
-        if self._acks is None:
-            self._ack(committed)
-        else:
-            self._put_ack(committed)
+        self._put_ack(committed)
 
-    def _ack_loop(self, acks: queue.Queue[_Committed | _Release | None]) -> None:
-        while (item := acks.get()) is not None:
+    def _ack_loop(self) -> None:
+        while (item := self._acks.get()) is not None:
             if isinstance(item, _Release):
                 self.leases.release(item.lease)
             else:
@@ -498,7 +465,7 @@ class Subscriber:
     def _retry_write(self, envelopes: list[Envelope], ack_ids: list[str]) -> int:
         """Write until it commits (or we stop); the leaser keeps the batch leased meanwhile."""
 
-        def failed(state: RetryCallState) -> None:
+        def failed(state: RetryState) -> None:
             telemetry.WRITE_FAILURES.inc()
             error = state.outcome.exception() if state.outcome else None
             self.warehouse_error = f"{type(error).__name__}: {error}"
@@ -506,25 +473,24 @@ class Subscriber:
                 "warehouse write failed (attempt %d), retrying: %s",
                 state.attempt_number,
                 self.warehouse_error,
-                extra={"fields": {"messages": len(ack_ids)}},
+                extra={"messages": len(ack_ids)},
             )
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(WarehouseUnavailable),
-            wait=wait_random_exponential(multiplier=0.2, max=self.settings.retry_max_seconds),
-            stop=stop_any(stop_when_event_set(self._stopping)),
-            before_sleep=failed,
+        for attempt in retrying(
+            lambda exc: isinstance(exc, WarehouseUnavailable),
+            initial=0.2,
+            max_wait=self.settings.retry_max_seconds,
+            stopping=self._stopping,
+            on_retry=failed,
             sleep=self._sleep,
-            reraise=True,
-        )
-        for attempt in retrying:
+        ):
             with attempt, telemetry.BATCH_WRITE_SECONDS.time():
                 new = self.warehouse.write(envelopes)
                 if self.warehouse_error is not None:
                     log.info(
                         "warehouse write succeeded again after: %s",
                         self.warehouse_error,
-                        extra={"fields": {"attempt": attempt.retry_state.attempt_number}},
+                        extra={"attempt": attempt.retry_state.attempt_number},
                     )
                     self.warehouse_error = None
                 return new
@@ -535,19 +501,24 @@ class Subscriber:
         self._stopping.wait(seconds)
 
     def _retry_broker(self, call: Callable[[], object]) -> None:
-        """Broker calls after a commit must not be dropped: retry until they succeed or we stop."""
-        delay = 0.1
-        while True:
-            try:
-                call()
-                return
-            except BrokerError as exc:
-                if self._stopping.is_set() and delay > 1:
-                    log.error("giving up on broker call while stopping: %s", exc)
-                    return
-                log.warning("broker call failed, retrying: %s", exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Broker calls after a commit must not be dropped: retry until they succeed, or give up
+        a few attempts after stop() (the messages are then redelivered)."""
+
+        def failed(state: RetryState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning("broker call failed, retrying: %s", error)
+
+        try:
+            retrying(
+                lambda exc: isinstance(exc, BrokerError),
+                initial=0.1,
+                max_wait=5.0,
+                stopping=self._stopping,
+                attempts_when_stopping=5,
+                on_retry=failed,
+            )(call)
+        except BrokerError as exc:
+            log.error("giving up on broker call while stopping: %s", exc)
 
     def _safe(self, call: Callable[[], object]) -> None:
         try:

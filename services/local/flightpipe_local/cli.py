@@ -16,9 +16,10 @@ import base64
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import IO, NoReturn
 
-from flightpipe import __version__, tracing
+from flightpipe import __version__, retry, tracing
 from flightpipe.broker import BrokerError
 from flightpipe.settings import ConfigError, Settings, load_settings
 from flightpipe.warehouse import WarehouseError
@@ -99,7 +100,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from flightpipe import replay
-    from flightpipe.adapters import ensure_topology, make_broker
+    from flightpipe.composition import ensure_topology, make_broker
 
     settings = _settings(args)
     broker = make_broker(settings)
@@ -129,7 +130,7 @@ def _read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from flightpipe.adapters import ensure_topology, make_broker
+    from flightpipe.composition import ensure_topology, make_broker
 
     settings = _settings(args)
     try:
@@ -151,10 +152,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
             for _, payload in _read_lines(stream):
                 batch.append((payload, attributes))
                 if len(batch) == PUBLISH_BATCH:
-                    published += len(broker.publish(settings.topic, batch))
+                    published += len(
+                        retry.broker_call(partial(broker.publish, settings.topic, batch))
+                    )
                     batch = []
             if batch:
-                published += len(broker.publish(settings.topic, batch))
+                published += len(retry.broker_call(partial(broker.publish, settings.topic, batch)))
     except BrokerError as exc:
         # Say what did make it, so a rerun can skip it (the subscriber is idempotent anyway).
         raise BrokerError(f"{exc} (after {published} messages were published)") from exc
@@ -167,7 +170,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    from flightpipe.adapters import ensure_topology, make_broker
+    from flightpipe.composition import ensure_topology, make_broker
 
     settings = _settings(args)
     broker = make_broker(settings)
@@ -200,7 +203,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flightpipe.serve import serve
+    from flightpipe_local.serve import serve
 
     return serve(_settings(args), host=args.host)
 

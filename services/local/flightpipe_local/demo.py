@@ -16,10 +16,12 @@ import time
 import urllib.error
 import urllib.request
 
+from flightpipe import telemetry
 from flightpipe.settings import ConfigError, load_settings
 
 _READY_TIMEOUT_S = 60.0
 _INGEST_TIMEOUT_S = 600.0
+_WRITTEN = telemetry.exposed_name(telemetry.MESSAGES_WRITTEN) + " "
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
@@ -33,12 +35,12 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
 
 
 def written_total(base_url: str) -> float:
-    """The subscriber's flightpipe_messages_written_total, read from /metrics."""
+    """The subscriber's written counter (`telemetry.MESSAGES_WRITTEN`), read from /metrics."""
     status, text = _get(f"{base_url}/metrics")
     if status != 200:
         return -1.0
     for line in text.splitlines():
-        if line.startswith("flightpipe_messages_written_total "):
+        if line.startswith(_WRITTEN):
             return float(line.split()[1])
     return 0.0
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
             file=sys.stderr,
         )
         return 1
-    cli = [sys.executable, "-m", "flightpipe.cli"]
+    cli = [sys.executable, "-m", "flightpipe_local.cli"]
     common = ["--data-dir", args.data_dir]
     server = subprocess.Popen([*cli, "serve", *common, "--port", str(args.port)])  # noqa: S603
     try:

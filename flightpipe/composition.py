@@ -1,10 +1,17 @@
-"""Choose the broker and warehouse adapters from the settings.
+"""The composition root: the broker and warehouse adapters the settings name, and the topology.
 
-The cloud adapters are imported lazily so the embedded stack never loads the Google clients.
+Every entry point builds its process from here: the subscriber and the API services
+(`python -m flightpipe_subscriber`, `python -m flightpipe_api`) and, above them, the `flightpipe`
+command line and `flightpipe serve` (`flightpipe_local`). It sits in the core because both
+services use it and a service may import only the core. The cloud adapters are imported lazily so
+the embedded stack never loads the Google clients.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
+from flightpipe import retry
 from flightpipe.broker import Broker, SubscriptionConfig
 from flightpipe.settings import Settings
 from flightpipe.warehouse import Warehouse
@@ -67,17 +74,26 @@ def ensure_topology(broker: Broker, settings: Settings) -> None:
     """Create the topic, dead-letter topic and both subscriptions if they are missing."""
     if not may_create_resources(settings):
         return
-    broker.create_topic(settings.topic)
-    broker.create_topic(settings.dead_letter_topic)
-    broker.create_subscription(
-        settings.subscription,
-        SubscriptionConfig(
-            topic=settings.topic,
-            ack_deadline_seconds=settings.ack_deadline_seconds,
-            dead_letter_topic=settings.dead_letter_topic,
-            max_delivery_attempts=settings.max_delivery_attempts,
-        ),
+    # Run at every start-up, before anything else answers: a broker still starting (the emulator)
+    # is retried here, by the caller (`flightpipe.retry`); the adapters try once.
+    retry.broker_call(partial(broker.create_topic, settings.topic))
+    retry.broker_call(partial(broker.create_topic, settings.dead_letter_topic))
+    retry.broker_call(
+        partial(
+            broker.create_subscription,
+            settings.subscription,
+            SubscriptionConfig(
+                topic=settings.topic,
+                ack_deadline_seconds=settings.ack_deadline_seconds,
+                dead_letter_topic=settings.dead_letter_topic,
+                max_delivery_attempts=settings.max_delivery_attempts,
+            ),
+        )
     )
-    broker.create_subscription(
-        settings.dead_letter_subscription, SubscriptionConfig(topic=settings.dead_letter_topic)
+    retry.broker_call(
+        partial(
+            broker.create_subscription,
+            settings.dead_letter_subscription,
+            SubscriptionConfig(topic=settings.dead_letter_topic),
+        )
     )

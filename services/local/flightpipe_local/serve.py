@@ -2,7 +2,7 @@
 
 DuckDB allows one writing process per file, so the subscriber (the writer) and the API (a reader)
 share one DuckDB handle here. The HTTP server is waitress (threaded, pure Python, in-process: a
-forking server would copy the DuckDB handle into a child), configured by `flightpipe.http_server`
+forking server would copy the DuckDB handle into a child), configured by `http_server`
 so idle clients, slow clients and large exports cannot lock it up. SIGTERM or Ctrl-C stops the
 HTTP server, lets the subscriber finish and ack the batch in hand, and exits 0 within the grace
 period. If the subscriber dies (a thread failed) the whole process exits 1: an API that kept
@@ -18,21 +18,20 @@ import sys
 import threading
 from types import FrameType
 
+from flightpipe_api import create_app
+from flightpipe_subscriber import Subscriber
+from flightpipe_subscriber.worker import SubscriberFailed
+
 from flightpipe import telemetry, tracing
-from flightpipe.adapters import ensure_topology, make_broker, make_warehouse
+from flightpipe.composition import ensure_topology, make_broker, make_warehouse
 from flightpipe.settings import Settings
+from flightpipe_local.http_server import make_server
 
 log = logging.getLogger("flightpipe.serve")
 
 
 def serve(settings: Settings, host: str = "127.0.0.1") -> int:
     """Run the local stack until SIGTERM/SIGINT; return the exit code."""
-    from flightpipe_api import create_app
-    from flightpipe_subscriber import Subscriber
-    from flightpipe_subscriber.worker import SubscriberFailed
-
-    from flightpipe.http_server import make_server
-
     telemetry.configure_logging(settings.log_level)
     tracing.configure_tracing(settings, "flightpipe-serve")
     broker = make_broker(settings)
@@ -65,7 +64,7 @@ def serve(settings: Settings, host: str = "127.0.0.1") -> int:
     signal.signal(signal.SIGINT, on_signal)
     worker.start()
     url = f"http://{host}:{settings.port}"
-    log.info("flightpipe serving", extra={"fields": {"url": url, "data_dir": settings.data_dir}})
+    log.info("flightpipe serving", extra={"url": url, "data_dir": settings.data_dir})
     print(f"flightpipe: API on {url}  (data in {settings.data_dir}; Ctrl-C stops)", file=sys.stderr)
     try:
         server.run()

@@ -26,6 +26,7 @@ import resource
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from flightpipe_api.errors import error_body
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import ErrorTask
@@ -43,19 +44,12 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def _error_body(code: int, message: str) -> bytes:
-    # The API's one error shape; imported here so the core never imports a service at load time.
-    from flightpipe_api.errors import error_body
-
-    return error_body(code, message)
-
-
 class JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress ships no type hints
     """Waitress's own error responses (400, 413, 431...) in the API's JSON error shape."""
 
     def execute(self) -> None:
         error = self.request.error
-        body = _error_body(int(error.code), f"{error.reason}: {error.body}")
+        body = error_body(int(error.code), f"{error.reason}: {error.body}")
         self.status = f"{error.code} {error.reason}"
         self.response_headers.extend(
             [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
