@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import Any, Literal
 
 from flightpipe.broker import (
     Backlog,
@@ -157,6 +157,19 @@ class FlakyWarehouse:
         columns: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         return self.inner.list_flights(flt, limit, after, sort, columns)
+
+    def export_flights(
+        self,
+        flt: FlightFilter,
+        limit: int,
+        after: PageKey | None = None,
+        sort: Sort = DEFAULT_SORT,
+        columns: Sequence[str] | None = None,
+        *,
+        fmt: Literal["csv", "ndjson"] = "csv",
+        chunk: int = 5000,
+    ) -> Generator[bytes, None, None]:
+        return self.inner.export_flights(flt, limit, after, sort, columns, fmt=fmt, chunk=chunk)
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
         return self.inner.get_flight(flight_id)
