@@ -8,20 +8,20 @@ defaults), from an empty working directory, mapping only `/app/...` paths back t
 Dockerfile copies there. The API must answer /readyz; the subscriber must come up (/healthz)
 and exit 0 on SIGTERM within Cloud Run's 10 s grace period.
 
-The venv is cached under the system temp dir keyed by the lock's hash (dependencies) and rebuilt
-for the project on each session. It needs PyPI (or a warm uv cache) the first time.
+The venv is built per test session in pytest's temp dir, never shared: a venv shared through the
+system temp dir (as before) had every session on this machine reinstall its own checkout of the
+project into it, so concurrent sessions ran each other's code. uv installs from its warm cache,
+so it takes seconds; it needs PyPI (or a warm uv cache) the first time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -51,23 +51,18 @@ def _run(argv: list[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def image_venv() -> Path:
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv holding what the images hold: the runtime lock, then the project (--no-deps)."""
     if not UV.exists():
         pytest.fail(f"{UV} is missing: run make setup")
-    key = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]
-    venv = Path(tempfile.gettempdir()) / "flightpipe-entrypoints" / key
+    venv = tmp_path_factory.mktemp("image-venv") / "venv"
     python = venv / "bin" / "python"
-    stamp = venv / ".deps-installed"
-    if not stamp.exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-        _run([str(UV), "pip", "install", "-q", "--python", str(python), "--require-hashes",
-              "--no-deps", "-r", str(LOCK)])  # fmt: skip
-        stamp.touch()
-    # The project changes between sessions; the Dockerfile installs it the same way.
-    _run([str(UV), "pip", "install", "-q", "--python", str(python), "--reinstall-package",
-          "flightpipe", "--no-deps", "--no-build-isolation", str(REPO)])  # fmt: skip
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    _run([str(UV), "pip", "install", "-q", "--python", str(python), "--require-hashes",
+          "--no-deps", "-r", str(LOCK)])  # fmt: skip
+    # The Dockerfile installs the project the same way, without its dependencies.
+    _run([str(UV), "pip", "install", "-q", "--python", str(python), "--no-deps",
+          "--no-build-isolation", str(REPO)])  # fmt: skip
     return venv
 
 
