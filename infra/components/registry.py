@@ -1,6 +1,6 @@
 """Registry and images: an Artifact Registry repository and the two service images.
 
-Both images are built from `services/<name>/Dockerfile` with the repository root as context and
+Both images are built from `services/Dockerfile` (target <name>), the repository root as context,
 pushed by the program itself (pulumi-docker-build), tagged with the commit being deployed. What runs
 is `image.ref`, `<repository>/<name>@sha256:<digest>`: a digest is immutable, so a revision always
 runs exactly the bytes that were built, and re-pushing a tag cannot change production. The cleanup
@@ -76,7 +76,10 @@ class Registry(pulumi.ComponentResource):
             self.images[service] = docker_build.Image(
                 f"{name}-{service}",
                 context={"location": str(args.context)},
-                dockerfile={"location": str(args.context / "services" / service / "Dockerfile")},
+                # One Dockerfile, one target per service, each with only its own lock;
+                # `target` is Docker's `--target` (pulumi-docker-build's Image docstring).
+                dockerfile={"location": str(args.context / "services" / "Dockerfile")},
+                target=service,
                 platforms=[docker_build.Platform.LINUX_AMD64],
                 tags=[pulumi.Output.concat(self.repository_url, f"/{service}:{args.image_tag}")],
                 push=True,

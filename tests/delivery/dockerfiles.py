@@ -1,7 +1,8 @@
-"""Reading the service Dockerfiles: the final stage's ENV and exec-form CMD.
+"""Reading services/Dockerfile: its stages, and each service target's ENV and exec-form CMD.
 
-Only what the tests need: line continuations joined, `ENV k=v ...` pairs (quoted values allowed),
-and the JSON array of the last `CMD` after the last `FROM`.
+Only what the tests need: line continuations joined, `FROM base [AS name]`, `ENV k=v ...` pairs
+(quoted values allowed), and the JSON array of a target's last `CMD`. A target is read with the
+stages it is built FROM (`target()`), as `docker buildx build --target` builds it.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DOCKERFILES = {
-    "api": REPO / "services" / "api" / "Dockerfile",
-    "subscriber": REPO / "services" / "subscriber" / "Dockerfile",
-}
+DOCKERFILE = REPO / "services" / "Dockerfile"
+SERVICES = ("api", "subscriber")  # the targets, named as the services and their lock files
+
+
+def lock(service: str) -> Path:
+    return REPO / "requirements" / f"{service}.lock"
 
 
 @dataclass(frozen=True)
 class Stage:
     base: str
     instructions: list[tuple[str, str]]  # (INSTRUCTION, arguments)
+    name: str | None = None
 
     def args_of(self, instruction: str) -> list[str]:
         return [args for name, args in self.instructions if name == instruction]
@@ -68,14 +72,30 @@ def stages(path: Path) -> list[Stage]:
     found: list[Stage] = []
     for name, args in instructions(path):
         if name == "FROM":
-            found.append(Stage(base=args.split()[0], instructions=[]))
+            words = args.split()
+            stage = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            found.append(Stage(base=words[0], instructions=[], name=stage))
         elif found:
             found[-1].instructions.append((name, args))
     return found
 
 
-def final_stage(path: Path) -> Stage:
-    return stages(path)[-1]
+def chain(path: Path, name: str) -> list[Stage]:
+    """The stage `name` and the stages it is built FROM, the first (an image's) first."""
+    by_name = {s.name: s for s in stages(path) if s.name}
+    if name not in by_name:
+        raise KeyError(f"{path} has no stage {name!r}")
+    found = [by_name[name]]
+    while found[0].base in by_name:
+        found.insert(0, by_name[found[0].base])
+    return found
+
+
+def target(path: Path, name: str) -> Stage:
+    """The target stage `name` with what it inherits (instructions of its FROM chain, in order)."""
+    parts = chain(path, name)
+    merged = [i for part in parts for i in part.instructions]
+    return Stage(base=parts[0].base, instructions=merged, name=name)
 
 
 def global_args(path: Path) -> dict[str, str]:

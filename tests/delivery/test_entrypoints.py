@@ -1,27 +1,28 @@
-"""The images' entrypoints work: each Dockerfile's final-stage CMD, run exactly as written.
+"""The images' entrypoints work: each services/Dockerfile target's CMD, run exactly as written.
 
-No Docker engine here, so the test rebuilds what the image holds: a fresh virtual environment
-from the same `requirements/runtime.lock` (hash-checked, no dev tools) plus the project
-installed without dependencies, as the Dockerfile does. It then runs the CMD argv with the
-Dockerfile's ENV, a free PORT and a temporary FLIGHTPIPE_DATA_DIR (embedded broker + DuckDB
+No Docker engine here, so the test rebuilds what each image holds: a fresh virtual environment
+from that service's own lock (`requirements/<service>.lock`, hash-checked, no dev tools, no other
+service's dependencies) plus the project installed without dependencies, as the Dockerfile does:
+an import the service makes at runtime that its lock lacks fails here. It then runs the CMD argv
+with the Dockerfile's ENV, a free PORT and a temporary FLIGHTPIPE_DATA_DIR (embedded broker + DuckDB
 defaults), from an empty working directory, mapping only `/app/...` paths back to the files the
 Dockerfile copies there. The API must answer /readyz; the subscriber must come up (/healthz)
 and exit 0 on SIGTERM within Cloud Run's 10 s grace period.
 
-The venv is cached under the system temp dir keyed by the lock's hash (dependencies) and rebuilt
-for the project on each session. It needs PyPI (or a warm uv cache) the first time.
+The venv is built per test session in pytest's temp dir, never shared: a venv shared through the
+system temp dir (as before) had every session on this machine reinstall its own checkout of the
+project into it, so concurrent sessions ran each other's code. uv installs from its warm cache,
+so it takes seconds; it needs PyPI (or a warm uv cache) the first time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,11 +31,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.delivery.dockerfiles import DOCKERFILES, REPO, Stage, final_stage
+from tests.delivery.dockerfiles import DOCKERFILE, REPO, Stage, lock, target
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-LOCK = REPO / "requirements" / "runtime.lock"
 UV = REPO / ".venv" / "bin" / "uv"
 STARTUP_SECONDS = 60.0
 GRACE_SECONDS = 10.0  # Cloud Run's SIGTERM-to-SIGKILL window
@@ -50,24 +50,24 @@ def _run(argv: list[str]) -> None:
     assert result.returncode == 0, f"{argv}\n{result.stdout}\n{result.stderr}"
 
 
-@pytest.fixture(scope="session")
-def image_venv() -> Path:
-    """A venv holding what the images hold: the runtime lock, then the project (--no-deps)."""
+_VENVS: dict[str, Path] = {}
+
+
+def image_venv(service: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv holding what the service's image holds: its lock, then the project (--no-deps)."""
+    if service in _VENVS:
+        return _VENVS[service]
     if not UV.exists():
         pytest.fail(f"{UV} is missing: run make setup")
-    key = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]
-    venv = Path(tempfile.gettempdir()) / "flightpipe-entrypoints" / key
+    venv = tmp_path_factory.mktemp(f"image-venv-{service}") / "venv"
     python = venv / "bin" / "python"
-    stamp = venv / ".deps-installed"
-    if not stamp.exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-        _run([str(UV), "pip", "install", "-q", "--python", str(python), "--require-hashes",
-              "--no-deps", "-r", str(LOCK)])  # fmt: skip
-        stamp.touch()
-    # The project changes between sessions; the Dockerfile installs it the same way.
-    _run([str(UV), "pip", "install", "-q", "--python", str(python), "--reinstall-package",
-          "flightpipe", "--no-deps", "--no-build-isolation", str(REPO)])  # fmt: skip
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    _run([str(UV), "pip", "install", "-q", "--python", str(python), "--require-hashes",
+          "--no-deps", "-r", str(lock(service))])  # fmt: skip
+    # The Dockerfile installs the project the same way, without its dependencies.
+    _run([str(UV), "pip", "install", "-q", "--python", str(python), "--no-deps",
+          "--no-build-isolation", str(REPO)])  # fmt: skip
+    _VENVS[service] = venv
     return venv
 
 
@@ -90,7 +90,7 @@ def _app_paths(stage: Stage) -> dict[str, str]:
 
 
 def _command(service: str, venv: Path, workdir: Path) -> tuple[list[str], dict[str, str], int]:
-    stage = final_stage(DOCKERFILES[service])
+    stage = target(DOCKERFILE, service)
     app_paths = _app_paths(stage)
     argv = [app_paths.get(arg, arg) for arg in stage.cmd]
     assert not any(arg.startswith("/app/") for arg in argv), f"unmapped path in {argv}"
@@ -112,17 +112,18 @@ def _command(service: str, venv: Path, workdir: Path) -> tuple[list[str], dict[s
 
 
 @pytest.fixture
-def start(image_venv: Path, tmp_path: Path) -> Iterator[object]:
+def start(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Iterator[object]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def _start(service: str) -> tuple[subprocess.Popen[bytes], int, Path]:
-        argv, env, port = _command(service, image_venv, tmp_path)
+        venv = image_venv(service, tmp_path_factory)
+        argv, env, port = _command(service, venv, tmp_path)
         if service == "api":
             # The API opens the warehouse read-only: locally the subscriber (or `flightpipe
             # serve`) creates it, in the cloud it is BigQuery. Create the empty one here.
             Path(env["FLIGHTPIPE_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
             subprocess.run(
-                [str(image_venv / "bin" / "python"), "-c", SEED_WAREHOUSE],
+                [str(venv / "bin" / "python"), "-c", SEED_WAREHOUSE],
                 cwd=tmp_path, env=env, check=True, timeout=60,
             )  # fmt: skip
         log = tmp_path / f"{service}.log"
@@ -175,3 +176,25 @@ def test_subscriber_image_cmd_starts_and_drains_on_sigterm(start: object) -> Non
     proc, port, log = start("subscriber")  # type: ignore[operator]
     _wait_for_200(f"http://127.0.0.1:{port}/healthz", proc, log)
     assert _terminate(proc, log) == 0, log.read_text()
+
+
+# What each service imports in the cloud configuration (FLIGHTPIPE_BROKER=pubsub,
+# FLIGHTPIPE_WAREHOUSE=bigquery, Cloud Trace): the CMDs above start on the local defaults, which
+# never import these (flightpipe.adapters imports the cloud adapters lazily).
+CLOUD_IMPORTS = {
+    "api": ["flightpipe.warehouse.bigquery", "opentelemetry.exporter.cloud_trace"],
+    "subscriber": [
+        "flightpipe.broker.pubsub",
+        "flightpipe.warehouse.bigquery",
+        "opentelemetry.exporter.cloud_trace",
+    ],
+}
+
+
+@pytest.mark.parametrize("service", sorted(CLOUD_IMPORTS))
+def test_the_cloud_adapters_import_from_the_services_own_lock(
+    service: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    python = image_venv(service, tmp_path_factory) / "bin" / "python"
+    code = "; ".join(f"import {m}" for m in CLOUD_IMPORTS[service])
+    _run([str(python), "-c", code])

@@ -271,7 +271,10 @@ def test_each_cloud_run_resource_runs_a_pushed_image_by_digest(graph: Graph) -> 
     pushed = {r.outputs["ref"] for r in graph.of_type("docker-build:index:Image")}
     for image in graph.of_type("docker-build:index:Image"):
         assert image.inputs["push"] is True
-        assert image.inputs["dockerfile"]["location"].endswith("/Dockerfile")
+        assert image.inputs["dockerfile"]["location"].endswith("/services/Dockerfile")
+        # The image's target is a stage of that Dockerfile named after its service.
+        dockerfile = (INFRA.parent / "services" / "Dockerfile").read_text()
+        assert f" AS {image.inputs['target']}\n" in dockerfile  # a target named as its service
     for resource in _cloud_run(graph):
         image = _container(resource)["image"]
         assert "@sha256:" in image and image in pushed, image

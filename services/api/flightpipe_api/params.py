@@ -247,6 +247,17 @@ class NoQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An endpoint without query parameters."""
 
 
+# msgspec (0.22.0 here) builds a Struct's decoding info on its first use and caches it on the
+# class before it is complete; a second thread converting the same Struct meanwhile reads a NULL
+# field type and the process dies with SIGSEGV (in msgspec's `convert`). The server's threads did
+# exactly that on the first concurrent /v1/flights requests (tests/faults/test_hostile_clients.py's
+# 8 exports; reproduced: 5 of 60 processes whose 8 threads first convert FlightsQuery at once
+# crashed, none when it was built first). So build each query's info once, here, at import.
+QUERIES: Final = (FlightsQuery, StatsQuery, EventsQuery, NoQuery)
+for _query in QUERIES:
+    msgspec.json.Decoder(_query)
+
+
 # --- the query string -> Struct bridge ---------------------------------------------------------
 
 Q = TypeVar("Q", bound=msgspec.Struct)
