@@ -157,8 +157,9 @@ deployer = ci_account("deployer", "flightpipe deployer (GitLab main / prod via W
 project_roles("deployer", deployer.member, grants.DEPLOYER_PROJECT_ROLES)
 # In place of the service admin roles (each holds its resource type's setIamPolicy, so it could
 # grant any role on a topic, dataset, secret, service or repository): the lifecycle permissions
-# of the program's resource types, with setIamPolicy only where no conditioned project-level
-# grant can replace it (infra/grants.py says which and why). pulumi-gcp's IAMCustomRole
+# of the program's resource types and no setIamPolicy at all: every grant of the main program is
+# project-level, through the conditioned projectIamAdmin below (infra/grants.py says why).
+# pulumi-gcp's IAMCustomRole
 # (gcp.projects.IAMCustomRole: role_id, title, permissions, stage; its `name` is
 # projects/<project>/roles/<role_id>).
 deployer_role = gcp.projects.IAMCustomRole(
