@@ -197,6 +197,22 @@ def _json_member(name: str) -> str:
     return f"""'"{name}":' || coalesce({value}, 'null')"""
 
 
+def _page(
+    flt: FlightFilter, limit: int, after: PageKey | None, sort: Sort
+) -> tuple[str, dict[str, Any]]:
+    """`FROM flights WHERE ... ORDER BY ... LIMIT $limit` and its parameters: one page's rows,
+    shared by `list_flights` and `export_flights` so both select exactly the same rows."""
+    clauses, bound = q.where(flt, "$")
+    if after is not None:
+        clause, more = q.after_clause(sort, after, "$")
+        clauses.append(clause)
+        bound += more
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    params: dict[str, Any] = {b.name: b.value for b in bound}
+    params["limit"] = limit
+    return f"FROM flights {where} {q.order_by(sort)} LIMIT $limit", params
+
+
 def _rendered(columns: Sequence[str], fmt: q.ExportFormat) -> str:
     """A SQL expression: one row as `q.render_rows` writes it, line end included.
 
@@ -375,19 +391,8 @@ class DuckDBWarehouse:
         columns: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Current states matching `flt` by (sort field, flight_id), after `after`."""
-        clauses, bound = q.where(flt, "$")
-        if after is not None:
-            clause, more = q.after_clause(sort, after, "$")
-            clauses.append(clause)
-            bound += more
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params = {b.name: b.value for b in bound}
-        params["limit"] = limit
-        return self._query(
-            f"SELECT {_select(q.checked_columns(columns))} FROM flights {where} {q.order_by(sort)} "
-            "LIMIT $limit",
-            params,
-        )
+        page, params = _page(flt, limit, after, sort)
+        return self._query(f"SELECT {_select(q.checked_columns(columns))} {page}", params)
 
     def export_flights(
         self,
@@ -411,20 +416,12 @@ class DuckDBWarehouse:
         the first `next()`; the cursor is closed when the generator ends or is closed.
         """
         names = q.checked_columns(columns)
-        clauses, bound = q.where(flt, "$")
-        if after is not None:
-            clause, more = q.after_clause(sort, after, "$")
-            clauses.append(clause)
-            bound += more
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params: dict[str, Any] = {b.name: b.value for b in bound}
-        params["limit"] = limit
-        order = q.order_by(sort)
+        page, params = _page(flt, limit, after, sort)
         # Rendered after the LIMIT (the inner query), then put back in order: the outer sort is
         # over at most `limit` rows, and only they are rendered.
         sql = (
             f"SELECT {_rendered(names, fmt)} AS line FROM "
-            f"(SELECT * FROM flights {where} {order} LIMIT $limit) AS page {order}"
+            f"(SELECT * {page}) AS page {q.order_by(sort)}"
         )
         return self._export(sql, params, max(1, chunk))
 
