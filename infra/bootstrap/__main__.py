@@ -21,6 +21,7 @@ here is reachable by an identity CI can impersonate, so CI can never widen its o
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pulumi
@@ -153,24 +154,38 @@ def project_roles(short: str, member: pulumi.Input[str], roles: tuple[str, ...])
         )
 
 
+def custom_role(
+    name: str, role_id: str, title: str, description: str, permissions: Iterable[str]
+) -> gcp.projects.IAMCustomRole:
+    """A GA project custom role; only an owner (this program) may create or edit one.
+
+    pulumi-gcp's IAMCustomRole: role_id, title, permissions, stage; its `name` is
+    projects/<project>/roles/<role_id>.
+    """
+    return gcp.projects.IAMCustomRole(
+        name,
+        project=project,
+        role_id=role_id,
+        title=title,
+        description=description,
+        permissions=list(permissions),
+        stage="GA",
+        opts=after_apis,
+    )
+
+
 deployer = ci_account("deployer", "flightpipe deployer (GitLab main / prod via WIF)", DEPLOY)
 project_roles("deployer", deployer.member, grants.DEPLOYER_PROJECT_ROLES)
 # In place of the service admin roles (each holds its resource type's setIamPolicy, so it could
 # grant any role on a topic, dataset, secret, service or repository): the lifecycle permissions
 # of the program's resource types and no setIamPolicy at all: every grant of the main program is
 # project-level, through the conditioned projectIamAdmin below (infra/grants.py says why).
-# pulumi-gcp's IAMCustomRole
-# (gcp.projects.IAMCustomRole: role_id, title, permissions, stage; its `name` is
-# projects/<project>/roles/<role_id>).
-deployer_role = gcp.projects.IAMCustomRole(
+deployer_role = custom_role(
     "deployer-role",
-    project=project,
-    role_id=grants.DEPLOYER_CUSTOM_ROLE_ID,
-    title="flightpipe deployer",
-    description="Manage flightpipe's resources; sets no IAM policy (infra/grants.py)",
-    permissions=list(grants.DEPLOYER_CUSTOM_ROLE_PERMISSIONS),
-    stage="GA",
-    opts=after_apis,
+    grants.DEPLOYER_CUSTOM_ROLE_ID,
+    "flightpipe deployer",
+    "Manage flightpipe's resources; sets no IAM policy (infra/grants.py)",
+    grants.DEPLOYER_CUSTOM_ROLE_PERMISSIONS,
 )
 gcp.projects.IAMMember(
     "deployer-custom-role",
@@ -183,15 +198,12 @@ gcp.projects.IAMMember(
 )
 # The role the main program writes the events table with (infra/grants.py says why not
 # bigquery.dataEditor). The deployer may grant it but not edit it.
-table_writer_role = gcp.projects.IAMCustomRole(
+table_writer_role = custom_role(
     "table-writer-role",
-    project=project,
-    role_id=grants.TABLE_WRITER_ROLE_ID,
-    title="flightpipe table writer",
-    description="Insert rows into flightpipe's tables (infra/grants.py)",
-    permissions=list(grants.TABLE_WRITER_PERMISSIONS),
-    stage="GA",
-    opts=after_apis,
+    grants.TABLE_WRITER_ROLE_ID,
+    "flightpipe table writer",
+    "Insert rows into flightpipe's tables (infra/grants.py)",
+    grants.TABLE_WRITER_PERMISSIONS,
 )
 gcp.projects.IAMMember(
     "deployer-project-iam-limited",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +32,7 @@ from flightpipe.broker.embedded import EmbeddedBroker
 from flightpipe.contract import FlightEvent
 from flightpipe.settings import Settings, load_settings
 from tests.factories import make_event, payload
-from tests.processes import free_port, http_get, metric, wait_until
+from tests.processes import free_port, http_get, kill_process, metric, stop_process, wait_until
 
 ACK_DEADLINE = 2
 MAX_ATTEMPTS = 5
@@ -240,19 +239,11 @@ class SubscriberProcess:
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        kill_process(self.proc)
 
     def stop(self, timeout: float = 20) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+        return stop_process(self.proc, timeout)
 
     def json_lines(self) -> list[dict[str, Any]]:
         out = []
