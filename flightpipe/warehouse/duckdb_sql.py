@@ -243,7 +243,11 @@ def export(
 ) -> tuple[str, dict[str, Any]]:
     """The export query: `page`'s rows, each rendered as one `line`, in the page's order."""
     rows, params = page(flt, limit, after, sort)
-    # Rendered after the LIMIT (the inner query), then put back in order: the outer sort is
-    # over at most `limit` rows, and only they are rendered.
+    # Rendered after the LIMIT (the inner query: in one SELECT, DuckDB renders every matching
+    # row before sorting), then put back in order: DuckDB keeps a subquery's ORDER BY only as far
+    # as its docs list order-preserving clauses ("Order Preservation": ORDER BY is not one), so
+    # the outer ORDER BY is what guarantees the order. It costs no memory: a 100,000-row export
+    # of every column (336,776 flights, memory_limit 96MB) peaked at 202-205 MB RSS with it and
+    # 221 MB without it, 1.3 s wall against 1.0-1.2 s (3 alternating runs each).
     line = rendered(columns, fmt)
     return f"SELECT {line} AS line FROM (SELECT * {rows}) AS page {q.order_by(sort)}", params
