@@ -172,6 +172,7 @@ class Statistic:
 
 
 def _stat(description: str, sql: str = "", percentile: tuple[str, float] | None = None) -> Any:
+    """A DelayStats field declared with its Statistic."""
     return dataclasses.field(metadata={"stat": Statistic(description, sql, percentile)})
 
 
