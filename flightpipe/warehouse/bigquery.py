@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -77,6 +78,19 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, gexc.Forbidden):
         return any(e.get("reason") in _THROTTLE_REASONS for e in exc.errors or ())
     return False
+
+
+@contextmanager
+def _port_errors(what: str) -> Iterator[None]:
+    """Raise BigQuery's errors as the port's: transient ones as WarehouseUnavailable."""
+    try:
+        yield
+    except Exception as exc:
+        if _is_transient(exc) or isinstance(exc, TimeoutError):
+            raise WarehouseUnavailable(f"BigQuery {what}: {exc}") from exc
+        if isinstance(exc, gexc.GoogleAPIError):
+            raise WarehouseError(f"BigQuery {what}: {exc}") from exc
+        raise
 
 
 def _row(envelope: Envelope, ingest_time: str) -> dict[str, Any]:
@@ -136,30 +150,21 @@ class BigQueryWarehouse:
 
     # --- calls ---------------------------------------------------------------------------------
 
-    def _call(self, call: Callable[[], T], *, attempts: int, budget: float, what: str) -> T:
-        """Run `call` (`attempts` > 1: retrying transient errors, `flightpipe.retry`); raise the
-        port's errors."""
+    def _read(self, call: Callable[[], T]) -> T:
+        """Run a read, retried once on a transient error within the query's time budget."""
 
         def retried(state: retry.RetryState) -> None:
-            log.warning("retrying BigQuery %s", what, extra={"attempt": state.attempt_number})
+            log.warning("retrying BigQuery query", extra={"attempt": state.attempt_number})
 
-        try:
-            if attempts == 1:
-                return call()
+        with _port_errors("query"):
             return retry.retrying(
                 _is_transient,
                 initial=self._backoff_initial,
                 max_wait=8.0,
-                attempts=attempts,
-                budget=budget,
+                attempts=2,
+                budget=self.query_timeout,
                 on_retry=retried,
             )(call)
-        except Exception as exc:
-            if _is_transient(exc) or isinstance(exc, TimeoutError):
-                raise WarehouseUnavailable(f"BigQuery {what}: {exc}") from exc
-            if isinstance(exc, gexc.GoogleAPIError):
-                raise WarehouseError(f"BigQuery {what}: {exc}") from exc
-            raise
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -174,13 +179,17 @@ class BigQueryWarehouse:
         for chunk_rows, chunk_ids in _chunks(
             rows, ids, self._max_request_bytes, self._max_request_rows
         ):
-            # One attempt: the subscriber, which keeps the leases, retries the batch.
-            result = self._call(
-                self._insert_call(chunk_rows, chunk_ids),
-                attempts=1,
-                budget=self._write_timeout,
-                what="insertAll",
-            )
+            with _port_errors("insertAll"):
+                result = self._client.insert_rows_json(
+                    self._insert_table,
+                    chunk_rows,
+                    row_ids=chunk_ids,
+                    skip_invalid_rows=True,
+                    # One attempt: the subscriber, which keeps the leases, retries the batch
+                    # (None is accepted at runtime).
+                    retry=None,  # type: ignore[arg-type]
+                    timeout=self._write_timeout,
+                )
             for failure in result:
                 reasons = [
                     f"{e.get('reason', 'invalid')}: {e.get('message', '')}".strip()
@@ -192,22 +201,6 @@ class BigQueryWarehouse:
             log.warning("BigQuery rejected rows", extra={"rejected": len(errors)})
             raise RowErrors(errors, written)
         return written
-
-    def _insert_call(
-        self, rows: list[dict[str, Any]], ids: list[str]
-    ) -> Callable[[], Sequence[dict[str, Any]]]:
-        def call() -> Sequence[dict[str, Any]]:
-            return self._client.insert_rows_json(
-                self._insert_table,
-                rows,
-                row_ids=ids,
-                skip_invalid_rows=True,
-                # One attempt: the subscriber retries (None is accepted at runtime).
-                retry=None,  # type: ignore[arg-type]
-                timeout=self._write_timeout,
-            )
-
-        return call
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -221,7 +214,7 @@ class BigQueryWarehouse:
             telemetry.WAREHOUSE_BYTES_PROCESSED.inc(rows.total_bytes_processed or 0)
             return result
 
-        return self._call(run, attempts=2, budget=self.query_timeout, what="query")
+        return self._read(run)
 
     def _run(self, sql: str, config: bigquery.QueryJobConfig, page_size: int | None = None) -> Any:
         return self._client.query_and_wait(
@@ -280,18 +273,13 @@ class BigQueryWarehouse:
         # One query; its result is read page by page (RowIterator.pages: the first page comes
         # with jobs.query, the next ones by pageToken from the same result, so one snapshot).
         config = self._job_config(sql)
-        rows = self._call(
-            lambda: self._run(sql.sql, config, page_size=chunk),
-            attempts=2,
-            budget=self.query_timeout,
-            what="query",
-        )
+        rows = self._read(lambda: self._run(sql.sql, config, page_size=chunk))
         telemetry.WAREHOUSE_BYTES_PROCESSED.inc(rows.total_bytes_processed or 0)
         pages = iter(rows.pages)
         while True:
-            page = self._call(
-                lambda: next(pages, None), attempts=1, budget=self.query_timeout, what="export"
-            )
+            # Not retried: a page is read from the same result, and a failure ends the export.
+            with _port_errors("export"):
+                page = next(pages, None)
             if page is None:
                 return
             yield query.render_rows([dict(row.items()) for row in page], columns, fmt)
@@ -310,7 +298,7 @@ class BigQueryWarehouse:
     ) -> list[DelayStats]:
         """Delay statistics over current states, one row per group, ordered by the group keys."""
         fields = query.group_fields(group_by)
-        rows = self._query(bigquery_sql.delay_stats(self.view, flt, fields))  # type: ignore[arg-type]
+        rows = self._query(bigquery_sql.delay_stats(self.view, flt, group_by))
         return [query.delay_stats_row(r, fields) for r in rows]
 
     def newest_publish_time(self) -> dt.datetime | None:

@@ -24,7 +24,7 @@ from flightpipe.contract import COLUMN_NAMES
 from flightpipe.warehouse import query
 from flightpipe.warehouse.port import (
     DEFAULT_SORT,
-    ON_TIME_MINUTES,
+    STATISTICS,
     FlightFilter,
     GroupBy,
     PageKey,
@@ -42,6 +42,10 @@ TYPES: Final[Mapping[contract.Kind, str]] = {
     "timestamp": "TIMESTAMP",
     "date": "DATE",
 }
+# The columns the statistics' aggregates read (the inner query of `delay_stats` passes them on).
+_STATS_INPUTS: Final = tuple(
+    c for c in COLUMN_NAMES if any(re.search(rf"\b{c}\b", s.sql) for s in STATISTICS.values())
+)
 # BigQuery project ids and dataset names (the subset flightpipe's settings can produce).
 _PROJECT: Final = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _DATASET: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
@@ -108,7 +112,7 @@ def current_view_sql(events: str) -> str:
 
 
 def _params(bound: list[query.Bound]) -> list[Param]:
-    return [Param(b.name, b.type, b.value) for b in bound]
+    return [Param(b.name, TYPES[b.kind], b.value) for b in bound]
 
 
 def _where_sql(clauses: list[str]) -> str:
@@ -131,7 +135,7 @@ def list_flights(
         clauses.append(clause)
         bound += more
     params = _params(bound)
-    params.append(Param("limit", "INT64", limit))
+    params.append(Param("limit", TYPES["int"], limit))
     sql = (
         f"SELECT {query.select_columns(columns)} FROM {view}{_where_sql(clauses)}"
         f" {query.order_by(sort)} LIMIT @limit"
@@ -143,7 +147,7 @@ def get_flight(view: str, flight_id: str) -> Query:
     """The current state of one flight."""
     return Query(
         f"SELECT {COLUMNS} FROM {view} WHERE flight_id = @flight_id",
-        (Param("flight_id", "STRING", flight_id),),
+        (Param("flight_id", TYPES["string"], flight_id),),
     )
 
 
@@ -162,41 +166,34 @@ def flight_events(events: str, flight_id: str) -> Query:
         " QUALIFY ROW_NUMBER() OVER ("
         "PARTITION BY event_id ORDER BY publish_time, message_id) = 1"
         " ORDER BY event_time, publish_time, event_id",
-        (Param("flight_id", "STRING", flight_id), Param("flight_date", "DATE", day)),
+        (Param("flight_id", TYPES["string"], flight_id), Param("flight_date", TYPES["date"], day)),
     )
 
 
 def delay_stats(view: str, flt: FlightFilter, group_by: GroupBy | Sequence[GroupBy]) -> Query:
-    """Per-group counts, means, medians and 90th percentiles over current states.
+    """Per-group `STATISTICS` over current states: the group fields, then one column each.
 
-    Columns: the group fields, flights, cancelled, avg_dep, avg_arr, on_time, med_dep, p90_dep,
-    med_arr, p90_arr. BigQuery has PERCENTILE_CONT only as an analytic function, so the inner
-    query computes it per group (one window per percentile) and the outer one takes any value.
+    BigQuery has PERCENTILE_CONT only as an analytic function, so the inner query computes each
+    percentile per group (one window each) next to the columns the aggregates read, and the
+    outer one aggregates and takes any value of the percentiles.
     """
     fields = query.group_fields(group_by)
     clauses, bound = query.where(flt, "@")
     keys = ", ".join(f"{query.GROUP_EXPRESSIONS[f]} AS {f}" for f in fields)
     names = ", ".join(fields)
     window = f"OVER (PARTITION BY {', '.join(query.GROUP_EXPRESSIONS[f] for f in fields)})"
-    percentiles = ", ".join(
-        f"PERCENTILE_CONT({column}, {fraction}) {window} AS {alias}"
-        for column, fraction, alias in (
-            ("dep_delay_min", 0.5, "med_dep"),
-            ("dep_delay_min", 0.9, "p90_dep"),
-            ("arr_delay_min", 0.5, "med_arr"),
-            ("arr_delay_min", 0.9, "p90_arr"),
-        )
-    )
+    inner = [keys, *(c for c in _STATS_INPUTS if c not in fields)]
+    outer = [names]
+    for name, stat in STATISTICS.items():
+        if stat.percentile is None:
+            outer.append(f"{stat.sql} AS {name}")
+        else:
+            column, fraction = stat.percentile
+            inner.append(f"PERCENTILE_CONT({column}, {fraction}) {window} AS {name}")
+            outer.append(f"ANY_VALUE({name}) AS {name}")
     sql = (
-        f"SELECT {names}, COUNT(*) AS flights,"
-        " COUNTIF(status = 'cancelled') AS cancelled,"
-        " AVG(dep_delay_min) AS avg_dep, AVG(arr_delay_min) AS avg_arr,"
-        f" AVG(CASE WHEN arr_delay_min <= {ON_TIME_MINUTES} THEN 1.0"
-        " WHEN arr_delay_min IS NOT NULL THEN 0.0 END) AS on_time,"
-        " ANY_VALUE(med_dep) AS med_dep, ANY_VALUE(p90_dep) AS p90_dep,"
-        " ANY_VALUE(med_arr) AS med_arr, ANY_VALUE(p90_arr) AS p90_arr"
-        f" FROM (SELECT {keys}, status, dep_delay_min, arr_delay_min, {percentiles}"
-        f" FROM {view}{_where_sql(clauses)})"
+        f"SELECT {', '.join(outer)}"
+        f" FROM (SELECT {', '.join(inner)} FROM {view}{_where_sql(clauses)})"
         f" GROUP BY {names} ORDER BY {names}"
     )
     return Query(sql, tuple(_params(bound)))

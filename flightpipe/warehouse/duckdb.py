@@ -8,7 +8,8 @@ Tables (DDL derived from `flightpipe.contract`):
   as a table rather than a window-function view keeps API reads at a few milliseconds.
 
 DuckDB allows one writing process per file; the API alone may open the file read-only. Every query
-binds its values as parameters; identifiers come from allow-lists in this module.
+binds its values as parameters. The SQL text itself (DDL, write steps, reads, the export's row
+rendering) is in `duckdb_sql`; this module runs it: cursors, transactions, timeouts, errors.
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ import duckdb
 import numpy as np
 
 from flightpipe import contract, telemetry
+from flightpipe.warehouse import duckdb_sql
 from flightpipe.warehouse import query as q
+from flightpipe.warehouse.duckdb_sql import TYPES, columns_ddl
+
+# A name of this module on purpose: `write` looks it up at each call, and the fault-injection
+# subscriber (tests/faults/subscriber_with_faults.py) replaces it here to stall a write.
+from flightpipe.warehouse.duckdb_sql import write_steps as _write_steps
 from flightpipe.warehouse.port import (
     DEFAULT_SORT,
-    ON_TIME_MINUTES,
     DelayStats,
     Envelope,
     FlightFilter,
@@ -40,24 +46,9 @@ from flightpipe.warehouse.port import (
 )
 from flightpipe.warehouse.watchdog import WATCHDOG
 
+__all__ = ["TYPES", "DuckDBWarehouse", "columns_ddl"]
+
 log = logging.getLogger(__name__)
-_COLUMNS: Final = ", ".join(contract.COLUMN_NAMES)
-_TIMESTAMPS: Final = frozenset(c.name for c in contract.COLUMNS if c.kind == "timestamp")
-
-
-def _select(columns: Sequence[str]) -> str:
-    """A SELECT list that returns timestamps as naive UTC (TimeZone is UTC on every cursor).
-
-    DuckDB's Python conversion of TIMESTAMPTZ values goes through a time-zone lookup per value:
-    ~2 us each, half the time of an API page of 100 flights; `_query` attaches UTC instead.
-    """
-    return ", ".join(f"{c}::TIMESTAMP AS {c}" if c in _TIMESTAMPS else c for c in columns)
-
-
-_READ_COLUMNS: Final = _select(contract.COLUMN_NAMES)
-_UPDATES: Final = ", ".join(
-    f"{name} = l.{name}" for name in contract.COLUMN_NAMES if name != "flight_id"
-)
 # Parsed read statements kept per thread (see DuckDBWarehouse._parsed).
 _PARSED_PER_THREAD: Final = 256
 _TRANSIENT: Final = (
@@ -67,82 +58,6 @@ _TRANSIENT: Final = (
     duckdb.InterruptException,
     duckdb.ConnectionException,
 )
-
-
-# DuckDB's type for each kind of contract column: the tables' DDL and the JSON parse use it.
-TYPES: Final[Mapping[contract.Kind, str]] = {
-    "string": "VARCHAR",
-    "int": "BIGINT",
-    "timestamp": "TIMESTAMPTZ",
-    "date": "DATE",
-}
-_JSON_STRUCT: Final = (
-    "{" + ", ".join(f'"{c.name}": "{TYPES[c.kind]}"' for c in contract.CONTRACT_COLUMNS) + "}"
-)
-
-
-def columns_ddl() -> str:
-    """Column definitions for a CREATE TABLE of the contract's columns (without parentheses)."""
-    return ",\n  ".join(
-        f"{c.name} {TYPES[c.kind]}{'' if c.nullable else ' NOT NULL'}" for c in contract.COLUMNS
-    )
-
-
-_PARSED: Final = (
-    "SELECT "
-    + ", ".join(f"j.{name}" for name in contract.FIELD_NAMES)
-    + ", message_id, publish_time, now() AS ingest_time FROM ("
-    f"SELECT json_transform(payload, '{_JSON_STRUCT}') AS j, message_id, "
-    "make_timestamp(publish_us)::TIMESTAMPTZ AS publish_time "
-    "FROM incoming)"
-)
-_NEWER: Final = (
-    "(l.event_time > f.event_time OR (l.event_time = f.event_time "
-    "AND l.publish_time > f.publish_time))"
-)
-
-
-def _write_steps(*, distinct_events: bool, distinct_flights: bool) -> list[str]:
-    """The statements of one batch, run in one transaction.
-
-    Parse the JSON column-wise, drop event_ids already stored, append the new events, then move
-    each flight's current state forward only where the new event is newer (event_time, then
-    publish_time). The in-batch de-duplications are skipped when the caller saw no duplicates:
-    they sort, and a replay or a healthy stream has none.
-    """
-    dedupe = "DISTINCT ON (p.event_id) " if not distinct_events else ""
-    steps = [
-        f"CREATE OR REPLACE TEMP TABLE fresh AS SELECT {dedupe}p.* FROM ({_PARSED}) p "
-        "ANTI JOIN events e ON p.event_id = e.event_id",
-        f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM fresh",
-    ]
-    # With one event per flight (a replay, a healthy stream) the new events are the latest ones.
-    latest = "fresh"
-    if not distinct_flights:
-        latest = "latest"
-        steps.append(
-            "CREATE OR REPLACE TEMP TABLE latest AS SELECT * FROM fresh QUALIFY row_number() "
-            "OVER (PARTITION BY flight_id ORDER BY event_time DESC, publish_time DESC) = 1"
-        )
-    return [
-        *steps,
-        f"UPDATE flights f SET {_UPDATES} FROM {latest} l "
-        f"WHERE f.flight_id = l.flight_id AND {_NEWER}",
-        f"INSERT INTO flights ({_COLUMNS}) SELECT {_COLUMNS} FROM {latest} l "
-        "ANTI JOIN flights f ON l.flight_id = f.flight_id",
-    ]
-
-
-def _schema_sql() -> list[str]:
-    # No primary keys: uniqueness of event_id (events) and flight_id (flights) is kept by the
-    # anti-joins above under the single writer (DuckDB's file lock: one writing process; the
-    # write lock: one writing thread). The ART indexes a PRIMARY KEY adds doubled the write cost
-    # and are rewritten whole at every checkpoint.
-    ddl = columns_ddl()
-    return [
-        f"CREATE TABLE IF NOT EXISTS events (\n  {ddl}\n)",
-        f"CREATE TABLE IF NOT EXISTS flights (\n  {ddl}\n)",
-    ]
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
@@ -158,80 +73,8 @@ def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
         log.debug("rollback after a failed write: %s", exc)
 
 
-_KINDS: Final = {c.name: c.kind for c in contract.COLUMNS}
-# CSV cells that Python's csv module quotes (QUOTE_MINIMAL with "\r\n" line ends).
-_NEEDS_QUOTES: Final = r"""'[",\r\n]'"""
-
-
-def _text(name: str) -> str:
-    """A column's value as msgspec writes it (NULL stays NULL); timestamps are UTC with `Z`."""
-    kind = _KINDS[name]
-    if kind == "timestamp":
-        ts = f"{name}::TIMESTAMP"
-        # msgspec: fractional seconds (6 digits) only when there are any.
-        return (
-            f"CASE WHEN epoch_us({ts}) % 1000000 = 0 THEN strftime({ts}, '%Y-%m-%dT%H:%M:%SZ') "
-            f"ELSE strftime({ts}, '%Y-%m-%dT%H:%M:%S.%fZ') END"
-        )
-    return name if kind == "string" else f"CAST({name} AS VARCHAR)"
-
-
-def _csv_cell(name: str) -> str:
-    text = _text(name)
-    if _KINDS[name] == "string":
-        text = (
-            f"CASE WHEN regexp_matches({name}, {_NEEDS_QUOTES}) "
-            f"""THEN '"' || replace({name}, '"', '""') || '"' ELSE {name} END"""
-        )
-    return f"coalesce({text}, '')"
-
-
-def _json_member(name: str) -> str:
-    kind = _KINDS[name]
-    if kind == "string":
-        value = f"to_json({name})::VARCHAR"  # yyjson's escapes: the same bytes as msgspec's
-    elif kind in ("timestamp", "date"):
-        value = f"""'"' || {_text(name)} || '"'"""
-    else:
-        value = _text(name)
-    return f"""'"{name}":' || coalesce({value}, 'null')"""
-
-
-def _page(
-    flt: FlightFilter, limit: int, after: PageKey | None, sort: Sort
-) -> tuple[str, dict[str, Any]]:
-    """`FROM flights WHERE ... ORDER BY ... LIMIT $limit` and its parameters: one page's rows,
-    shared by `list_flights` and `export_flights` so both select exactly the same rows."""
-    clauses, bound = q.where(flt, "$")
-    if after is not None:
-        clause, more = q.after_clause(sort, after, "$")
-        clauses.append(clause)
-        bound += more
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    params: dict[str, Any] = {b.name: b.value for b in bound}
-    params["limit"] = limit
-    return f"FROM flights {where} {q.order_by(sort)} LIMIT $limit", params
-
-
-def _rendered(columns: Sequence[str], fmt: q.ExportFormat) -> str:
-    """A SQL expression: one row as `q.render_rows` writes it, line end included.
-
-    Hand-written: DuckDB's COPY writes CSV/JSON only to files, and its own value formats differ
-    from the API's (`2013-01-01 10:15:00+00` for a timestamp); tests compare this with
-    `q.render_rows` byte for byte.
-    """
-    if fmt == "ndjson":
-        members = " || ',' || ".join(_json_member(c) for c in columns)
-        return f"'{{' || {members} || '}}' || chr(10)"
-    cells = " || ',' || ".join(_csv_cell(c) for c in columns)
-    if len(columns) == 1:
-        # Python's csv writes a lone empty field as "" so the record is not a blank line.
-        cells = f"""CASE WHEN {cells} = '' THEN '""' ELSE {cells} END"""
-    return f"{cells} || chr(13) || chr(10)"
-
-
 def _attach_utc(rows: list[dict[str, Any]], naive: Sequence[str]) -> None:
-    """Naive timestamps are UTC (see `_select`): attach the zone in place."""
+    """Naive timestamps are UTC (see `duckdb_sql.select`): attach the zone in place."""
     for row in rows:
         for name in naive:
             value = row[name]
@@ -267,7 +110,7 @@ class DuckDBWarehouse:
             # commits durable in between; DuckDB checkpoints on close and at this threshold.
             self._conn.execute("SET checkpoint_threshold = '1GB'")
             if not read_only:
-                for statement in _schema_sql():
+                for statement in duckdb_sql.schema_sql():
                     self._conn.execute(statement)
         except duckdb.Error as exc:
             raise WarehouseUnavailable(f"cannot open {self.path}: {exc}") from exc
@@ -291,8 +134,9 @@ class DuckDBWarehouse:
 
         DuckDB 2's parser takes ~0.5 ms for a 21-column SELECT, a quarter of an API page's
         warehouse time; executing a parsed statement skips it (binding and planning still run
-        per call, so the parameters' values still steer the plan). The text comes only from this
-        module's templates, so the distinct texts are few; the bound keeps an odd caller finite.
+        per call, so the parameters' values still steer the plan). The text comes only from
+        `duckdb_sql`'s templates, so the distinct texts are few; the bound keeps an odd caller
+        finite.
         """
         statements: dict[str, duckdb.Statement] = self._local.statements
         statement = statements.get(sql)
@@ -391,8 +235,9 @@ class DuckDBWarehouse:
         columns: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Current states matching `flt` by (sort field, flight_id), after `after`."""
-        page, params = _page(flt, limit, after, sort)
-        return self._query(f"SELECT {_select(q.checked_columns(columns))} {page}", params)
+        rows, params = duckdb_sql.page(flt, limit, after, sort)
+        names = duckdb_sql.select(q.checked_columns(columns))
+        return self._query(f"SELECT {names} {rows}", params)
 
     def export_flights(
         self,
@@ -410,29 +255,26 @@ class DuckDBWarehouse:
         One query on one snapshot, read as the client takes it: the export's own cursor in a
         read transaction (DuckDB's MVCC: the export sees the data as of its start, whatever the
         subscriber commits meanwhile), its streaming result fetched `chunk` rows at a time, so
-        memory stays at a chunk. DuckDB renders each row's text itself (`_rendered`): converting
-        21 values per row to Python objects and encoding them again took ~0.4-0.9 s of GIL-held
-        time per 5,000 rows here, against ~5 ms to join 5,000 rendered lines. Nothing runs until
-        the first `next()`; the cursor is closed when the generator ends or is closed.
+        memory stays at a chunk. DuckDB renders each row's text itself (`duckdb_sql.rendered`):
+        converting 21 values per row to Python objects and encoding them again took ~0.4-0.9 s of
+        GIL-held time per 5,000 rows here, against ~5 ms to join 5,000 rendered lines. Nothing
+        runs until the first `next()`; the cursor is closed when the generator ends or is closed.
         """
-        names = q.checked_columns(columns)
-        page, params = _page(flt, limit, after, sort)
-        # Rendered after the LIMIT (the inner query), then put back in order: the outer sort is
-        # over at most `limit` rows, and only they are rendered.
-        sql = (
-            f"SELECT {_rendered(names, fmt)} AS line FROM "
-            f"(SELECT * {page}) AS page {q.order_by(sort)}"
+        text, params = duckdb_sql.export(
+            flt, limit, after, sort, columns=q.checked_columns(columns), fmt=fmt
         )
-        return self._export(sql, params, max(1, chunk))
+        return self._export(text, params, max(1, chunk))
 
-    def _export(self, sql: str, params: dict[str, Any], chunk: int) -> Generator[bytes, None, None]:
+    def _export(
+        self, text: str, params: dict[str, Any], chunk: int
+    ) -> Generator[bytes, None, None]:
         with self._errors():
             cur = self._conn.cursor()
         try:
             with WATCHDOG.guard(self.query_timeout, cur.interrupt), self._errors():
                 cur.execute("SET TimeZone = 'UTC'")
                 cur.execute("BEGIN TRANSACTION")
-                cur.execute(sql, params)
+                cur.execute(text, params)
             while True:
                 # Each fetch gets the query timeout afresh: a slow client is not a slow query.
                 with WATCHDOG.guard(self.query_timeout, cur.interrupt), self._errors():
@@ -451,13 +293,15 @@ class DuckDBWarehouse:
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
         """The current state of one flight, or None."""
-        rows = self._query(f"SELECT {_READ_COLUMNS} FROM flights WHERE flight_id = ?", [flight_id])
+        rows = self._query(
+            f"SELECT {duckdb_sql.READ_COLUMNS} FROM flights WHERE flight_id = ?", [flight_id]
+        )
         return rows[0] if rows else None
 
     def flight_events(self, flight_id: str) -> list[dict[str, Any]]:
         """Every stored event of one flight, in event-time order."""
         return self._query(
-            f"SELECT {_READ_COLUMNS} FROM events WHERE flight_id = ? "
+            f"SELECT {duckdb_sql.READ_COLUMNS} FROM events WHERE flight_id = ? "
             "ORDER BY event_time, publish_time, event_id",
             [flight_id],
         )
@@ -467,27 +311,8 @@ class DuckDBWarehouse:
     ) -> list[DelayStats]:
         """Delay statistics over current states, one row per group, ordered by the group keys."""
         fields = q.group_fields(group_by)
-        clauses, bound = q.where(flt, "$")
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        keys = ", ".join(f"{q.GROUP_EXPRESSIONS[f]} AS {f}" for f in fields)
-        names = ", ".join(fields)
-        rows = self._query(
-            f"SELECT {keys}, count(*) AS flights, "
-            "count(*) FILTER (WHERE status = 'cancelled') AS cancelled, "
-            "avg(dep_delay_min) AS avg_dep, avg(arr_delay_min) AS avg_arr, "
-            f"avg(CASE WHEN arr_delay_min <= {ON_TIME_MINUTES} THEN 1.0 "
-            "WHEN arr_delay_min IS NOT NULL THEN 0.0 END) AS on_time, "
-            # One list-quantile per column sorts each column once for both cuts (13 ms instead
-            # of 21 ms for the carrier grouping over 336,776 flights, same results).
-            "quantile_cont(dep_delay_min, [0.5, 0.9]) AS q_dep, "
-            "quantile_cont(arr_delay_min, [0.5, 0.9]) AS q_arr "
-            f"FROM flights {where} GROUP BY {names} ORDER BY {names}",
-            {b.name: b.value for b in bound},
-        )
-        for r in rows:
-            r["med_dep"], r["p90_dep"] = r.pop("q_dep") or (None, None)
-            r["med_arr"], r["p90_arr"] = r.pop("q_arr") or (None, None)
-        return [q.delay_stats_row(r, fields) for r in rows]
+        rows = self._query(*duckdb_sql.delay_stats(flt, fields))
+        return [q.delay_stats_row(duckdb_sql.unpack_quantiles(r), fields) for r in rows]
 
     def newest_publish_time(self) -> dt.datetime | None:
         """The newest committed publish_time (the ingest watermark)."""

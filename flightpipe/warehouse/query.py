@@ -2,8 +2,9 @@
 
 Both adapters build their WHERE, ORDER BY, keyset and GROUP BY clauses here so they cannot drift
 apart. Values are never formatted into the text: each fragment names its parameters (`$name` for
-DuckDB, `@name` for BigQuery, chosen by `mark`) and returns them as `Bound` values with their
-BigQuery type. Identifiers come only from the allow-lists below and in `port`.
+DuckDB, `@name` for BigQuery, chosen by `mark`) and returns them as `Bound` values with the
+contract's `Kind` of their column (each adapter maps it to its own type). Identifiers come only
+from the allow-lists below and in `port` (`FILTERS`, `SORT_FIELDS`, `STATISTICS`).
 
 `render_rows` is the one definition of the export formats (CSV records, NDJSON lines) that
 `Warehouse.export_flights` yields; an adapter that renders in SQL (DuckDB) is tested against it.
@@ -13,17 +14,19 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_type_hints
 
 import msgspec
 
-from flightpipe.contract import COLUMN_NAMES
+from flightpipe.contract import COLUMN_NAMES, COLUMNS, Kind
 from flightpipe.warehouse.port import (
+    FILTERS,
     GROUP_BY_FIELDS,
     NULLABLE_SORT_FIELDS,
     SORT_FIELDS,
+    STATISTICS,
     DelayStats,
     FlightFilter,
     GroupBy,
@@ -32,54 +35,30 @@ from flightpipe.warehouse.port import (
     WarehouseError,
 )
 
-# (FlightFilter attribute, column, operator, BigQuery type of the value)
-FILTERS: Final[tuple[tuple[str, str, str, str], ...]] = (
-    ("date_from", "flight_date", ">=", "DATE"),
-    ("date_to", "flight_date", "<=", "DATE"),
-    ("carrier", "carrier", "=", "STRING"),
-    ("flight_number", "flight_number", "=", "INT64"),
-    ("tail_number", "tail_number", "=", "STRING"),
-    ("origin", "origin", "=", "STRING"),
-    ("dest", "dest", "=", "STRING"),
-    ("status", "status", "=", "STRING"),
-    ("min_dep_delay", "dep_delay_min", ">=", "INT64"),
-    ("max_dep_delay", "dep_delay_min", "<=", "INT64"),
-    ("min_arr_delay", "arr_delay_min", ">=", "INT64"),
-    ("max_arr_delay", "arr_delay_min", "<=", "INT64"),
-)
-SORT_TYPES: Final[dict[str, str]] = {
-    "scheduled_departure": "TIMESTAMP",
-    "flight_date": "DATE",
-    "carrier": "STRING",
-    "flight_number": "INT64",
-    "origin": "STRING",
-    "dest": "STRING",
-    "dep_delay_min": "INT64",
-    "arr_delay_min": "INT64",
-    "air_time_min": "INT64",
-    "distance_mi": "INT64",
-}
-# Group keys as SQL expressions valid in both dialects (EXTRACT on a timestamp is UTC in both).
-GROUP_EXPRESSIONS: Final[dict[str, str]] = {
-    "carrier": "carrier",
-    "origin": "origin",
-    "dest": "dest",
-    "flight_date": "flight_date",
-    "hour": "EXTRACT(HOUR FROM scheduled_departure)",
-}
+# Each warehouse column's kind (the contract's), by name.
+KINDS: Final[Mapping[str, Kind]] = {c.name: c.kind for c in COLUMNS}
+# (FlightFilter attribute, column, operator, kind of the value), from the port's declarations.
+_WHERE: Final = tuple((name, f.column, f.op, KINDS[f.column]) for name, f in FILTERS.items())
+_SORTABLE: Final = frozenset(SORT_FIELDS)
 _COLUMN_SET: Final = frozenset(COLUMN_NAMES)
+# Group keys as SQL expressions valid in both dialects: a column itself, or one computed here
+# (EXTRACT on a timestamp is UTC in both).
+_COMPUTED_GROUPS: Final = {"hour": "EXTRACT(HOUR FROM scheduled_departure)"}
+GROUP_EXPRESSIONS: Final[dict[str, str]] = {
+    f: f if f in _COLUMN_SET else _COMPUTED_GROUPS[f] for f in GROUP_BY_FIELDS
+}
+# The statistics that are counts (integers); the others are floats or NULL.
+_COUNTS: Final = frozenset(n for n, t in get_type_hints(DelayStats).items() if t is int)
 ExportFormat = Literal["csv", "ndjson"]
 _json: Final = msgspec.json.Encoder()
-assert set(SORT_TYPES) == set(SORT_FIELDS), "every sort field needs a type"  # noqa: S101
-assert set(GROUP_EXPRESSIONS) == set(GROUP_BY_FIELDS), "every group needs an expression"  # noqa: S101
 
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    """A named parameter and its BigQuery type (DuckDB infers the type from the value)."""
+    """A named parameter and the kind of its column (DuckDB infers the type from the value)."""
 
     name: str
-    type: str
+    kind: Kind
     value: Any
 
 
@@ -87,7 +66,7 @@ def where(flt: FlightFilter, mark: str) -> tuple[list[str], list[Bound]]:
     """The filter's predicates (to AND together) and their parameters."""
     clauses: list[str] = []
     bound: list[Bound] = []
-    for attribute, column, op, kind in FILTERS:
+    for attribute, column, op, kind in _WHERE:
         value = getattr(flt, attribute)
         if value is not None:
             clauses.append(f"{column} {op} {mark}{attribute}")
@@ -97,7 +76,7 @@ def where(flt: FlightFilter, mark: str) -> tuple[list[str], list[Bound]]:
 
 def check_sort(sort: Sort) -> None:
     """Refuse a sort column outside the allow-list."""
-    if sort.field not in SORT_TYPES:
+    if sort.field not in _SORTABLE:
         raise WarehouseError(f"cannot sort by {sort.field!r}")
 
 
@@ -114,13 +93,13 @@ def after_clause(sort: Sort, after: PageKey, mark: str) -> tuple[str, list[Bound
     check_sort(sort)
     col, value, last_id = sort.field, after[0], after[1]
     cmp = "<" if sort.descending else ">"
-    id_bound = Bound("after_flight_id", "STRING", last_id)
+    id_bound = Bound("after_flight_id", "string", last_id)
     id_after = f"flight_id {cmp} {mark}after_flight_id"
     if value is None:
         if col not in NULLABLE_SORT_FIELDS:
             raise WarehouseError(f"{col} is never NULL")
         return f"({col} IS NULL AND {id_after})", [id_bound]
-    bound = [Bound("after_value", SORT_TYPES[col], value), id_bound]
+    bound = [Bound("after_value", KINDS[col], value), id_bound]
     v = f"{mark}after_value"
     clause = f"{col} {cmp} {v} OR ({col} = {v} AND {id_after})"
     if col in NULLABLE_SORT_FIELDS:
@@ -161,22 +140,14 @@ def _float(value: Any) -> float | None:
 def delay_stats_row(row: dict[str, Any], fields: Sequence[str]) -> DelayStats:
     """One result row of either adapter's statistics query as `DelayStats`.
 
-    Columns: the group fields, flights, cancelled, avg_dep, avg_arr, on_time, med_dep, p90_dep,
-    med_arr, p90_arr. The hour comes back as an integer (BigQuery INT64, DuckDB BIGINT).
+    Columns: the group fields, then one per statistic, named as in `STATISTICS`. The hour comes
+    back as an integer (BigQuery INT64, DuckDB BIGINT); averages may be decimals.
     """
     key = {f: int(row[f]) if f == "hour" and row[f] is not None else row[f] for f in fields}
-    return DelayStats(
-        key=key,
-        flights=int(row["flights"]),
-        cancelled=int(row["cancelled"]),
-        avg_dep_delay_min=_float(row["avg_dep"]),
-        avg_arr_delay_min=_float(row["avg_arr"]),
-        on_time_rate=_float(row["on_time"]),
-        median_dep_delay_min=_float(row["med_dep"]),
-        p90_dep_delay_min=_float(row["p90_dep"]),
-        median_arr_delay_min=_float(row["med_arr"]),
-        p90_arr_delay_min=_float(row["p90_arr"]),
-    )
+    values: dict[str, Any] = {
+        n: int(row[n]) if n in _COUNTS else _float(row[n]) for n in STATISTICS
+    }
+    return DelayStats(key=key, **values)
 
 
 def render_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: ExportFormat) -> bytes:

@@ -23,6 +23,7 @@ from google.cloud import bigquery
 from flightpipe.contract import COLUMN_NAMES
 from flightpipe.warehouse import Envelope, FlightFilter, WarehouseError, WarehouseUnavailable
 from flightpipe.warehouse.bigquery import BigQueryWarehouse, RowErrors
+from flightpipe.warehouse.port import STATISTICS
 from tests import rpc_log
 from tests.factories import make_event
 
@@ -31,6 +32,8 @@ DATASET = "flights"
 INSERT_PATH = f"/bigquery/v2/projects/{PROJECT}/datasets/{DATASET}/tables/events/insertAll"
 QUERY_PATH = f"/bigquery/v2/projects/{PROJECT}/queries"
 PUBLISHED = dt.datetime(2013, 1, 1, 15, 0, tzinfo=dt.UTC)
+# The statistics as BigQuery types their columns (COUNT: INTEGER; AVG, PERCENTILE_CONT: FLOAT).
+STATS_SCHEMA = [(n, "INTEGER" if n in ("flights", "cancelled") else "FLOAT") for n in STATISTICS]
 
 
 @dataclass
@@ -368,27 +371,16 @@ def test_delay_stats_groups_by_the_allowed_key_and_parses_the_numbers(
     fake: tuple[FakeBigQuery, str], warehouse: BigQueryWarehouse
 ) -> None:
     state, _ = fake
-    state.query_schema = _schema(
-        ("carrier", "STRING"),
-        ("flights", "INTEGER"),
-        ("cancelled", "INTEGER"),
-        ("avg_dep", "FLOAT"),
-        ("avg_arr", "FLOAT"),
-        ("on_time", "FLOAT"),
-        ("med_dep", "FLOAT"),
-        ("p90_dep", "FLOAT"),
-        ("med_arr", "FLOAT"),
-        ("p90_arr", "FLOAT"),
-    )
+    state.query_schema = _schema(("carrier", "STRING"), *STATS_SCHEMA)
     state.query_rows = [
         {
             "carrier": "AA",
             "flights": "4",
             "cancelled": "1",
-            "avg_dep": "3.5",
-            "avg_arr": None,
-            "med_dep": "2",
-            "p90_dep": "9.5",
+            "avg_dep_delay_min": "3.5",
+            "avg_arr_delay_min": None,
+            "median_dep_delay_min": "2",
+            "p90_dep_delay_min": "9.5",
         },
     ]
 
@@ -412,14 +404,7 @@ def test_delay_stats_groups_by_a_pair_and_by_hour_of_day(
     fake: tuple[FakeBigQuery, str], warehouse: BigQueryWarehouse
 ) -> None:
     state, _ = fake
-    state.query_schema = _schema(
-        ("carrier", "STRING"),
-        ("hour", "INTEGER"),
-        ("flights", "INTEGER"),
-        ("cancelled", "INTEGER"),
-        *((n, "FLOAT") for n in ("avg_dep", "avg_arr", "on_time", "med_dep", "p90_dep")),
-        *((n, "FLOAT") for n in ("med_arr", "p90_arr")),
-    )
+    state.query_schema = _schema(("carrier", "STRING"), ("hour", "INTEGER"), *STATS_SCHEMA)
     state.query_rows = [{"carrier": "UA", "hour": "7", "flights": "2", "cancelled": "0"}]
 
     (stats,) = warehouse.delay_stats(FlightFilter(), ("carrier", "hour"))

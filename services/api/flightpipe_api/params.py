@@ -4,6 +4,8 @@ Each endpoint's query is a `msgspec.Struct` below. From that one class come
 * parsing and validation (`parse_query`: `msgspec.convert`), every error a 400 naming the parameter;
 * the OpenAPI parameters (`openapi.py` reads `msgspec.json.schema_components` of the class);
 * the cross-parameter rules (`Filters.flight_filter`, `FlightsQuery.limit_for`).
+The filter parameters are not written here either: one per field of the warehouse port's
+`FlightFilter` (`port.FILTERS`: its column, description and example), typed as that column.
 Patterns and limits are the contract's own annotated types (`flightpipe.contract.FlightEvent`'s
 fields, read with `typing.get_type_hints(include_extras=True)`), not copies: a tail number is any
 string the contract stores (at most 16 characters), so every stored tail number can be queried.
@@ -30,10 +32,9 @@ narrowing filter (carrier, flight_number, tail_number, origin or dest).
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import re
 from functools import cache
+from types import UnionType
 from typing import (
     TYPE_CHECKING,
     Annotated,
@@ -42,7 +43,9 @@ from typing import (
     Literal,
     TypeAlias,
     TypeVar,
+    Union,
     get_args,
+    get_origin,
     get_type_hints,
 )
 
@@ -50,9 +53,9 @@ import msgspec
 import msgspec.inspect as mi
 from werkzeug.datastructures import MultiDict
 
-from flightpipe.contract import COLUMN_NAMES, FlightEvent, Minutes
+from flightpipe.contract import COLUMN_NAMES, FlightEvent
 from flightpipe.warehouse import FlightFilter
-from flightpipe.warehouse.port import SORT_FIELDS, GroupBy, Sort
+from flightpipe.warehouse.port import FILTERS, SORT_FIELDS, FilterSpec, GroupBy, Sort
 from flightpipe_api.errors import bad_parameter
 
 DEFAULT_LIMIT: Final = 100
@@ -64,23 +67,11 @@ FORMATS: Final = ("json", "csv", "ndjson")
 NARROWING: Final = ("carrier", "flight_number", "tail_number", "origin", "dest")
 SORT_VALUES: Final = tuple(v for f in SORT_FIELDS for v in (f, f"-{f}"))
 
-# The contract's field types, constraints included (pattern, length, range, enum).
-# The examples together select nycflights13's first flight (2013-01-01 UA1545 EWR-IAH, N14228),
-# so "Try it out" in /docs with every example filled in returns a row.
-_EVENT: Final = get_type_hints(FlightEvent, include_extras=True)
-if TYPE_CHECKING:  # mypy sees the base types; msgspec sees the contract's constrained ones
-    Carrier: TypeAlias = str
-    Airport: TypeAlias = str
-    TailNumber: TypeAlias = str
-    StatusName: TypeAlias = str
+if TYPE_CHECKING:  # mypy sees the base types; msgspec sees the constrained ones
     SortSpec: TypeAlias = str
     ColumnName: TypeAlias = str
-    FlightNumber: TypeAlias = int
     Format: TypeAlias = str
 else:
-    Carrier, Airport, FlightNumber = _EVENT["carrier"], _EVENT["origin"], _EVENT["flight_number"]
-    StatusName = _EVENT["status"]
-    (TailNumber,) = [t for t in get_args(_EVENT["tail_number"]) if t is not type(None)]
     SortSpec = Literal[SORT_VALUES]
     ColumnName = Literal[COLUMN_NAMES]
     Format = Literal[FORMATS]
@@ -92,74 +83,64 @@ def _doc(description: str, *examples: Any, **extra: Any) -> msgspec.Meta:
     )
 
 
-class Filters(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """The filters shared by /v1/flights and /v1/stats/delays (all optional, all ANDed)."""
+# The contract's field types, constraints included (pattern, length, range, enum).
+_EVENT: Final = get_type_hints(FlightEvent, include_extras=True)
+_DATE_TO_RULE: Final = (
+    f"; not before date_from. A range longer than {MAX_RANGE_DAYS} days needs one of "
+    f"{', '.join(NARROWING)}"
+)
 
-    date_from: (
-        Annotated[
-            dt.date,
-            _doc("First flight_date (local scheduled departure date), inclusive", "2013-01-01"),
-        ]
-        | None
-    ) = None
-    date_to: (
-        Annotated[
-            dt.date,
-            _doc(
-                f"Last flight_date, inclusive; not before date_from. A range longer than "
-                f"{MAX_RANGE_DAYS} days needs one of {', '.join(NARROWING)}",
-                "2013-01-31",
-            ),
-        ]
-        | None
-    ) = None
-    carrier: Annotated[Carrier, _doc("Airline code", "UA")] | None = None
-    flight_number: Annotated[FlightNumber, _doc("Flight number", 1545)] | None = None
-    tail_number: (
-        Annotated[TailNumber, _doc("Aircraft tail number, exactly as stored", "N14228")] | None
-    ) = None
-    origin: Annotated[Airport, _doc("Origin airport code", "EWR")] | None = None
-    dest: Annotated[Airport, _doc("Destination airport code", "IAH")] | None = None
-    status: Annotated[StatusName, _doc("Current lifecycle state", "arrived")] | None = None
-    min_dep_delay: Annotated[Minutes, _doc("Departure delay at least this (minutes)", 0)] | None = (
-        None
+
+def _filter_parameter(name: str, spec: FilterSpec) -> tuple[str, Any, None]:
+    """One filter as a query parameter: its column's contract type (None stripped), documented."""
+    column = _EVENT[spec.column]
+    if get_origin(column) in (Union, UnionType):
+        (column,) = [t for t in get_args(column) if t is not type(None)]
+    description = spec.description + (_DATE_TO_RULE if name == "date_to" else "")
+    return name, Annotated[column, _doc(description, spec.example)] | None, None
+
+
+if TYPE_CHECKING:
+    _FilterParameters = msgspec.Struct
+else:
+    # One optional parameter per FlightFilter field, in its order (`Filters.flight_filter`).
+    _FilterParameters = msgspec.defstruct(
+        "_FilterParameters",
+        [_filter_parameter(name, spec) for name, spec in FILTERS.items()],
+        kw_only=True,
+        frozen=True,
+        forbid_unknown_fields=True,
+        module=__name__,
     )
-    max_dep_delay: Annotated[Minutes, _doc("Departure delay at most this (minutes)", 60)] | None = (
-        None
-    )
-    min_arr_delay: Annotated[Minutes, _doc("Arrival delay at least this (minutes)", 0)] | None = (
-        None
-    )
-    max_arr_delay: Annotated[Minutes, _doc("Arrival delay at most this (minutes)", 60)] | None = (
-        None
-    )
+
+
+class Filters(_FilterParameters, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The filters shared by /v1/flights and /v1/stats/delays (all optional, all ANDed)."""
 
     def flight_filter(self) -> FlightFilter:
         """The filter, after the rules between parameters (date order and span, delay bounds)."""
-        if self.date_from and self.date_to:
-            if self.date_from > self.date_to:
+        # The filter fields come first in every subclass, in FlightFilter's order.
+        flt = FlightFilter(*msgspec.structs.astuple(self)[: len(FILTERS)])
+        if flt.date_from and flt.date_to:
+            if flt.date_from > flt.date_to:
                 raise bad_parameter("date_to", "must not be before date_from")
-            if (self.date_to - self.date_from).days >= MAX_RANGE_DAYS and not self._narrowed():
+            if (flt.date_to - flt.date_from).days >= MAX_RANGE_DAYS and not _narrowed(flt):
                 raise bad_parameter(
                     "date_to",
                     f"a range over {MAX_RANGE_DAYS} days needs one of {', '.join(NARROWING)}",
                 )
-        _ordered(self.min_dep_delay, self.max_dep_delay, "min_dep_delay", "max_dep_delay")
-        _ordered(self.min_arr_delay, self.max_arr_delay, "min_arr_delay", "max_arr_delay")
-        # The filter fields come first in every subclass, in FlightFilter's order (checked below).
-        return FlightFilter(*msgspec.structs.astuple(self)[: len(_FILTER_FIELDS)])
+        _ordered(flt.min_dep_delay, flt.max_dep_delay, "min_dep_delay", "max_dep_delay")
+        _ordered(flt.min_arr_delay, flt.max_arr_delay, "min_arr_delay", "max_arr_delay")
+        return flt
 
-    def _narrowed(self) -> bool:
-        return any(getattr(self, n) is not None for n in NARROWING)
+
+def _narrowed(flt: FlightFilter) -> bool:
+    return any(getattr(flt, n) is not None for n in NARROWING)
 
 
 def _ordered(low: int | None, high: int | None, low_name: str, high_name: str) -> None:
     if low is not None and high is not None and low > high:
         raise bad_parameter(high_name, f"must not be below {low_name}")
-
-
-_FILTER_FIELDS: Final = tuple(f.name for f in dataclasses.fields(FlightFilter))
-assert Filters.__struct_fields__ == _FILTER_FIELDS, "Filters must mirror FlightFilter"  # noqa: S101
 
 
 FormatParam = Annotated[

@@ -6,26 +6,33 @@ these classes declare the shapes, `openapi.py` turns them into component schemas
 
 A flight row is the contract's fields (`FlightEvent`, with their types and descriptions) plus the
 pipeline's columns (`contract.PIPELINE_COLUMNS`); a statistics row is the group keys plus the
-fields of the warehouse port's `DelayStats`. Nothing here lists a column by hand.
+warehouse port's statistics (`port.STATISTICS`: `DelayStats`' fields, with their descriptions).
+Nothing here lists a column or a statistic by hand.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from typing import Annotated, Any, Final, get_type_hints
 
 import msgspec
 
-from flightpipe.contract import PIPELINE_COLUMNS, FlightEvent
-from flightpipe.warehouse.port import GROUP_BY_FIELDS, ON_TIME_MINUTES, DelayStats
+from flightpipe.contract import PIPELINE_COLUMNS, FlightEvent, Kind
+from flightpipe.warehouse.port import GROUP_BY_FIELDS, STATISTICS, DelayStats
 
 _EVENT: Final = get_type_hints(FlightEvent, include_extras=True)
-_PIPELINE_KINDS: Final = {"string": str, "timestamp": dt.datetime}
+# The Python type msgspec encodes for each kind of column the contract's own fields do not type.
+_PYTHON: Final[Mapping[Kind, type]] = {
+    "string": str,
+    "int": int,
+    "timestamp": dt.datetime,
+    "date": dt.date,
+}
 _ROW_FIELDS: Final = [
     *_EVENT.items(),
     *(
-        (c.name, Annotated[_PIPELINE_KINDS[c.kind], msgspec.Meta(description=c.description)])
+        (c.name, Annotated[_PYTHON[c.kind], msgspec.Meta(description=c.description)])
         for c in PIPELINE_COLUMNS
     ),
 ]
@@ -41,40 +48,22 @@ FlightFields: Final[Any] = msgspec.defstruct(
     forbid_unknown_fields=True,
 )
 
+# A group key is typed as its contract column, but for the computed hour.
+_HOUR: Final = Annotated[int, msgspec.Meta(ge=0, le=23, description="UTC hour of day")]
 _GROUP_TYPES: Final[dict[str, Any]] = {
-    "carrier": _EVENT["carrier"],
-    "origin": _EVENT["origin"],
-    "dest": _EVENT["dest"],
-    "flight_date": _EVENT["flight_date"],
-    "hour": Annotated[int, msgspec.Meta(ge=0, le=23, description="UTC hour of day")],
-}
-_METRIC_DOCS: Final = {
-    "flights": "Flights in the group",
-    "cancelled": "Of those, cancelled",
-    "avg_dep_delay_min": "Mean departure delay, minutes",
-    "avg_arr_delay_min": "Mean arrival delay, minutes",
-    "on_time_rate": f"Share of flights with an arrival delay arriving at most {ON_TIME_MINUTES} "
-    "minutes late",
-    "median_dep_delay_min": "Median departure delay (interpolated)",
-    "p90_dep_delay_min": "90th percentile departure delay (interpolated)",
-    "median_arr_delay_min": "Median arrival delay (interpolated)",
-    "p90_arr_delay_min": "90th percentile arrival delay (interpolated)",
+    k: _HOUR if k == "hour" else _EVENT[k] for k in GROUP_BY_FIELDS
 }
 _STATS_TYPES: Final = get_type_hints(DelayStats)
 # The statistics of a group, in the port's order: the CSV columns and the JSON keys after the keys.
-STATS_COLUMNS: Final[tuple[str, ...]] = tuple(
-    f.name for f in dataclasses.fields(DelayStats) if f.name != "key"
-)
-assert set(_GROUP_TYPES) == set(GROUP_BY_FIELDS), "every group key needs a type"  # noqa: S101
-assert set(_METRIC_DOCS) == set(STATS_COLUMNS), "every statistic needs a description"  # noqa: S101
+STATS_COLUMNS: Final[tuple[str, ...]] = tuple(STATISTICS)
 
 DelayStatsRow: Final[Any] = msgspec.defstruct(
     "DelayStatsRow",
     [
         *((k, t, msgspec.UNSET) for k, t in _GROUP_TYPES.items()),
         *(
-            (name, Annotated[_STATS_TYPES[name], msgspec.Meta(description=_METRIC_DOCS[name])])
-            for name in STATS_COLUMNS
+            (name, Annotated[_STATS_TYPES[name], msgspec.Meta(description=stat.description)])
+            for name, stat in STATISTICS.items()
         ),
     ],
     kw_only=True,

@@ -10,17 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
 from flightpipe.warehouse import PageKey
 from flightpipe.warehouse.port import DEFAULT_SORT, NULLABLE_SORT_FIELDS, Sort
+from flightpipe.warehouse.query import KINDS
 from flightpipe_api.errors import bad_parameter
 from flightpipe_api.params import MAX_TOKEN_LENGTH
-
-_DATE_TYPES: Final = {"scheduled_departure": "timestamp", "flight_date": "date"}
-_TEXT_SORT: Final = frozenset({"carrier", "origin", "dest"})
 
 
 def sort_spec(sort: Sort) -> str:
@@ -41,11 +39,12 @@ def encode_page_token(key: PageKey, sort: Sort = DEFAULT_SORT) -> str:
 
 
 def _decode_value(field: str, value: Any) -> Any:
-    kind = _DATE_TYPES.get(field)
+    """The sort value of a token, checked against the kind of its (sort) column."""
     if value is None:
         if field not in NULLABLE_SORT_FIELDS:
             raise ValueError
         return None
+    kind = KINDS.get(field)
     if kind == "timestamp":
         moment = dt.datetime.fromisoformat(value)
         if moment.tzinfo is None:
@@ -53,7 +52,7 @@ def _decode_value(field: str, value: Any) -> Any:
         return moment
     if kind == "date":
         return dt.date.fromisoformat(value)
-    if field in _TEXT_SORT:
+    if kind == "string":
         if not isinstance(value, str) or len(value) > 3:
             raise ValueError
         return value
