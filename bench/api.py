@@ -23,6 +23,9 @@ walked by a wrk Lua script; each wrk thread starts at its own offset, so no page
 
 Prints a markdown table (medians over the rounds, with each round's figures) for
 docs/benchmarks.md. Needs wrk and curl (`apt-get install wrk curl`).
+
+Why one file of ~450 lines: a benchmark is run by hand as one script, and its data loading, peer
+settings, request lists and report belong to one measurement; splitting it would only scatter it.
 """
 
 from __future__ import annotations
