@@ -19,6 +19,9 @@ runs `make test-delivery`, which would run it again). Two parts:
   revision recorded before the deploy.
 
 The identity and state commands are the ones /work/notes/identity-contract.md (identity's) gives.
+
+Why one module of ~600 lines: its five tests share one clean clone, one gitlab-ci-local set-up,
+the stand-in servers and the leftover-process check, in the order the pipeline runs them.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ What CI can do beyond the program's list: from GitLab's federated principals, ev
 reachable by impersonation through the declared bindings (`reach_and_powers`), with the roles a
 grant-limited projectIamAdmin may give itself counted as held; none may hold a widening
 permission (`widening`) or act as an account outside its calls.
+
+Why one module of ~800 lines: every test here asks one question of the same model (the two
+programs' bindings under mocks, the call table, the reachability walk) through the same helpers;
+the bite tests sit next to the checks they prove can fail.
 """
 
 from __future__ import annotations

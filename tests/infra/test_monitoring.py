@@ -5,6 +5,9 @@ mocks record every resource's inputs and play the provider for the two outputs t
 back (an SLO's full name, an uptime check's id). Tests assert properties any correct monitoring
 setup must have (documented thresholds, SLO goals, burn-rate tiers, labels), not echoes of inputs.
 Self-contained: its own mocks, and `infra/` on `sys.path` the way `pulumi` runs the program.
+
+Why one module of ~500 lines: its own mocks and one module-scoped declaration of the component
+serve every policy (alerts, SLOs, dashboard, uptime) that checks it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Each test reads the recorded resource graph (see conftest.py) and states a rule that must hold for
 every resource of a kind, not an echo of one configured value.
+
+Why one module of ~550 lines: every policy reads the same recorded resource graph; a file per
+resource kind would scatter the rules that span kinds (labels, names, dependencies).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 The fake answers the two REST calls the adapter makes (tabledata.insertAll and jobs.query) and
 records every request, so the tests assert what would reach BigQuery: insert ids, table names,
 parameter names and types, the bytes-billed cap, the job timeout and the job-creation mode.
+
+Why one module of ~540 lines: every test drives the one fake endpoint and the one adapter; they
+are the BigQuery side of the warehouse contract and read best side by side.
 """
 
 from __future__ import annotations

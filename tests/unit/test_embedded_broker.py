@@ -2,6 +2,9 @@
 
 Time-driven paths use an injected clock (no sleeping); the multi-process tests start real Python
 processes on the same SQLite file.
+
+Why one module of ~410 lines: the broker-specific behaviour of one adapter (clock, storage,
+processes); the port's behaviour is in tests/contract.
 """
 
 from __future__ import annotations

