@@ -79,7 +79,10 @@ class FlightEvent(msgspec.Struct, frozen=True, kw_only=True):
         msgspec.Meta(
             pattern=FLIGHT_ID_PATTERN,
             max_length=32,
-            description="YYYY-MM-DD-<carrier><flight_number>-<origin>, e.g. 2013-01-01-UA1545-EWR",
+            description=(
+                "YYYY-MM-DD-<carrier><flight_number>-<origin>, e.g. 2013-01-01-UA1545-EWR;"
+                " its date must be `flight_date`"
+            ),
         ),
     ]
     event_time: Annotated[Utc, _d("When the source observed this state, UTC (RFC 3339)")]
@@ -114,13 +117,32 @@ class FlightEvent(msgspec.Struct, frozen=True, kw_only=True):
     status: Annotated[Status, msgspec.Meta(description="Lifecycle state of the flight")]
 
     def __post_init__(self) -> None:
-        """Reject timestamps whose UTC value no warehouse can hold (msgspec reports the error)."""
+        """Cross-field rules msgspec's per-field constraints cannot state (it reports the error).
+
+        * The id's date is the flight's date: the warehouses find a flight by its id through its
+          date (DuckDB's zone maps skip every other day's rows; BigQuery prunes to one
+          partition), so an id whose date disagreed would be stored and then not found.
+        * No timestamp whose UTC value no warehouse can hold.
+        """
+        if self.flight_id[:10] != self.flight_date.isoformat():
+            raise ValueError("`flight_id` must start with `flight_date` (YYYY-MM-DD)")
         # Only years 1 and 9999 can leave the range through their offset: a cheap test first,
         # since this runs for every message.
         for name in _TIMESTAMP_FIELDS:
             value: dt.datetime | None = getattr(self, name)
             if value is not None and value.year in (1, 9999) and not _in_utc_range(value):
                 raise ValueError(f"`{name}` is outside 0001-01-01..9999-12-31 UTC")
+
+
+def flight_id_date(flight_id: str) -> dt.date | None:
+    """The date a flight id starts with (`FlightEvent.flight_date` of every stored event), or None.
+
+    None for a string that starts with no date: no stored flight has such an id.
+    """
+    try:
+        return dt.date.fromisoformat(flight_id[:10])
+    except ValueError:
+        return None
 
 
 class InvalidEvent(ValueError):

@@ -144,10 +144,18 @@ def list_flights(
 
 
 def get_flight(view: str, flight_id: str) -> Query:
-    """The current state of one flight."""
+    """The current state of one flight.
+
+    The id's date (`contract.flight_id_date`) as a second predicate: `flight_date` is a window
+    partition column of the view (`current_view_sql`), so BigQuery prunes the scan to one table
+    partition instead of reading every day's.
+    """
     return Query(
-        f"SELECT {COLUMNS} FROM {view} WHERE flight_id = @flight_id",
-        (Param("flight_id", TYPES["string"], flight_id),),
+        f"SELECT {COLUMNS} FROM {view} WHERE flight_id = @flight_id AND flight_date = @flight_date",
+        (
+            Param("flight_id", TYPES["string"], flight_id),
+            Param("flight_date", TYPES["date"], contract.flight_id_date(flight_id)),
+        ),
     )
 
 
@@ -156,10 +164,7 @@ def flight_events(events: str, flight_id: str) -> Query:
 
     The flight_date predicate (the id starts with it) lets BigQuery prune to one partition.
     """
-    try:
-        day: dt.date | None = dt.date.fromisoformat(flight_id[:10])
-    except ValueError:
-        day = None  # matches no partition: no rows, as for any unknown id
+    day = contract.flight_id_date(flight_id)  # None matches no partition: no rows
     return Query(
         f"SELECT {COLUMNS} FROM {events} WHERE flight_id = @flight_id"
         " AND flight_date = @flight_date"

@@ -98,6 +98,14 @@ def test_unknown_flight_is_none(warehouse: Warehouse) -> None:
     assert warehouse.get_flight("2013-01-01-ZZ1-ZZZ") is None
 
 
+@pytest.mark.parametrize("flight_id", ["2013-13-45-UA1-EWR", "not-a-date-UA1-EWR", ""])
+def test_an_id_that_starts_with_no_date_finds_nothing(warehouse: Warehouse, flight_id: str) -> None:
+    # The adapters look a flight up through its id's date (`contract.flight_id_date`).
+    warehouse.write([env(make_event())])
+    assert warehouse.get_flight(flight_id) is None
+    assert warehouse.flight_events(flight_id) == []
+
+
 def test_listing_filters_and_orders_by_departure_then_flight_id(warehouse: Warehouse) -> None:
     day = dt.date(2013, 3, 1)
     events = [

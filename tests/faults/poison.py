@@ -58,6 +58,7 @@ def poison() -> dict[str, bytes]:
         ),
         "trailing newline in flight_id": _json(_body(flight_id="2013-01-01-UA1545-EWR\n")),
         "trailing newline in carrier": _json(_body(carrier="UA\n")),
+        "flight_id dated another day than flight_date": _json(_body(flight_date="2013-01-02")),
         "NUL in event_id": _json(_body(event_id="evt\u0000x")),
         "event_id of 129 characters": _json(_body(event_id="e" * 129)),
         "empty event_id": _json(_body(event_id="")),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
@@ -16,6 +18,7 @@ import msgspec
 import pytest
 from flask.testing import FlaskClient
 from flightpipe_api import create_app, routes
+from flightpipe_api.exports import LANE_NICENESS
 from flightpipe_api.params import FlightsQuery, parse_query
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import EnvironBuilder
@@ -227,6 +230,32 @@ def test_a_large_export_is_one_query_read_as_the_client_takes_it(
     assert len(produced) == -(-(len(ODD_TAILS) + 1) // 2)  # full chunks, then a short one
     assert exports.call_count == 1 and pages.call_count == 0  # one query, no keyset re-runs
     response.close()
+
+
+def test_export_chunks_are_produced_on_the_low_priority_lane_not_the_request_thread(
+    warehouse: DuckDBWarehouse, mocker: Any
+) -> None:
+    mocker.patch.object(routes, "EXPORT_CHUNK", 2)
+    client = create_app(load_settings({}), warehouse=warehouse).test_client()
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[tuple[str, int]] = []
+    export = warehouse.export_flights
+
+    def watched(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        for piece in export(*args, **kwargs):
+            me = threading.current_thread()
+            seen.append((me.name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+            yield piece
+
+    mocker.patch.object(warehouse, "export_flights", side_effect=watched)
+    response = client.get("/v1/flights?format=csv&limit=50000")
+    assert response.status_code == 200
+    assert len(response.get_data().splitlines()) == 1 + len(ODD_TAILS) + 1
+    assert len(seen) == -(-(len(ODD_TAILS) + 1) // 2)
+    # Every chunk on the one lane thread, niced; this (request) thread keeps its priority.
+    assert {name.split("_")[0] for name, _ in seen} == {"export-lane"}
+    assert {nice for _, nice in seen} == {min(19, base + LANE_NICENESS)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
 
 
 def test_a_streamed_export_is_one_snapshot_while_the_subscriber_writes(tmp_path: Path) -> None:

@@ -352,7 +352,7 @@ def test_list_flights_sends_a_parameterised_capped_short_query_on_the_view(
         assert value not in body["query"]  # values travel only as parameters
 
 
-def test_get_flight_binds_the_id_and_returns_none_when_no_row(
+def test_get_flight_binds_the_id_and_its_date_and_returns_none_when_no_row(
     fake: tuple[FakeBigQuery, str], warehouse: BigQueryWarehouse
 ) -> None:
     state, _ = fake
@@ -361,12 +361,19 @@ def test_get_flight_binds_the_id_and_returns_none_when_no_row(
     assert warehouse.get_flight("2013-01-01-UA1545-EWR") is None
 
     (body,) = state.bodies(QUERY_PATH)
+    # The date predicate lets BigQuery prune the view's scan to one partition.
+    assert "flight_date = @flight_date" in body["query"]
     assert body["queryParameters"] == [
         {
             "name": "flight_id",
             "parameterType": {"type": "STRING"},
             "parameterValue": {"value": "2013-01-01-UA1545-EWR"},
-        }
+        },
+        {
+            "name": "flight_date",
+            "parameterType": {"type": "DATE"},
+            "parameterValue": {"value": "2013-01-01"},
+        },
     ]
 
 

@@ -44,6 +44,8 @@ def test_nullable_fields_may_be_absent() -> None:
         (lambda b: b.update(event_time="2013-01-01T10:15:00"), "`$.event_time`"),
         (lambda b: b.update(flight_date="01/01/2013"), "`$.flight_date`"),
         (lambda b: b.update(flight_id="UA1545"), "`$.flight_id`"),
+        # The id's date is the flight's date (the warehouses find a flight through it).
+        (lambda b: b.update(flight_date="2013-01-02"), "must start with `flight_date`"),
         (lambda b: b.update(dep_delay_min=2.5), "`$.dep_delay_min`"),
     ],
 )

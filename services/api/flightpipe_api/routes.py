@@ -168,8 +168,7 @@ def _stream(
         pages.close()  # ends the export's query and frees its cursor
 
     try:
-        with gate.turn():
-            head = _export_head(columns, fmt) + next(pages, b"")
+        head = _export_head(columns, fmt) + (gate.produce(pages) or b"")
     except BaseException:
         finish()
         raise
@@ -179,8 +178,7 @@ def _stream(
             yield head
             while True:
                 try:
-                    with gate.turn():
-                        body = next(pages, None)
+                    body = gate.produce(pages)
                 except WarehouseError:
                     log.exception("export stopped early: the warehouse failed mid-stream")
                     return
