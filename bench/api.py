@@ -215,7 +215,10 @@ def wrk(url: str, duration: int, script: Path, connections: int = 32) -> tuple[f
 
 @contextmanager
 def exporting(base: str, log: Path) -> Iterator[None]:
-    """EXPORTERS clients fetching the large export in a loop; a 503 waits its Retry-After (1 s).
+    """EXPORTERS clients fetching the large export in a loop; a 503 waits 1 s before asking again.
+
+    The API's Retry-After says 5 s (`flightpipe_api.errors.RETRY_AFTER_SECONDS`): these clients
+    ask five times as often as a polite one, so the refusals cost the server more than in use.
 
     Each client logs "<status> <bytes>" per export (curl -w), so the report can count them.
     """
