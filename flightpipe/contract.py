@@ -124,7 +124,7 @@ class FlightEvent(msgspec.Struct, frozen=True, kw_only=True):
           partition), so an id whose date disagreed would be stored and then not found.
         * No timestamp whose UTC value no warehouse can hold.
         """
-        if self.flight_id[:10] != self.flight_date.isoformat():
+        if flight_id_date(self.flight_id) != self.flight_date:
             raise ValueError("`flight_id` must start with `flight_date` (YYYY-MM-DD)")
         # Only years 1 and 9999 can leave the range through their offset: a cheap test first,
         # since this runs for every message.

