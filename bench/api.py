@@ -17,7 +17,11 @@ walked by a wrk Lua script; each wrk thread starts at its own offset, so no page
 * `stats`: delay statistics by carrier over random 30-day windows (ours also computes medians and
   90th percentiles; Datasette's SQL only counts and averages);
 * `flight during exports` (ours only): one-flight GETs at 4 connections while 8 clients stream
-  100,000-row CSV exports in a loop; `flight alone` is the same without the exports.
+  100,000-row CSV exports in a loop; `flight alone` is the same without the exports;
+* `floor`: each server's cheapest answer at the same 32 connections (ours: `/healthz`, a constant
+  JSON body through the whole WSGI stack and no query; Datasette: `/-/versions.json`), measured in
+  the same rounds: the most any endpoint can do on this host, so a target above it is visibly out
+  of reach here rather than missed by the code.
 
     .venv/bin/python bench/api.py [--data-dir build/bench-api] [--duration 10] [--rounds 3]
 
@@ -44,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -98,7 +103,7 @@ PEER_STATS_SQL = (
     "avg(arr_delay_min <= 15) as on_time from flights indexed by peer_stats "
     "where flight_date between :a and :b group by carrier order by carrier"
 )
-PEER_STATS = "/flights.json?sql=" + urllib.request.quote(PEER_STATS_SQL) + "&a={a}&b={b}"
+PEER_STATS = "/flights.json?sql=" + urllib.parse.quote(PEER_STATS_SQL) + "&a={a}&b={b}"
 PEER_INDEXES = {
     # pages: equality on (carrier, origin, flight_date), then the sort key and Datasette's tie-break.
     "pages": "flights (carrier, origin, flight_date, scheduled_departure, flight_id)",
@@ -108,6 +113,9 @@ PEER_INDEXES = {
     "stats": "flights (flight_date, carrier, status, dep_delay_min, arr_delay_min)",
 }
 EXPORT = "/v1/flights?format=csv&limit=100000"
+# The `floor` scenario: an answer that does no work (flightpipe_api/health.py; Datasette's
+# introspection endpoint, docs.datasette.io "Introspection": /-/versions.json).
+FLOOR = {"ours": "/healthz", "peer": "/-/versions.json"}
 EXPORTERS = 8
 
 
@@ -291,6 +299,8 @@ def main() -> int:
             tmp, "stats-peer", [PEER_STATS.format(a=a, b=b) for a, b in windows]
         ),
         ("flight", "ours"): lua(tmp, "flight", [f"/v1/flights/{i}" for i in rng.sample(ids, 5000)]),
+        ("floor", "ours"): lua(tmp, "floor-ours", [FLOOR["ours"]]),
+        ("floor", "peer"): lua(tmp, "floor-peer", [FLOOR["peer"]]),
     }
     (tmp / "api_app.py").write_text(API_APP)
     serve_dir = tmp / "serve"
@@ -371,7 +381,7 @@ def main() -> int:
             for scenario in ("pages", "stats"):
                 wrk(bases[name], 2, scripts[(scenario, side)])
         for round_ in range(1, args.rounds + 1):
-            for scenario in ("pages", "stats"):
+            for scenario in ("floor", "pages", "stats"):
                 for name in servers:
                     side = "peer" if name == "datasette" else "ours"
                     runs.setdefault((scenario, name), []).append(
@@ -435,7 +445,7 @@ def report(
     )
     print("| scenario | server | req/s | p99 ms | ratio | rounds (req/s @ p99 ms) |")
     print("|---|---|---:|---:|---:|---|")
-    for scenario in ("pages", "stats", "flight alone", "flight during exports"):
+    for scenario in ("floor", "pages", "stats", "flight alone", "flight during exports"):
         peer = runs.get((scenario, "datasette"))
         for name in ("granian", "serve", "datasette"):
             if (scenario, name) not in runs:
