@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from flightpipe_local.http_server import QUEUE_LOGGER, make_server
+from flightpipe_local.http_server import QUEUE_LOGGER, YieldingDispatcher, make_server
 
 from flightpipe.settings import load_settings
 from tests.processes import free_port
@@ -36,8 +36,12 @@ def test_the_server_takes_the_connection_settings_and_json_error_channel() -> No
         assert adj.connection_limit == 500 and adj.channel_timeout == 7
         assert adj.asyncore_use_poll is True  # select() cannot watch fds above 1023
         assert server.channel_class.__name__ == "JsonErrorChannel"
+        # Ours, with the configured task threads (waitress names them waitress-<n>).
+        assert isinstance(server.task_dispatcher, YieldingDispatcher)
+        assert len(server.task_dispatcher.threads) == 4
     finally:
         server.close()
+        server.task_dispatcher.shutdown()
 
 
 def _slow_app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:

@@ -18,24 +18,33 @@ this module sets against it:
 * Errors waitress answers itself (a bad request line, headers over `max_request_header_size`, a
   body too large): `JsonErrorTask` gives them the API's one JSON error shape instead of
   waitress's text/plain page.
+* The hand-over to a task thread: waitress's I/O loop (the main thread) queues each request
+  (`ThreadedTaskDispatcher.add_task`) and wakes a task thread, which then waits for the GIL
+  until the loop blocks or the interpreter's switch interval (5 ms) takes it away.
+  `YieldingDispatcher` lets the GIL go right after the hand-over (`time.sleep(0)`), so the
+  request starts at once.
 * Its queue warnings: waitress logs "Task queue depth is N" (logger `waitress.queue`, WARNING)
-  for each request that finds no idle task thread (`ThreadedTaskDispatcher.add_task`), which
-  under load is every request: 2,983 JSON lines in 3 s of `wrk -c32` on /healthz here, each
-  formatted and written under the GIL the API's threads need. The logger is raised to ERROR;
-  a request's time, queueing included, is what clients and `bench/api.py` measure.
+  for each request that finds no idle task thread. Under load that is every request: 2,983
+  JSON lines in 3 s of `wrk -c32` on /healthz here. The logger is raised to ERROR; a
+  request's time, queueing included, is what clients and `bench/api.py` measure.
+  * Those writes had been yielding the GIL by accident. Silenced without the yield, /healthz
+    at 32 connections fell from 1,050-1,180 to 700-850 req/s.
+  * With the yield it served 1,230-1,270 req/s (side by side, 8 s rounds, 22:06 UTC;
+    docs/benchmarks.md, sixth look).
 """
 
 from __future__ import annotations
 
 import logging
 import resource
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from flightpipe_api.errors import error_body
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 from flightpipe.settings import Settings
 
@@ -73,6 +82,14 @@ class JsonErrorChannel(HTTPChannel):  # type: ignore[misc]
     error_task_class = JsonErrorTask
 
 
+class YieldingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]
+    """Waitress's task dispatcher, yielding the GIL to the task thread it has just woken."""
+
+    def add_task(self, task: Any) -> None:
+        super().add_task(task)
+        time.sleep(0)  # CPython releases the GIL for any sleep, zero included
+
+
 def _raise_open_files(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -87,9 +104,14 @@ def make_server(app: WsgiApp, settings: Settings, host: str) -> BaseWSGIServer |
     logging.getLogger(QUEUE_LOGGER).setLevel(logging.ERROR)
     idle = settings.http_idle_timeout_seconds
     sockets: dict[int, Any] = {}  # waitress's socket map: every listening server registers in it
+    dispatcher = YieldingDispatcher()
+    dispatcher.set_thread_count(settings.http_threads)
     server = create_server(
         app,
         map=sockets,
+        # create_server's own construction of its dispatcher, with ours (waitress 3.0.2,
+        # server.py: `_dispatcher`, "test shim"; it starts the threads the same way).
+        _dispatcher=dispatcher,
         host=host,
         port=settings.port,
         threads=settings.http_threads,
