@@ -28,7 +28,7 @@ this module sets against it:
   JSON lines in 3 s of `wrk -c32` on /healthz here. The logger is raised to ERROR; a
   request's time, queueing included, is what clients and `bench/api.py` measure.
   * Those writes had been yielding the GIL by accident. Silenced without the yield, /healthz
-    at 32 connections fell from 1,050-1,180 to 700-850 req/s.
+    at 32 connections fell from 1,050-1,180 to 690-850 req/s.
   * With the yield: 1,196-1,310 req/s against 1,069-1,133 before both changes, and distinct
     pages 175-196 against 150-172. Statistics went 124-138 to 117-125. These are two servers
     alone, side by side, 3 rounds of 10 s, 22:15 UTC (docs/benchmarks.md, sixth look).
