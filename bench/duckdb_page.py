@@ -19,7 +19,6 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import random
 import statistics
 import sys
@@ -32,8 +31,8 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# bench/api.py's filter universe (this script's folder is on sys.path when run as above).
-from api import CARRIERS, ORIGINS  # noqa: E402
+# bench/api.py's pages (this script's folder is on sys.path when run as above).
+from api import page_filters  # noqa: E402
 
 from flightpipe import contract  # noqa: E402
 from flightpipe.warehouse import duckdb_sql  # noqa: E402
@@ -49,11 +48,7 @@ def main() -> int:
     path = args.data_dir / "warehouse.duckdb"
     if not path.exists():
         sys.exit(f"{path} is missing: run bench/api.py --data-dir {args.data_dir} first")
-    rng = random.Random(13)
-    days = [dt.date(2013, 1, 1) + dt.timedelta(n) for n in range(365)]
-    filters = [(c, o, d) for c in CARRIERS for o in ORIGINS for d in days]
-    rng.shuffle(filters)
-    filters = filters[: args.pages]
+    filters = page_filters(random.Random(13))[: args.pages]
     con = duckdb.connect(str(path), read_only=True, config={"threads": 1})
     con.execute("SET TimeZone = 'UTC'")  # as DuckDBWarehouse's cursors
 
