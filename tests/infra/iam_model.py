@@ -26,20 +26,14 @@ from __future__ import annotations
 
 import json
 import re
-import runpy
 import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
-import pulumi
 import yaml
-from pulumi.runtime import settings as runtime_settings
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
-from tests.infra.program import INFRA, Graph, Recorded, RecordingMocks
+from tests.infra.program import INFRA, Graph, Recorded, run_program
 
 BOOTSTRAP = INFRA / "bootstrap"
 ROLES_FILE = Path(__file__).resolve().parent / "data" / "gcp-iam-roles.json"
@@ -215,20 +209,7 @@ def run_bootstrap(stack: str) -> Graph:
     config = {k: v if isinstance(v, str) else yaml.safe_dump(v).strip() for k, v in raw.items()}
     if str(BOOTSTRAP) not in sys.path:
         sys.path.insert(0, str(BOOTSTRAP))
-    mocks = RecordingMocks()
-    runtime_settings.ROOT.set(None)
-    pulumi.runtime.set_mocks(mocks, project="flightpipe-bootstrap", stack=stack, preview=False)
-    pulumi.runtime.set_all_config(config, [])
-
-    def program() -> None:
-        runpy.run_path(str(BOOTSTRAP / "__main__.py"), run_name="__main__")
-
-    _sync_await(run_pulumi_func(program))
-    root = runtime_settings.get_root_resource()
-    assert root is not None
-    outputs: dict[str, Any] = getattr(root, "outputs", {})
-    exports = _sync_await(pulumi.Output.from_input(outputs).future()) or {}
-    return Graph(stack, config, list(mocks.resources), dict(exports))
+    return run_program(BOOTSTRAP / "__main__.py", "flightpipe-bootstrap", stack, config)
 
 
 _BOOTSTRAP_CACHE: dict[str, Graph] = {}

@@ -2,10 +2,11 @@
 
 `run_stack(stack, **overrides)` loads `infra/Pulumi.<stack>.yaml`, applies overrides (camelCase
 keys of the `flightpipe` namespace), executes `infra/__main__.py` fresh inside a mocked runtime,
-waits for every registration, and returns a `Graph`: each custom resource's type, name, inputs
-(as the engine sees them, camelCase) and the stack outputs. The mocks only invent what a cloud
-provider would compute (ids, emails, URLs, image digests); the program's inputs are untouched, so
-tests assert policies over what the program really declares.
+waits for every registration, and returns a `Graph`: each resource's type, name, inputs
+(as the engine sees them, camelCase), what it waits for (`Graph.depends_on`) and the stack
+outputs. The mocks only invent what a cloud provider would compute (ids, emails, URLs, image
+digests); the program's inputs are untouched, so tests assert policies over what the program
+really declares.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import hashlib
 import json
 import runpy
 import sys
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import yaml
 from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -39,6 +42,10 @@ class Recorded:
     name: str
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    urn: str = ""
+    # URNs the engine makes this resource wait for: explicit `depends_on` and input dependencies
+    # (components expanded to their children), and its parent.
+    waits_for: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -61,6 +68,24 @@ class Graph:
 
     def ids(self, type_: str) -> set[str]:
         return {r.outputs["__id"] for r in self.of_type(type_)}
+
+    def depends_on(self, resource: Recorded) -> list[Recorded]:
+        """Every resource the engine creates before `resource`, directly or transitively.
+
+        A child waits for its parent's registration, which waits for the parent's own
+        dependencies (pulumi/runtime/resource.py@3.272.0 `_prepare_resource` awaits
+        `depends_on` URNs, then `opts.parent.urn`), so parents count as edges.
+        """
+        by_urn = {r.urn: r for r in self.resources}
+        seen: set[str] = set()
+        todo = list(resource.waits_for)
+        while todo:
+            urn = todo.pop()
+            if urn in seen or urn not in by_urn:
+                continue
+            seen.add(urn)
+            todo.extend(by_urn[urn].waits_for)
+        return [by_urn[u] for u in seen]
 
 
 def _fake_outputs(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -113,6 +138,29 @@ def _fake_outputs(typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dic
     return rid, out
 
 
+class RecordingMonitor(MockMonitor):
+    """MockMonitor that also records the URN and the dependencies the SDK sends per resource.
+
+    The SDK sends, with each RegisterResource, `dependencies` (explicit `depends_on` and every
+    input's resources, components expanded to their children) and `parent`
+    (pulumi/runtime/resource.py@3.272.0 `_prepare_resource`): what the engine orders creation by.
+    """
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.recording = mocks
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
+        with self._lock:  # new_resource appends; pair that entry with this request's URN
+            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+            resources = self.recording.resources
+            if request.type != "pulumi:pulumi:Stack" and resources:
+                waits = {*request.dependencies, *([request.parent] if request.parent else [])}
+                resources[-1] = replace(resources[-1], urn=response.urn, waits_for=frozenset(waits))
+        return response
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Records every resource; answers the few invokes the program makes."""
 
@@ -150,14 +198,20 @@ def stack_config(stack: str, **overrides: str) -> dict[str, str]:
 
 def run_stack(stack: str, **overrides: str) -> Graph:
     """Execute `infra/__main__.py` for `stack` under mocks; return everything it declared."""
-    config = stack_config(stack, **overrides)
+    return run_program(INFRA / "__main__.py", "flightpipe", stack, stack_config(stack, **overrides))
+
+
+def run_program(main: Path, project: str, stack: str, config: dict[str, str]) -> Graph:
+    """Execute the Pulumi program `main` under recording mocks; return everything it declared."""
     mocks = RecordingMocks()
     runtime_settings.ROOT.set(None)  # a fresh Stack resource for this run
-    pulumi.runtime.set_mocks(mocks, project="flightpipe", stack=stack, preview=False)
+    pulumi.runtime.set_mocks(
+        mocks, project=project, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
+    )
     pulumi.runtime.set_all_config(config, [])
 
     def program() -> None:
-        runpy.run_path(str(INFRA / "__main__.py"), run_name="__main__")
+        runpy.run_path(str(main), run_name="__main__")
 
     _sync_await(run_pulumi_func(program))
     root = runtime_settings.get_root_resource()
