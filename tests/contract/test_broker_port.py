@@ -15,6 +15,8 @@ import pytest
 
 from flightpipe.broker import Broker, Message, NotFound, SubscriptionConfig
 
+# Port contract cases: `make test-integration` selects only their emulator-backed ones.
+pytestmark = pytest.mark.contract
 Unique = Callable[[str], str]
 MIN_ACK_DEADLINE = 10  # Pub/Sub's minimum
 MIN_MAX_DELIVERY_ATTEMPTS = 5  # Pub/Sub's minimum

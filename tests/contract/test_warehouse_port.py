@@ -21,6 +21,9 @@ from flightpipe.warehouse.query import ExportFormat, render_rows
 from tests.factories import make_event
 from tests.fakes import FlakyWarehouse
 
+# Port contract cases: `make test-integration` selects only their emulator-backed ones.
+pytestmark = pytest.mark.contract
+
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 WAREHOUSES: dict[str, Callable[[Path], Warehouse]] = {
     "duckdb": lambda tmp: DuckDBWarehouse(tmp / "w.duckdb"),

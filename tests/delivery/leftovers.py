@@ -67,7 +67,8 @@ def find(run_id: str, job_dir: Path | None = None) -> list[Leftover]:
 def outliving(run_id: str, job_dirs: list[Path], settle: float = 2.0) -> list[Leftover]:
     """What still runs `settle` seconds after the job ended (a process already killed by the
     job's own clean-up may take a moment to be gone)."""
-    found = {x for d in (job_dirs or [None]) for x in find(run_id, d)}
+    dirs: list[Path | None] = [*job_dirs] or [None]
+    found = {x for d in dirs for x in find(run_id, d)}
     if not found:
         return []
     time.sleep(settle)

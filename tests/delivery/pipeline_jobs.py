@@ -5,7 +5,9 @@ runs `make test-delivery`, which would run it again). Two parts:
 
 * the merge-request checks that need no cloud (`lint`, `security`, `unit-tests`,
   `integration-tests`) run from a fresh `git clone` with no `.venv` and no GitLab cache, each in
-  its own copy (`--shell-isolation`), and must all pass. The only warm thing is uv's download
+  its own copy (`--shell-isolation`), and must all pass. Each job finds on PATH only the tools
+  its image has or its before_script installs (job_path), and a service's emulator where the
+  service would be (job_services). The only warm thing is uv's download
   cache on this machine (`UV_CACHE_DIR`), which stands in for PyPI: what a cold cache costs in
   GitLab is downloads, what it can break is order, and order is what runs here.
 * the jobs that talk to Google Cloud (`preview`, `deploy-dev`, `post-deploy-test-dev` and its
@@ -43,7 +45,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import yaml
@@ -120,6 +122,8 @@ def _run(clone: Path, jobs: list[str], variables: dict[str, str], *extra: str) -
     shutil.rmtree(clone / ".gitlab-ci-local" / "cache", ignore_errors=True)
     run_id = leftovers.new_run_id()
     variables = {"CI_PROJECT_DIR": ".", **variables, leftovers.MARKER: run_id}
+    (job,) = jobs  # one PATH per invocation: the job's own (see job_path)
+    variables["PATH"] = job_path(clone, job, variables.get("PATH", os.environ["PATH"]))
     argv = [_gitlab_ci_local(), "--force-shell-executor", "--shell-isolation", "--concurrency=1"]
     argv += ["--no-color", "--timestamps", f"--file={SHELL_FILE}", *extra]
     for key, value in variables.items():
@@ -175,8 +179,8 @@ def _shell_file(clone: Path) -> None:
     """Write .gitlab-ci.yml without its `services:`, the one change the shell executor needs.
 
     gitlab-ci-local starts service containers with Docker even under --force-shell-executor, and
-    this machine has no Docker engine. The services are the Pub/Sub emulator (the integration
-    tests start their own instead) and BuildKit (the builder is a stand-in here). Everything
+    this machine has no Docker engine. The services are the Pub/Sub emulator (job_services starts
+    it outside the job) and BuildKit (the builder is a stand-in here). Everything
     else, scripts, rules, variables, needs, artifacts, is the file as committed.
     """
     config = yaml.safe_load((clone / ".gitlab-ci.yml").read_text())
@@ -185,6 +189,109 @@ def _shell_file(clone: Path) -> None:
     ]
     assert set(removed) == {"integration-tests", ".pulumi"}, removed
     (clone / SHELL_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+# ---- each job's tools: its image's and what its before_script installs, nothing more ---------
+
+# Tools this host has that the jobs' image lacks: python:3.11-slim-bookworm is debian:bookworm-slim
+# plus Python, whose build tools (gcc, make, wget) are purged again
+# (docker-library/python@025fb340 3.11/slim-bookworm/Dockerfile). A job that calls one of them
+# without installing it first fails in GitLab, so it must fail here too.
+IMAGE_LACKS: Final = frozenset(
+    {
+        *("gcloud", "java", "node", "npm", "npx", "gitlab-ci-local"),
+        *("promtool", "prometheus", "chromium", "rsync", "wrk", "pulumi", "docker"),
+        *("gcc", "cc", "c++", "g++", "make", "git", "curl", "wget", "jq", "uv", "hadolint"),
+    }
+)
+# What each before_script step puts on PATH when missing (each script's `command -v` checks).
+# system-deps.sh installs gitlab-ci-local only where npm exists, and the image has no npm.
+INSTALLS: Final = {
+    "scripts/ci_bootstrap.sh": frozenset({"make", "git", "curl"}),
+    "scripts/system-deps.sh": frozenset({"rsync", "promtool", "prometheus", "chromium", "wrk"}),
+    "scripts/ci_pulumi_cli.sh": frozenset({"pulumi"}),
+}
+STANDINS = Path("tests") / "delivery" / "standins"
+
+
+def job_config(config: dict[str, Any], job: str) -> dict[str, Any]:
+    """`job` with its `extends` merged in and `default:`'s before_script/services where unset."""
+
+    def resolve(name: str) -> dict[str, Any]:
+        entry: dict[str, Any] = dict(config[name])
+        parents = entry.pop("extends", [])
+        merged: dict[str, Any] = {}
+        for parent in [parents] if isinstance(parents, str) else parents:
+            merged |= resolve(parent)
+        return merged | entry
+
+    merged = resolve(job)
+    for key in ("before_script", "services"):
+        merged.setdefault(key, config.get("default", {}).get(key, []))
+    return merged
+
+
+def denied_tools(config: dict[str, Any], job: str) -> frozenset[str]:
+    """The tools `job` must not find: what the image lacks and its before_script does not add."""
+    installed: set[str] = set()
+    for step in job_config(config, job)["before_script"]:
+        for script, tools in INSTALLS.items():
+            if script in str(step):
+                installed |= tools
+    return IMAGE_LACKS - installed
+
+
+def job_path(clone: Path, job: str, path: str) -> str:
+    """`path` for `job`: each directory mirrored by symlinks to its executables minus the denied.
+
+    The stand-ins' directory stays as it is: those are the job's cloud tools on purpose.
+    """
+    config = yaml.safe_load((clone / ".gitlab-ci.yml").read_text())
+    denied = denied_tools(config, job)
+    root = clone.parent / "job-path" / job
+    shutil.rmtree(root, ignore_errors=True)
+    mirrored = []
+    for i, directory in enumerate(d for d in path.split(os.pathsep) if d):
+        source = Path(directory)
+        if source.resolve() == (clone / STANDINS).resolve():
+            mirrored.append(directory)
+            continue
+        if not source.is_dir():
+            continue
+        mirror = root / str(i)
+        mirror.mkdir(parents=True)
+        for entry in source.iterdir():
+            if entry.name not in denied and not entry.is_dir() and os.access(entry, os.X_OK):
+                (mirror / entry.name).symlink_to(entry)
+        mirrored.append(str(mirror))
+    return os.pathsep.join(mirrored)
+
+
+@contextmanager
+def job_services(clone: Path, job: str, data_dir: Path) -> Iterator[dict[str, str]]:
+    """The job's Pub/Sub emulator service, started here, as the variables that name it.
+
+    gitlab-ci-local's shell executor starts no service containers (see _shell_file), so the
+    emulator runs outside the job and each job variable naming the service's alias (the
+    `pubsub-emulator:8085` of FLIGHTPIPE_TEST_PUBSUB_EMULATOR_HOST) gets its real address.
+    """
+    config = job_config(yaml.safe_load((clone / ".gitlab-ci.yml").read_text()), job)
+    aliases = {
+        s["alias"]
+        for s in config["services"]
+        if isinstance(s, dict) and "pubsub" in s.get("command", []) and "alias" in s
+    }
+    named = {
+        key: value
+        for key, value in config.get("variables", {}).items()
+        if str(value).partition(":")[0] in aliases
+    }
+    if not named:
+        yield {}
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with running_emulator(data_dir) as host:
+        yield dict.fromkeys(named, host)
 
 
 def _assert_cold(run: Run, job: str) -> None:
@@ -216,11 +323,12 @@ def test_merge_request_checks_pass_from_a_cold_cache(clone: Path) -> None:
     variables = {
         "CI_PIPELINE_SOURCE": "merge_request_event",
         "UV_CACHE_DIR": str(UV_CACHE),
-        # No service containers under the shell executor: the tests start their own emulator.
+        # Only a job with the emulator service (job_services) gets an emulator.
         "FLIGHTPIPE_TEST_PUBSUB_EMULATOR_HOST": "",
     }
     for job in MR_CHECKS:
-        run = _run(clone, [job], variables, "--unset-variable", "CI_COMMIT_BRANCH")
+        with job_services(clone, job, clone.parent / f"services-{job}") as services:
+            run = _run(clone, [job], variables | services, "--unset-variable", "CI_COMMIT_BRANCH")
         _assert_cold(run, job)
         if job == "security" and not _pypi_json_api():
             _assert_only_the_audit_could_not_run(run)
