@@ -20,6 +20,7 @@ import contextvars
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any, Final
 
 import pythonjsonlogger.json
@@ -141,6 +142,33 @@ HTTP_DURATION: Final = Histogram(
 REGISTRY.register(API_REGISTRY)
 Collector = Counter | Gauge | Histogram
 
+# A labelled series exists only once `.labels()` is called; one that first appears at its first
+# value hides that increase from rate() and leaves alerts and dashboards with no series at all, so
+# every known label value is created at 0 up front (prometheus/client_python README, "Labels";
+# https://prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics).
+# The dead-letter reason label is the text before the first ':' of the reasons the subscriber
+# writes: contract.decode_event ("schema", "malformed json", "undecodable"),
+# batches.validate_messages ("undecodable") and the worker's warehouse rejections ("warehouse").
+DEAD_LETTER_REASONS: Final = ("schema", "malformed json", "undecodable", "warehouse")
+CACHE_RESULTS: Final = ("hit", "miss")
+for _reason in DEAD_LETTER_REASONS:
+    MESSAGES_DEAD_LETTERED.labels(reason=_reason)
+for _result in CACHE_RESULTS:
+    CACHE_LOOKUPS.labels(result=_result)
+
+
+def init_http_series(routes: Iterable[str], statuses: Iterable[int]) -> None:
+    """Create every route's request counters (one per status) and duration histogram at 0.
+
+    The API calls it with its routes once they are registered: its 5xx ratio and latency rules
+    then read 0, not nothing, before the first request or error.
+    """
+    codes = [str(code) for code in statuses]
+    for route in routes:
+        HTTP_DURATION.labels(route=route)
+        for code in codes:
+            HTTP_REQUESTS.labels(route=route, status=code)
+
 
 def exposed_name(collector: Collector, suffix: str = "") -> str:
     """The name `collector`'s series are exposed under, plus `suffix` (`_bucket`, `_sum`...).
@@ -151,6 +179,12 @@ def exposed_name(collector: Collector, suffix: str = "") -> str:
     """
     (family,) = collector.describe()
     return (f"{family.name}_total" if family.type == "counter" else family.name) + suffix
+
+
+def family_name(collector: Collector) -> str:
+    """The family name `collector` registers (a counter's without `_total`)."""
+    (family,) = collector.describe()
+    return str(family.name)
 
 
 def metric_type(collector: Collector) -> str:

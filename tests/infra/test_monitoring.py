@@ -6,8 +6,10 @@ back (an SLO's full name, an uptime check's id). Tests assert properties any cor
 setup must have (documented thresholds, SLO goals, burn-rate tiers, labels), not echoes of inputs.
 Self-contained: its own mocks, and `infra/` on `sys.path` the way `pulumi` runs the program.
 
-Why one module of ~500 lines: its own mocks and one module-scoped declaration of the component
-serve every policy (alerts, SLOs, dashboard, uptime) that checks it.
+Why one module of ~570 lines: its own mocks and one module-scoped declaration of the component
+serve every policy (alerts, SLOs, dashboard, uptime) that checks it; the last rule, that nothing
+reads a metric before Cloud Monitoring has it, runs on the whole program (tests/infra/program.py)
+because the wait follows the Cloud Run resources declared outside the component.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ INVOKER = "gcp:projects/iAMMember:IAMMember"
 AGENT = "gcp:projects/serviceIdentity:ServiceIdentity"
 AGENT_MEMBER = "serviceAccount:service-42@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
 COMPONENT = "flightpipe:monitoring:Monitoring"
+READY = "pulumi-python:dynamic:Resource"  # pulumi.dynamic.Resource's type (components/ready.py)
 BURN = re.compile(r'^select_slo_burn_rate\("([^"]+)", "(\d+)s"\)$')
 REQUIRED_LABELS = {"env": "dev", "app": "flightpipe", "managed-by": "pulumi"}
 
@@ -427,7 +430,7 @@ def test_uptime_check_accepts_the_host_as_an_output() -> None:
 
 def test_every_resource_carries_the_env_app_and_managed_by_labels(declared: list[Any]) -> None:
     for resource in declared:
-        if resource.typ in {COMPONENT, INVOKER, AGENT}:  # IAM members and agents take none
+        if resource.typ in {COMPONENT, INVOKER, AGENT, READY}:  # no Google resource: no labels
             continue
         if resource.typ == DASHBOARD:
             labels = json.loads(resource.inputs["dashboardJson"])["labels"]
@@ -501,3 +504,70 @@ def test_custom_metric_types_are_the_collectors_own_names_and_kinds(declared: li
     used = set(re.findall(r"prometheus\.googleapis\.com/(\w+)/(\w+)", text))
     assert len(used) >= 5
     assert sorted(used - collectors) == []
+
+
+# --- The program: nothing reads a metric Cloud Monitoring has not received -------------------
+# Cloud Monitoring refuses an alert policy on a metric type it has never received (404 "Cannot
+# find metric(s) that match type", hashicorp/terraform-provider-google#11102;
+# world-federation-of-advertisers/cross-media-measurement#4350), and Managed Prometheus creates a
+# type at its first write. So an alert policy, SLO or dashboard may read only Google's own metrics
+# (metrics.BUILT_IN_PREFIXES: https://cloud.google.com/monitoring/api/metrics_gcp) or a type a
+# MetricReady resource it waits for has seen arrive, after the Cloud Run resource exporting it;
+# and that service must expose the metric from its first scrape (tests/first_scrape.py), or the
+# wait would last until its first event.
+_METRIC_TYPE = re.compile(r'metric\.type\s*=\s*\\*"([\w./-]+?)\\*"')
+_EXPORTING_RESOURCE = {
+    "api": ("gcp:cloudrunv2/service:Service", "flightpipe-api"),
+    "subscriber": ("gcp:cloudrunv2/workerPool:WorkerPool", "flightpipe-subscriber"),
+}
+_FIRST_SCRAPE: dict[str, set[str]] = {}
+
+
+def _served_from_first_scrape(exporter: str) -> set[str]:
+    from tests.first_scrape import families, first_scrape
+
+    if exporter not in _FIRST_SCRAPE:
+        _FIRST_SCRAPE[exporter] = families(first_scrape(exporter))
+    return _FIRST_SCRAPE[exporter]
+
+
+def test_nothing_reads_a_metric_before_cloud_monitoring_has_received_it(graph: Any) -> None:
+    from components.monitoring import metrics as m
+
+    from flightpipe import telemetry
+
+    family = {
+        m.managed_prometheus(c): telemetry.family_name(c)
+        for c in vars(telemetry).values()
+        if isinstance(c, telemetry.Collector)
+    }
+    readers = graph.of_type(POLICY, SLO, DASHBOARD)
+    assert len(readers) >= 10
+    waited = 0
+    for reader in readers:
+        read = set(_METRIC_TYPE.findall(json.dumps(reader.inputs)))
+        before = graph.depends_on(reader)
+        ready = {r.inputs["metricType"]: r for r in before if r.type == READY}
+        for metric in sorted(read):
+            if metric.startswith(m.BUILT_IN_PREFIXES):
+                continue
+            assert metric in ready, f"{reader.name} reads {metric} without waiting for it"
+            exporter = m.EXPORTED_BY[metric]
+            typ, name = _EXPORTING_RESOURCE[exporter]
+            services = [r for r in graph.depends_on(ready[metric]) if r.type == typ]
+            assert [r.inputs["name"] for r in services] == [name], f"{metric}: {name} first"
+            assert family[metric] in _served_from_first_scrape(exporter), (
+                f"{metric}: {exporter} does not serve it before its first event"
+            )
+            waited += 1
+    custom = graph.config["flightpipe:ingestMode"] == "subscriber"
+    assert waited >= (5 if custom else 1)
+
+
+def test_a_metric_ready_waits_once_per_type_for_the_project_it_reads(graph: Any) -> None:
+    ready = graph.of_type(READY)
+    types = [r.inputs["metricType"] for r in ready]
+    assert len(types) == len(set(types))
+    for r in ready:
+        assert r.inputs["project"] == graph.config["gcp:project"]
+        assert r.inputs["timeoutSeconds"] >= 600  # Google: "up to 10 minutes to become available"

@@ -7,6 +7,7 @@ on-call; severity is both the `severity` user label (routing) and the policy's `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
@@ -85,9 +86,12 @@ def policy(
     why: str,
     first: str,
     combiner: str = "OR",
-    opts: pulumi.ResourceOptions | None = None,
+    reads: Sequence[str] = (),
 ) -> gcp.monitoring.AlertPolicy:
-    """One alert policy named `{component}-alert-{suffix}`, documented for the on-call."""
+    """One alert policy named `{component}-alert-{suffix}`, documented for the on-call.
+
+    `reads`: the metric types its conditions read; it is created once Cloud Monitoring has them.
+    """
     a = scope.args
     return gcp.monitoring.AlertPolicy(
         f"{scope.name}-alert-{suffix}",
@@ -99,7 +103,7 @@ def policy(
         notification_channels=list(a.notification_channels),
         severity="CRITICAL" if severity == "page" else "WARNING",
         user_labels={**scope.labels, "severity": severity},
-        opts=opts or scope.child,
+        opts=scope.after(*reads),
     )
 
 
@@ -125,6 +129,7 @@ def pipeline_alerts(scope: Scope) -> None:
         ],
         why=old.why,
         first=old.first.format(write_failures=m.WRITE_FAILURES),
+        reads=[m.OLDEST_UNACKED],
     )
     ratio, per_minute = t.DEAD_LETTER_RATIO, t.DEAD_LETTER_PER_MINUTE
     conditions = [
@@ -147,6 +152,7 @@ def pipeline_alerts(scope: Scope) -> None:
             denominator=m.output_filter(m.RECEIVED, m.PROM, ns),
         )
         conditions.insert(0, received_share)
+    reads = [m.TOPIC_SENDS, *((m.DEAD_LETTERED, m.RECEIVED) if a.has_subscriber else ())]
     policy(
         scope,
         "dead-letter",
@@ -156,6 +162,7 @@ def pipeline_alerts(scope: Scope) -> None:
         conditions=conditions,
         why=ratio.why.format(per_minute=per_minute.value),
         first=ratio.first,
+        reads=reads,
     )
     if not a.has_subscriber:
         return
@@ -177,6 +184,7 @@ def pipeline_alerts(scope: Scope) -> None:
         ],
         why=fresh.why,
         first=fresh.first,
+        reads=[m.FRESHNESS],
     )
 
 
@@ -201,6 +209,7 @@ def api_alerts(scope: Scope) -> None:
         ],
         why=errors.why,
         first=errors.first,
+        reads=[m.RUN_REQUESTS],
     )
     policy(
         scope,
@@ -218,6 +227,7 @@ def api_alerts(scope: Scope) -> None:
         ],
         why=slow.why,
         first=slow.first,
+        reads=[m.RUN_LATENCIES],
     )
 
 

@@ -123,5 +123,15 @@ def dashboard(scope: Scope) -> gcp.monitoring.Dashboard:
         lambda n: dashboard_json(title, labels, n, a.has_subscriber)
     )
     return gcp.monitoring.Dashboard(
-        f"{scope.name}-dashboard", project=a.project, dashboard_json=body, opts=scope.child
+        f"{scope.name}-dashboard",
+        project=a.project,
+        dashboard_json=body,
+        opts=scope.after(*charted(a.has_subscriber)),
     )
+
+
+def charted(has_subscriber: bool) -> tuple[str, ...]:
+    """The metric types `dashboard_json` reads."""
+    google = (m.RUN_REQUESTS, m.RUN_LATENCIES, m.RUN_INSTANCES, m.UNDELIVERED, m.OLDEST_UNACKED)
+    pipeline = (m.DEAD_LETTERED, m.WRITTEN, m.FRESHNESS) if has_subscriber else ()
+    return (*google, m.TOPIC_SENDS, m.HTTP_DURATION, *pipeline)

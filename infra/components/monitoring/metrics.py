@@ -68,3 +68,22 @@ def output_filter(
 ) -> pulumi.Output[str]:
     """`filter_str` over label values that are Pulumi inputs (resolved at deploy time)."""
     return pulumi.Output.all(**labels).apply(lambda v: filter_str(metric, resource, v, extra))
+
+
+# The exporters of the custom metrics: the API serves `API_REGISTRY`, the subscriber the rest
+# (flightpipe.telemetry's module docstring).
+API: Final = "api"
+SUBSCRIBER: Final = "subscriber"
+_API_FAMILIES: Final = frozenset(f.name for f in telemetry.API_REGISTRY.collect())
+EXPORTED_BY: Final[dict[str, str]] = {
+    managed_prometheus(c): API if telemetry.family_name(c) in _API_FAMILIES else SUBSCRIBER
+    for c in vars(telemetry).values()
+    if isinstance(c, telemetry.Collector)
+}
+# Google's own metrics exist in every project: nothing to wait for (Cloud Monitoring's metrics
+# list: https://cloud.google.com/monitoring/api/metrics_gcp).
+BUILT_IN_PREFIXES: Final = (
+    "run.googleapis.com/",
+    "pubsub.googleapis.com/",
+    "monitoring.googleapis.com/uptime_check/",
+)

@@ -8,6 +8,9 @@ from typing import Any
 
 import pulumi
 
+from components.monitoring import metrics as m
+from components.monitoring.ready import MetricReady
+
 
 @dataclass(frozen=True)
 class MonitoringArgs:
@@ -48,11 +51,46 @@ class Scope:
     args: MonitoringArgs
     parent: pulumi.Resource
     depends_on: list[Any]
+    # One MetricReady per custom metric type read, made on first use (`after`).
+    ready: dict[str, MetricReady] = field(default_factory=dict)
 
     @property
     def child(self) -> pulumi.ResourceOptions:
         # Children do not inherit the component's depends_on (e.g. the Monitoring API enabled).
         return pulumi.ResourceOptions(parent=self.parent, depends_on=self.depends_on or None)
+
+    def after(self, *metric_types: str) -> pulumi.ResourceOptions:
+        """Child options that also wait until Cloud Monitoring has every custom type read.
+
+        Google's own metric types (`metrics.BUILT_IN_PREFIXES`) need no wait.
+        """
+        waits = [
+            self.metric_ready(t) for t in metric_types if not t.startswith(m.BUILT_IN_PREFIXES)
+        ]
+        return pulumi.ResourceOptions(
+            parent=self.parent, depends_on=[*self.depends_on, *waits] or None
+        )
+
+    def metric_ready(self, metric_type: str) -> MetricReady:
+        """The wait for `metric_type`, which names (and so follows) the service exporting it."""
+        if metric_type not in self.ready:
+            exporter = m.EXPORTED_BY[metric_type]
+            service = (
+                self.args.api_service_name
+                if exporter == m.API
+                else self.args.subscriber_service_name
+            )
+            if service is None or (exporter == m.SUBSCRIBER and not self.args.has_subscriber):
+                raise ValueError(f"{metric_type}: no {exporter} exports it in this stack")
+            slug = metric_type.removeprefix("prometheus.googleapis.com/").replace("_", "-")
+            self.ready[metric_type] = MetricReady(
+                f"{self.name}-metric-ready-{slug.replace('/', '-')}",
+                project=self.args.project,
+                metric_type=metric_type,
+                exporter=service,
+                opts=self.child,
+            )
+        return self.ready[metric_type]
 
     @property
     def labels(self) -> dict[str, str]:

@@ -36,6 +36,8 @@ def _slo(
     service: gcp.monitoring.CustomService,
     title: str,
     goal: float,
+    *,
+    reads: tuple[str, ...],
     **sli: Any,
 ) -> gcp.monitoring.Slo:
     return gcp.monitoring.Slo(
@@ -47,7 +49,7 @@ def _slo(
         goal=goal,
         rolling_period_days=t.SLO_PERIOD_DAYS,
         user_labels=scope.labels,
-        opts=scope.child,
+        opts=scope.after(*reads),
         **sli,
     )
 
@@ -62,6 +64,7 @@ def slos(scope: Scope) -> dict[str, pulumi.Output[str]]:
         api,
         f"{t.percent(t.AVAILABILITY_GOAL)} of API requests are not 5xx ({days} days)",
         t.AVAILABILITY_GOAL,
+        reads=(m.RUN_REQUESTS,),
         request_based_sli=gcp.monitoring.SloRequestBasedSliArgs(
             good_total_ratio=gcp.monitoring.SloRequestBasedSliGoodTotalRatioArgs(
                 bad_service_filter=m.output_filter(m.RUN_REQUESTS, m.RUN, scope.api, [m.IS_5XX]),
@@ -76,6 +79,7 @@ def slos(scope: Scope) -> dict[str, pulumi.Output[str]]:
         f"{t.percent(t.LATENCY_GOAL)} of API requests answer in under "
         f"{t.LATENCY_THRESHOLD_MS:g} ms ({days} days)",
         t.LATENCY_GOAL,
+        reads=(m.RUN_LATENCIES,),
         request_based_sli=gcp.monitoring.SloRequestBasedSliArgs(
             distribution_cut=gcp.monitoring.SloRequestBasedSliDistributionCutArgs(
                 distribution_filter=m.output_filter(m.RUN_LATENCIES, m.RUN, scope.api),
@@ -94,6 +98,7 @@ def slos(scope: Scope) -> dict[str, pulumi.Output[str]]:
             f"{t.percent(t.FRESHNESS_GOAL)} of minutes with data fresher than "
             f"{t.FRESHNESS_TARGET_S:g} s ({days} days)",
             t.FRESHNESS_GOAL,
+            reads=(m.FRESHNESS,),
             windows_based_sli=gcp.monitoring.SloWindowsBasedSliArgs(
                 window_period="60s",
                 metric_mean_in_range=gcp.monitoring.SloWindowsBasedSliMetricMeanInRangeArgs(

@@ -108,5 +108,6 @@ def uptime(scope: Scope) -> tuple[gcp.monitoring.UptimeCheckConfig, gcp.projects
         ],
         why=failing.why,
         first=failing.first,
+        reads=[m.UPTIME_PASSED],
     )
     return check, agent

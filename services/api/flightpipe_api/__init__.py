@@ -21,7 +21,7 @@ from flightpipe_api import health, openapi, routes, status
 from flightpipe_api.auth import KeyGate, parse_key_hashes
 from flightpipe_api.cache import ResultCache
 from flightpipe_api.context import SETTINGS_KEY, WAREHOUSE_KEY
-from flightpipe_api.errors import register_error_handlers
+from flightpipe_api.errors import _STATUS, register_error_handlers
 from flightpipe_api.exports import EXPORTS_KEY, ExportGate, max_exports
 from flightpipe_api.gate import ENV_REQUEST_ID, Gate, request_id
 
@@ -59,6 +59,12 @@ def create_app(settings: Settings | None = None, warehouse: Warehouse | None = N
 def _instrument(app: Flask) -> None:
     """Request id, a server span, access log fields and the HTTP metrics for every request."""
     project = app.extensions[SETTINGS_KEY].google_cloud_project
+    # Every route's series exist at 0 from the first scrape (telemetry.init_http_series): its
+    # Flask rules, the gate's refusals ("gate") and "unmatched"; success and each 5xx it answers.
+    telemetry.init_http_series(
+        [*(rule.rule for rule in app.url_map.iter_rules()), "gate", "unmatched"],
+        [200, *(code for code in _STATUS if code >= 500)],
+    )
 
     @app.before_request
     def _start() -> None:
