@@ -6,7 +6,7 @@
 PULUMI ?= pulumi
 PULUMI_STACK_DIR := infra
 
-.PHONY: infra-test
+.PHONY: infra-test preflight
 
 define require_pulumi
 	@command -v $(PULUMI) >/dev/null 2>&1 || { \
@@ -24,3 +24,6 @@ preview: setup ## Show what `make deploy ENV=...` would change: pulumi preview -
 
 infra-test: setup ## Policy tests of the Pulumi program under mocks (no CLI, no cloud).
 	$(BIN)/pytest tests/infra -q
+
+preflight: setup ## Check read-only that stack ENV (dev|prod) can be deployed: APIs, bootstrap, config.
+	$(BIN)/python scripts/preflight.py $(ENV)

@@ -25,11 +25,47 @@ import time
 from typing import Any
 
 import google.auth
+import google.auth.exceptions
+import requests
 from google.auth.transport.requests import AuthorizedSession
 
 log = logging.getLogger("flightpipe.cloud_run")
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 OPERATION_DEADLINE_SECONDS = 300.0
+
+
+class GoogleError(Exception):
+    """A Google API refused a call; the message is one line naming the call and Google's words."""
+
+
+def error_info(response: requests.Response) -> dict[str, Any]:
+    """The google.rpc.ErrorInfo of an error answer ({} when it has none).
+
+    Google's errors are `{"error": {"code", "message", "status", "details": [...]}}` with a
+    `type.googleapis.com/google.rpc.ErrorInfo` detail carrying `reason`, `domain`, `metadata`
+    (https://google.aip.dev/193).
+    """
+    try:
+        details = response.json().get("error", {}).get("details", [])
+    except (ValueError, AttributeError):
+        return {}
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
+            return detail
+    return {}
+
+
+def check(response: requests.Response, what: str) -> None:
+    """Raise GoogleError with one line when `response` is an error."""
+    if response.ok:
+        return
+    try:
+        message = str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200]
+    reason = error_info(response).get("reason")
+    tag = f" {reason}" if reason else ""
+    raise GoogleError(f"{what}: HTTP {response.status_code}{tag}: {' '.join(message.split())}")
 
 
 def _api() -> str:
@@ -55,11 +91,25 @@ def _service_url(project: str, region: str, service: str) -> str:
 
 
 def serving_revision(session: AuthorizedSession, project: str, region: str, service: str) -> str:
-    """The revision with the largest traffic share now, or "" when the service does not exist."""
+    """The revision with the largest traffic share now, or "" when the service does not exist.
+
+    Before the first `pulumi up` the project has not enabled the Cloud Run Admin API (the
+    bootstrap does not; the program does): Google then answers 403 with reason SERVICE_DISABLED
+    (google/api/error_reason.proto in googleapis/googleapis), and no service can exist yet.
+    """
     response = session.get(_service_url(project, region, service), timeout=30)
     if response.status_code == 404:
         return ""
-    response.raise_for_status()
+    info = error_info(response)
+    if (
+        response.status_code == 403
+        and info.get("reason") == "SERVICE_DISABLED"
+        and info.get("metadata", {}).get("service") == "run.googleapis.com"
+    ):
+        consumer = info["metadata"].get("consumer", project)
+        log.info(json.dumps(f"run.googleapis.com not enabled in {consumer}: first deploy"))
+        return ""
+    check(response, f"GET Cloud Run service {service} in {project}/{region}")
     statuses: list[dict[str, Any]] = response.json().get("trafficStatuses", [])
     best = max(statuses, key=lambda s: int(s.get("percent", 0)), default={})
     return str(best.get("revision", ""))
@@ -80,7 +130,7 @@ def shift_traffic(
     }
     url = _service_url(project, region, service)
     response = session.patch(url, params={"updateMask": "traffic"}, json=body, timeout=60)
-    response.raise_for_status()
+    check(response, f"PATCH traffic of Cloud Run service {service}")
     operation: dict[str, Any] = response.json()
     deadline = time.monotonic() + OPERATION_DEADLINE_SECONDS
     while not operation.get("done"):
@@ -88,7 +138,7 @@ def shift_traffic(
             raise TimeoutError(f"traffic shift of {service} not done: {operation.get('name')}")
         time.sleep(2)
         polled = session.get(f"{_api()}/v2/{operation['name']}", timeout=30)
-        polled.raise_for_status()
+        check(polled, f"GET operation {operation['name']}")
         operation = polled.json()
     if "error" in operation:
         raise RuntimeError(f"traffic shift of {service} failed: {operation['error']}")
@@ -102,7 +152,7 @@ def id_token(session: AuthorizedSession, audience: str, service_account: str) ->
     """
     url = f"{_iamcredentials()}/v1/projects/-/serviceAccounts/{service_account}:generateIdToken"
     response = session.post(url, json={"audience": audience, "includeEmail": True}, timeout=30)
-    response.raise_for_status()
+    check(response, f"generateIdToken of {service_account}")
     return str(response.json()["token"])
 
 
@@ -110,7 +160,7 @@ def secret(session: AuthorizedSession, project: str, secret_id: str) -> str:
     """The payload of the secret's latest version (secretmanager.versions.access)."""
     url = f"{_secret_manager()}/v1/projects/{project}/secrets/{secret_id}/versions/latest:access"
     response = session.get(url, timeout=30)
-    response.raise_for_status()
+    check(response, f"access the latest version of secret {secret_id} in {project}")
     return base64.b64decode(response.json()["payload"]["data"]).decode()
 
 
@@ -135,7 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     value.add_argument("--project", required=True)
     value.add_argument("--secret", required=True, dest="secret_id")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (GoogleError, TimeoutError, RuntimeError) as exc:
+        problem = str(exc)
+    except google.auth.exceptions.GoogleAuthError as exc:
+        problem = f"credentials: {exc}"
+    except requests.RequestException as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    sys.stderr.write(f"cloud_run.py {args.command}: {' '.join(problem.split())}\n")
+    return 1
 
+
+def _run(args: argparse.Namespace) -> int:
     session = _session()
     if args.command == "id-token":
         sys.stdout.write(id_token(session, args.audience, args.service_account) + "\n")
