@@ -281,6 +281,10 @@ def _iam(prefix: str) -> ResourceType:
 
 
 RESOURCE_TYPES: Final[dict[str, ResourceType]] = {
+    # components/monitoring/ready.py: MetricReady polls metricDescriptors.get; no Google resource.
+    "pulumi-python:dynamic:Resource": ResourceType(
+        create=("monitoring.metricDescriptors.get",), get=()
+    ),
     "gcp:projects/service:Service": ResourceType(
         create=("serviceusage.services.enable",), get=("serviceusage.services.get",)
     ),
