@@ -18,13 +18,16 @@ on another port or path) fails here. What cannot run here: the first RPC to Pub/
 
 from __future__ import annotations
 
+import json
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from werkzeug.serving import make_server
@@ -32,6 +35,7 @@ from werkzeug.serving import make_server
 from flightpipe import tracing
 from flightpipe.composition import make_broker, make_warehouse
 from flightpipe.settings import ConfigError, Settings, load_settings
+from flightpipe.warehouse import Warehouse
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.fakes import FakeBroker
 from tests.infra.boot import Declared, declared, exact_environ, stand_in_credentials
@@ -50,14 +54,23 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 
 @contextmanager
-def _api(d: Declared, tmp_path: Path) -> Iterator[tuple[str, Settings]]:
-    """Boot the API as its image does (flightpipe_api.wsgi), with `d.env` as the whole env."""
+def _api(
+    d: Declared, tmp_path: Path, bigquery_url: str | None = None
+) -> Iterator[tuple[str, Settings]]:
+    """Boot the API as its image does (flightpipe_api.wsgi), with `d.env` as the whole env.
+
+    The warehouse is DuckDB, or with `bigquery_url` the BigQuery adapter the settings describe,
+    its client sent to that endpoint instead of Google's.
+    """
     from flightpipe_api import create_app
 
-    warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    warehouse: Warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
     with exact_environ(d.env, stand_in_credentials(tmp_path)):
         settings = load_settings()
         tracing.build_tracer_provider(settings, "flightpipe-api").shutdown()
+        if bigquery_url is not None:
+            warehouse.close()
+            warehouse = _bigquery_at(settings, bigquery_url)
         app = create_app(settings, warehouse=warehouse)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -68,6 +81,82 @@ def _api(d: Declared, tmp_path: Path) -> Iterator[tuple[str, Settings]]:
         server.shutdown()
         thread.join(10)
         warehouse.close()
+
+
+def _bigquery_at(settings: Settings, url: str) -> Warehouse:
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    from flightpipe.warehouse.bigquery import BigQueryWarehouse
+
+    assert settings.warehouse == "bigquery" and settings.google_cloud_project
+    client = bigquery.Client(
+        project=settings.google_cloud_project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options=ClientOptions(api_endpoint=url),
+    )
+    return BigQueryWarehouse(
+        project=settings.google_cloud_project,
+        dataset=settings.dataset,
+        location=settings.bigquery_location,
+        query_timeout=settings.query_timeout_seconds,
+        client=client,
+    )
+
+
+class _DenyingBigQuery(BaseHTTPRequestHandler):
+    """BigQuery to an account whose grant has not propagated yet: 403 `accessDenied` to all.
+
+    The body is BigQuery's error object, `reason` as its ErrorProto gives it
+    (https://cloud.google.com/bigquery/docs/error-messages: accessDenied, HTTP 403); the message
+    is the one jobs.query gives a caller without bigquery.jobs.create.
+    """
+
+    requests: ClassVar[list[str]] = []
+
+    def _deny(self) -> None:
+        type(self).requests.append(f"{self.command} {self.path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        project = self.path.split("/projects/")[-1].split("/")[0]
+        message = (
+            f"Access Denied: Project {project}: User does not have bigquery.jobs.create "
+            f"permission in project {project}."
+        )
+        body = json.dumps(
+            {
+                "error": {
+                    "code": 403,
+                    "message": message,
+                    "errors": [{"message": message, "domain": "global", "reason": "accessDenied"}],
+                    "status": "PERMISSION_DENIED",
+                }
+            }
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _deny  # noqa: N815 - http.server's handler names
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def _denying_bigquery() -> Iterator[str]:
+    _DenyingBigQuery.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DenyingBigQuery)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
 
 
 def _apis(graph: Graph) -> list[Declared]:
@@ -104,6 +193,29 @@ def test_api_boots_with_the_declared_env_and_answers_its_probes(
                 )
                 status, body = _get(base + path)
                 assert status == 200, f"{kind} {path}: {status} {body[:200]!r}"
+
+
+def test_a_new_revision_outlasts_iam_propagation_instead_of_failing_its_startup_probe(
+    graph: Graph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first revision starts seconds after its grants: BigQuery still denies its account.
+
+    Cloud Run counts an HTTP startup probe answer from 200 to 399 as a success
+    (https://cloud.google.com/run/docs/configuring/healthchecks); a failed startup stops the
+    container and fails the revision, so `pulumi up` with it. While IAM may still be applying
+    the grants the API must look started; after that a denial is a real outage again.
+    """
+    from flightpipe_api import health
+
+    for d in _apis(graph):
+        path, _ = d.probes["startupProbe"]
+        with _denying_bigquery() as url, _api(d, tmp_path, bigquery_url=url) as (base, _):
+            status, body = _get(base + path)
+            assert any("/queries" in r or "/jobs" in r for r in _DenyingBigQuery.requests)
+            assert 200 <= status < 400, f"startup probe {path}: {status} {body[:300]!r}"
+            monkeypatch.setattr(health, "IAM_PROPAGATION_GRACE_SECONDS", 0.0)
+            status, body = _get(base + path)
+            assert status == 503, body[:300]
 
 
 def test_api_is_scraped_where_it_serves_metrics_and_exports_no_pipeline_series(
