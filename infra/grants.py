@@ -170,11 +170,12 @@ def service_account_email(project: str, account_id: str) -> str:
 # The deployer's custom role, in place of pubsub.admin, run.admin, secretmanager.admin,
 # bigquery.dataOwner and artifactregistry.admin, each of which holds its resource type's
 # setIamPolicy. These are the lifecycle permissions of the resource types the main program
-# declares (and of the image push, the rollback and the post-deploy test's key read), taken from
-# those roles. Left out on purpose, and checked by tests/infra/test_iam_simulation.py against the
-# bindings both programs declare: every setIamPolicy (all the program's grants are project-level,
-# above), the dataset's create/update/delete (DATASET_ACCESS_PERMISSIONS), tag bindings (a tag
-# could satisfy a tag-conditioned grant elsewhere), column/row policies, SSH into instances.
+# declares (and of the image push and the rollback), taken from those roles. Left out on
+# purpose, and checked by tests/infra/test_iam_simulation.py against the bindings both programs
+# declare: any secret's payload (DEPLOYER_READ_SECRET_IDS says where), every setIamPolicy (all
+# the program's grants are project-level, above), the dataset's create/update/delete
+# (DATASET_ACCESS_PERMISSIONS), tag bindings (a tag could satisfy a tag-conditioned grant
+# elsewhere), column/row policies, SSH into instances.
 # What stays that touches identity, and why it cannot widen trust: `*.getIamPolicy` (reads, for a
 # refresh); run.services/workerpools create/update and pubsub.subscriptions create/update (a
 # revision's or a push subscription's identity needs iam.serviceAccounts.actAs on that account,
@@ -253,7 +254,8 @@ DEPLOYER_CUSTOM_ROLE_PERMISSIONS: Final[tuple[str, ...]] = (
     "run.workerpools.getIamPolicy",
     "run.workerpools.list",
     "run.workerpools.update",
-    # Secret Manager: the API key secrets and their versions (the post-deploy test reads one).
+    # Secret Manager: the API key secrets and their versions. No versions.access: reading a
+    # payload is DEPLOYER_SECRET_ROLE on DEPLOYER_READ_SECRET_IDS only (below).
     "secretmanager.locations.get",
     "secretmanager.locations.list",
     "secretmanager.secrets.create",
@@ -262,7 +264,6 @@ DEPLOYER_CUSTOM_ROLE_PERMISSIONS: Final[tuple[str, ...]] = (
     "secretmanager.secrets.getIamPolicy",
     "secretmanager.secrets.list",
     "secretmanager.secrets.update",
-    "secretmanager.versions.access",
     "secretmanager.versions.add",
     "secretmanager.versions.destroy",
     "secretmanager.versions.disable",
@@ -272,6 +273,33 @@ DEPLOYER_CUSTOM_ROLE_PERMISSIONS: Final[tuple[str, ...]] = (
     # What every replaced role held to find the project.
     "resourcemanager.projects.get",
 )
+
+# The secrets whose payload the deployer reads, each through its own project-level
+# DEPLOYER_SECRET_ROLE binding conditioned on that secret (the bootstrap's; Secret Manager reads
+# resource names in IAM Conditions, CONDITION_SERVICES). Why it needs any: pulumi-gcp's
+# SecretVersion reads `secret_data` back after every create, update and refresh by calling
+# `versions/N:access` (terraform-provider-google
+# google/services/secretmanager/resource_secret_manager_secret_version.go,
+# flattenSecretManagerSecretVersionPayload), and the post-deploy test reads the plain e2e key.
+# The main program creates a version of exactly these two (components/runtime.py
+# API_KEYS_SECRET_ID, E2E_KEY_SECRET_ID; tests/infra/test_iam_simulation.py checks they agree);
+# every other secret of the project stays unreadable to the deployer's own bindings.
+DEPLOYER_READ_SECRET_IDS: Final[tuple[str, ...]] = ("flightpipe-api-keys", "flightpipe-e2e-api-key")
+DEPLOYER_SECRET_ROLE: Final = "roles/secretmanager.secretAccessor"  # noqa: S105 - a role
+
+
+def secret_resource_names(project: str, project_number: str, secret_id: str) -> tuple[str, ...]:
+    """A secret's full names as IAM Conditions may read them.
+
+    Google's table gives `projects/<project number>/secrets/<id>` ("Resource attributes for IAM
+    Conditions", https://cloud.google.com/iam/docs/conditions-resource-attributes); the
+    project-id form is accepted too, so a difference between the page and the service cannot
+    lock the deploy out (the same hedge as components/grants_on.py `secret_name`)."""
+    return (
+        f"projects/{project_number}/secrets/{secret_id}",
+        f"projects/{project}/secrets/{secret_id}",
+    )
+
 
 # The deployer's unconditioned predefined project-level roles: none sets any IAM policy, none
 # acts as or mints tokens for any account. Deliberately absent: roles/iam.serviceAccountAdmin (it

@@ -9,6 +9,12 @@
 : "${GITLAB_OIDC_TOKEN:?no OIDC token: the job needs id_tokens: GITLAB_OIDC_TOKEN}"
 : "${GCP_WIF_PROVIDER:?set GCP_WIF_PROVIDER (stack output wif_provider)}"
 : "${GCP_SERVICE_ACCOUNT:?set GCP_SERVICE_ACCOUNT (stack output deployer_service_account)}"
+# The provider's name is also the token's audience (`id_tokens: aud:`), which STS matches
+# exactly: refuse any other shape here, with the form the bootstrap's `wif_provider` output has.
+if [[ ! "$GCP_WIF_PROVIDER" =~ ^projects/[0-9]+/locations/global/workloadIdentityPools/[a-z0-9-]+/providers/[a-z0-9-]+$ ]]; then
+  echo "error: GCP_WIF_PROVIDER=$GCP_WIF_PROVIDER is not projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<id> (stack output wif_provider)" >&2
+  return 1 2>/dev/null || exit 1
+fi
 # The two Google endpoints the credential names; overridable only so the pipeline's delivery tests
 # can point them at a local recording stand-in (tests/delivery/standins).
 _sts="${GOOGLE_STS_URL:-https://sts.googleapis.com}"

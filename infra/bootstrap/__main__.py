@@ -119,10 +119,17 @@ provider = gcp.iam.WorkloadIdentityPoolProvider(
     display_name="GitLab OIDC",
     attribute_mapping=cfg.trust.attribute_mapping,
     attribute_condition=cfg.trust.attribute_condition,
-    # Jobs request `aud: $CI_SERVER_URL`, the issuer; no other audience is accepted.
-    oidc={"issuer_uri": cfg.gitlab_issuer_uri, "allowed_audiences": [cfg.gitlab_issuer_uri]},
+    # No `allowed_audiences`: STS then accepts only the provider's own full resource name as
+    # `aud`, which no other relying party shares (the issuer URL would be every GitLab
+    # audience's default). IAM v1 WorkloadIdentityPoolProvider.Oidc.allowedAudiences: "If this
+    # list is empty, the OIDC token audience must be equal to the full canonical resource name
+    # of the WorkloadIdentityPoolProvider, with or without the HTTPS prefix"
+    # (https://cloud.google.com/iam/docs/reference/rest/v1/projects.locations.workloadIdentityPools.providers).
+    oidc={"issuer_uri": cfg.gitlab_issuer_uri},
     opts=after_apis,
 )
+# The `aud` jobs request (`id_tokens:`, .gitlab-ci.yml): `//iam.googleapis.com/$GCP_WIF_PROVIDER`.
+wif_audience = pulumi.Output.concat("//iam.googleapis.com/", provider.name)
 
 
 def ci_account(short: str, display: str, access: str) -> gcp.serviceaccount.Account:
@@ -217,6 +224,39 @@ gcp.projects.IAMMember(
     },
     opts=after_apis,
 )
+# The payloads the deployer reads (pulumi-gcp's SecretVersion reads each version back; the
+# post-deploy test reads the plain e2e key), one conditioned binding per secret: its custom role
+# holds no secretmanager.versions.access, so every other secret of the project stays closed to it.
+# (after the APIs: the lookup is Cloud Resource Manager's projects.get; an invoke waits only for
+# its own depends_on, pulumi InvokeOutputOptions)
+project_number = gcp.organizations.get_project_output(
+    project_id=project, opts=pulumi.InvokeOutputOptions(depends_on=list(apis))
+).number
+
+
+def secret_condition(secret_id: str) -> pulumi.Output[str]:
+    """The IAM condition limiting a project-level grant to `secret_id` and its versions."""
+
+    def expression(number: str) -> str:
+        names = grants.secret_resource_names(project, number, secret_id)
+        return grants.resource_condition("secretmanager.googleapis.com", *names)
+
+    return project_number.apply(expression)
+
+
+for secret_id in grants.DEPLOYER_READ_SECRET_IDS:
+    gcp.projects.IAMMember(
+        f"deployer-reads-{secret_id}",
+        project=project,
+        role=grants.DEPLOYER_SECRET_ROLE,
+        member=deployer.member,
+        condition={
+            "title": f"only-{secret_id}",
+            "description": f"{grants.DEPLOYER_SECRET_ROLE} on {secret_id} and its versions",
+            "expression": secret_condition(secret_id),
+        },
+        opts=after_apis,
+    )
 # `pulumi login gs://...` + checkpoints, history, backups and update locks: objects only; the
 # bucket's own policy and settings stay the human's.
 gcp.storage.BucketIAMMember(
@@ -307,6 +347,7 @@ if cfg.trust.merge_request_previews:
 pulumi.export("state_url", pulumi.Output.concat("gs://", state.name))
 pulumi.export("secrets_provider", secrets_provider)
 pulumi.export("wif_provider", provider.name)
+pulumi.export("wif_audience", wif_audience)
 pulumi.export("deployer_service_account", deployer.email)
 pulumi.export("previewer_service_account", previewer.email if previewer else None)
 pulumi.export("dataset", dataset.dataset_id)

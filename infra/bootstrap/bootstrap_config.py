@@ -33,19 +33,22 @@ class BootstrapConfig:
 
 
 def load() -> BootstrapConfig:
-    """Read and validate the current bootstrap stack's configuration."""
+    """Read and validate the current bootstrap stack's configuration.
+
+    A bad value stops the program with its one-line message: pulumi.RunError ends the run
+    without the stack trace an unhandled exception prints (pulumi sdk/python/lib/pulumi/errors.py).
+    """
     gcp = pulumi.Config("gcp")
     cfg = pulumi.Config()
+    try:
+        trust = TrustPolicy.from_config(cfg.get)
+    except ValueError as e:
+        raise pulumi.RunError(f"flightpipe-bootstrap config: {e}") from None
     return BootstrapConfig(
         env=pulumi.get_stack(),
         project=gcp.require("project"),
         gitlab_issuer_uri=cfg.get("gitlabIssuerUri") or "https://gitlab.com",
-        trust=TrustPolicy(
-            gitlab_project_id=cfg.require("gitlabProjectId"),
-            deploy_branch=cfg.get("deployBranch") or "main",
-            deploy_environment=cfg.get("deployEnvironment") or None,
-            merge_request_previews=bool(cfg.get_bool("mergeRequestPreviews")),
-        ),
+        trust=trust,
         state_location=cfg.get("stateLocation") or "US",
         kms_location=cfg.get("kmsLocation") or "us-central1",
         dataset_location=cfg.get("datasetLocation") or "US",

@@ -13,8 +13,19 @@ Claims are strings, so every comparison is against a string literal.
   fork's `project_id` (GitLab gitlab-org/gitlab#563038) and is refused.
 - `attribute.access` is `deploy`, `preview` or `none`; the deployer is bound to
   `.../attribute.access/deploy`, the previewer to `.../attribute.access/preview`.
-  - deploy: a branch pipeline (not a merge-request pipeline) of the protected deploy branch, and,
-    where an environment is required (prod), a job whose environment is that one and protected.
+  - deploy, by the stack's gate (`DeployGate`):
+    - `branch`: a branch pipeline (not a merge-request pipeline) of the protected deploy branch.
+    - `tag` (any GitLab tier): a pipeline of a protected tag whose name starts with the prefix.
+      Protected tags exist on Free and only their "Allowed to create" roles may create them and
+      run their pipelines (gitlabhq doc/user/project/protected_tags.md, "Run pipelines on
+      protected tags"); `ref_protected` is `Project#protected_for?(ref)`, which for a tag is
+      `ProtectedTag.protected?` (gitlabhq app/models/project.rb).
+    - `environment` (Premium): the `branch` rule, and a job whose environment is the configured
+      one and protected. Outside EE `environment_protected` is always `false`
+      (gitlabhq lib/gitlab/ci/jwt.rb `environment_protected?`, overridden only in
+      ee/lib/ee/gitlab/ci/jwt.rb), and protected environments are Premium
+      (doc/ci/environments/protected_environments.md): on Free this gate never opens.
+    Where an environment is configured, `tag` checks its name too.
   - preview (only where enabled): a merge-request pipeline of this project.
 - A claim that a token lacks (`environment` outside environment jobs) is tested with `has()`
   first, so the expression is false rather than an evaluation error.
@@ -33,14 +44,17 @@ expressions with a CEL interpreter over documented token payloads instead).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal, get_args
 
 DEPLOY: Final = "deploy"
 PREVIEW: Final = "preview"
 NONE: Final = "none"
 MERGE_REQUEST_EVENT: Final = "merge_request_event"
 _SAFE = re.compile(r"^[A-Za-z0-9._/-]+$")
+DeployGate = Literal["branch", "tag", "environment"]
+GATES: Final[tuple[str, ...]] = get_args(DeployGate)
 
 
 def _literal(value: str, what: str) -> str:
@@ -54,7 +68,9 @@ class TrustPolicy:
     """Who may impersonate what, for one GCP project."""
 
     gitlab_project_id: str
+    deploy_gate: DeployGate = "branch"
     deploy_branch: str = "main"
+    deploy_tag_prefix: str = "v"
     deploy_environment: str | None = None
     merge_request_previews: bool = False
 
@@ -63,22 +79,72 @@ class TrustPolicy:
             raise ValueError(
                 f"gitlabProjectId must be the numeric project id, got {self.gitlab_project_id!r}"
             )
+        if self.deploy_gate not in GATES:
+            raise ValueError(
+                f"deployGate must be one of {', '.join(GATES)}, got {self.deploy_gate!r}"
+            )
+        if self.deploy_gate == "environment" and not self.deploy_environment:
+            raise ValueError("deployGate 'environment' needs deployEnvironment (e.g. prod)")
+        if self.deploy_gate == "branch" and self.deploy_environment:
+            raise ValueError(
+                "deployEnvironment is checked only by deployGate 'tag' or 'environment'; "
+                "set one of them, or remove deployEnvironment"
+            )
+        _literal(self.deploy_branch, "deployBranch")
+        if self.deploy_gate == "tag":
+            _literal(self.deploy_tag_prefix, "deployTagPrefix")
+        if self.deploy_environment:
+            _literal(self.deploy_environment, "deployEnvironment")
+
+    @classmethod
+    def from_config(cls, get: Callable[[str], str | None]) -> TrustPolicy:
+        """Read the policy from the bootstrap's config keys (`get("deployGate")`, ...).
+
+        Without `deployGate`, a stack with `deployEnvironment` uses `tag` (it works on every
+        GitLab tier) and one without uses `branch`."""
+        environment = get("deployEnvironment") or None
+        gate = get("deployGate") or ("tag" if environment else "branch")
+        previews = (get("mergeRequestPreviews") or "false").lower()
+        if previews not in ("true", "false"):
+            raise ValueError(f"mergeRequestPreviews must be true or false, got {previews!r}")
+        project_id = get("gitlabProjectId")
+        if project_id is None:
+            raise ValueError("gitlabProjectId is not set (the GitLab project's numeric id)")
+        return cls(
+            gitlab_project_id=project_id,
+            deploy_gate=gate,  # type: ignore[arg-type]  # checked in __post_init__
+            deploy_branch=get("deployBranch") or "main",
+            deploy_tag_prefix=get("deployTagPrefix") or "v",
+            deploy_environment=environment,
+            merge_request_previews=previews == "true",
+        )
 
     @property
     def deploy_rule(self) -> str:
         """True for a job that may impersonate the deployer."""
-        rule = [
-            "assertion.ref_type == 'branch'",
-            f"assertion.ref == {_literal(self.deploy_branch, 'deployBranch')}",
-            "assertion.ref_protected == 'true'",
-            f"assertion.pipeline_source != '{MERGE_REQUEST_EVENT}'",
-        ]
+        not_mr = f"assertion.pipeline_source != '{MERGE_REQUEST_EVENT}'"
+        if self.deploy_gate == "tag":
+            prefix = _literal(self.deploy_tag_prefix, "deployTagPrefix")
+            rule = [
+                "assertion.ref_type == 'tag'",
+                f"assertion.ref.startsWith({prefix})",
+                "assertion.ref_protected == 'true'",
+                not_mr,
+            ]
+        else:
+            rule = [
+                "assertion.ref_type == 'branch'",
+                f"assertion.ref == {_literal(self.deploy_branch, 'deployBranch')}",
+                "assertion.ref_protected == 'true'",
+                not_mr,
+            ]
         if self.deploy_environment:
             env = _literal(self.deploy_environment, "deployEnvironment")
-            rule += [
-                f"has(assertion.environment) && assertion.environment == {env}",
-                "has(assertion.environment_protected) && assertion.environment_protected == 'true'",
-            ]
+            rule.append(f"has(assertion.environment) && assertion.environment == {env}")
+        if self.deploy_gate == "environment":
+            rule.append(
+                "has(assertion.environment_protected) && assertion.environment_protected == 'true'"
+            )
         return "(" + " && ".join(rule) + ")"
 
     @property

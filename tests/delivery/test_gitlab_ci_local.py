@@ -76,12 +76,32 @@ def test_merge_request_pipeline_runs_checks_tests_and_preview() -> None:
     }
 
 
-def test_main_pipeline_deploys_dev_verifies_and_offers_a_manual_prod_deploy() -> None:
+MAIN = ("CI_PIPELINE_SOURCE=push", "CI_COMMIT_BRANCH=main", "CI_DEFAULT_BRANCH=main")
+# A tag's pipeline: GitLab sets CI_COMMIT_TAG and no CI_COMMIT_BRANCH; CI_COMMIT_REF_PROTECTED is
+# "true" for a protected tag.
+TAG = ("CI_PIPELINE_SOURCE=push", "CI_COMMIT_TAG=v1.2.3", "CI_DEFAULT_BRANCH=main")
+DEV = {"deploy-dev": ("deploy", "on_success"), "post-deploy-test-dev": ("verify", "on_success")}
+PREMIUM = "FLIGHTPIPE_PROD_GATE=environment"
+
+
+def test_main_pipeline_deploys_dev_and_verifies_it_but_not_prod_by_default() -> None:
     # A push to main, whatever branch (or detached commit) this checkout is on.
-    main = ("CI_PIPELINE_SOURCE=push", "CI_COMMIT_BRANCH=main", "CI_DEFAULT_BRANCH=main")
-    assert _jobs(*main) == {
-        **CHECKS,
-        "deploy-dev": ("deploy", "on_success"),
-        "post-deploy-test-dev": ("verify", "on_success"),
-        "deploy-prod": ("production", "manual"),
-    }
+    assert _jobs(*MAIN) == {**CHECKS, **DEV}
+
+
+def test_main_pipeline_offers_a_manual_prod_deploy_with_the_premium_gate() -> None:
+    assert _jobs(*MAIN, PREMIUM) == {**CHECKS, **DEV, "deploy-prod": ("production", "manual")}
+
+
+def test_protected_tag_pipeline_runs_the_checks_and_deploys_prod_not_dev() -> None:
+    tag = _jobs(*TAG, "CI_COMMIT_REF_PROTECTED=true", unset=("CI_COMMIT_BRANCH",))
+    assert tag == {**CHECKS, "deploy-prod": ("production", "on_success")}
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [("CI_COMMIT_REF_PROTECTED=false",), ("CI_COMMIT_REF_PROTECTED=true", PREMIUM)],
+    ids=["unprotected-tag", "premium-gate"],
+)
+def test_other_tag_pipelines_only_run_the_checks(variables: tuple[str, ...]) -> None:
+    assert _jobs(*TAG, *variables, unset=("CI_COMMIT_BRANCH",)) == CHECKS

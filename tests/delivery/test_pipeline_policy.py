@@ -1,13 +1,17 @@
 """Policies of .gitlab-ci.yml, read with PyYAML: fast and offline.
 
-One pipeline per change, interruptible checks, deploys serialised and never cancelled, prod
-manual on a protected environment, GCP reached only through OIDC ID tokens, jobs run make targets,
-every test directory runs in a merge-request job, with the system tools its tests need.
+One pipeline per change, interruptible checks, deploys serialised and never cancelled, prod from
+a protected tag (any GitLab tier) or manual on a protected environment (Premium), GCP reached only
+through OIDC ID tokens for the WIF provider's own audience, jobs run make targets, every test
+directory runs in a merge-request job, with the system tools its tests need.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 CI: dict[str, Any] = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
 JOBS = {name: job for name, job in CI.items() if isinstance(job, dict) and "stage" in job}
 DEPLOYS = {"deploy-dev", "post-deploy-test-dev", "deploy-prod"}
+MAIN_ONLY = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
+PREMIUM_GATE = '$FLIGHTPIPE_PROD_GATE == "environment"'
+TAG_GATE = (
+    '$FLIGHTPIPE_PROD_GATE != "environment" && $CI_COMMIT_TAG && $CI_COMMIT_REF_PROTECTED == "true"'
+)
 GCP_JOBS = {"preview", "deploy-dev", "post-deploy-test-dev", "deploy-prod"}
 
 
@@ -36,6 +45,8 @@ def test_workflow_runs_merge_request_or_main_pipelines_never_both() -> None:
     assert rules[0] == {"if": '$CI_PIPELINE_SOURCE == "merge_request_event"'}
     assert rules[1] == {"if": "$CI_COMMIT_BRANCH && $CI_OPEN_MERGE_REQUESTS", "when": "never"}
     assert rules[2] == {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}
+    assert rules[3] == {"if": "$CI_COMMIT_TAG"}  # prod releases (deploy-prod's tag rule)
+    assert len(rules) == 4
 
 
 def test_checks_are_interruptible_and_deploys_are_not() -> None:
@@ -45,28 +56,81 @@ def test_checks_are_interruptible_and_deploys_are_not() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYS))
-def test_deploy_jobs_hold_a_resource_group_and_run_on_main_only(name: str) -> None:
+def test_deploy_jobs_hold_a_resource_group(name: str) -> None:
     job = _merged(name)
     assert job["resource_group"] in {"dev", "prod"}
     assert job["environment"]["name"] == job["resource_group"]
-    assert all("CI_DEFAULT_BRANCH" in rule["if"] for rule in job["rules"])
 
 
-def test_production_is_a_manual_job_on_the_prod_environment() -> None:
+@pytest.mark.parametrize("name", ["deploy-dev", "post-deploy-test-dev"])
+def test_dev_deploys_run_on_main_only_never_from_a_tag(name: str) -> None:
+    assert _merged(name)["rules"] == [{"if": MAIN_ONLY}]
+
+
+def test_production_deploys_from_a_protected_tag_or_manually_on_premiums_environment() -> None:
     job = _merged("deploy-prod")
-    [rule] = job["rules"]
-    assert rule["if"] == "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
-    assert rule["when"] == "manual"
+    premium, tag = job["rules"]
+    # Premium: main's pipeline, a manual job on the protected environment.
+    assert premium == {
+        "if": f"{PREMIUM_GATE} && {MAIN_ONLY}",
+        "when": "manual",
+        "allow_failure": True,
+    }
+    # Any tier (the default gate): a protected tag's pipeline, at once (the tag is the decision).
+    assert tag == {"if": TAG_GATE}
     assert job["environment"]["deployment_tier"] == "production"
     assert "make deploy ENV=prod" in _script("deploy-prod")
-    assert "post-deploy-test-dev" in job["needs"]
+    # The checks in every pipeline; dev's post-deploy test where there is one (main's).
+    needs = job["needs"]
+    assert needs[:4] == ["lint", "security", "unit-tests", "integration-tests"]
+    assert {"job": "post-deploy-test-dev", "optional": True} in needs
 
 
 @pytest.mark.parametrize("name", sorted(GCP_JOBS))
 def test_gcp_jobs_authenticate_with_an_oidc_id_token(name: str) -> None:
     job = _merged(name)
-    assert job["id_tokens"]["GITLAB_OIDC_TOKEN"]["aud"] == "$CI_SERVER_URL"
+    # The WIF provider's own resource name, not the issuer URL that other relying parties share.
+    assert job["id_tokens"] == {
+        "GITLAB_OIDC_TOKEN": {"aud": "//iam.googleapis.com/$GCP_WIF_PROVIDER"}
+    }
     assert "source scripts/gcp_wif_login.sh" in job["before_script"]
+
+
+def _wif_login(provider: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "TMPDIR": str(tmp_path),
+        "GITLAB_OIDC_TOKEN": "header.payload.signature",
+        "GCP_SERVICE_ACCOUNT": "flightpipe-deployer@p.iam.gserviceaccount.com",
+        "GCP_WIF_PROVIDER": provider,
+    }
+    script = 'source scripts/gcp_wif_login.sh && cat "$GOOGLE_APPLICATION_CREDENTIALS"'
+    return subprocess.run(
+        ["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_wif_login_names_the_provider_the_tokens_audience_names(tmp_path: Path) -> None:
+    provider = "projects/123456789012/locations/global/workloadIdentityPools/gitlab/providers/x-1"
+    done = _wif_login(provider, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["audience"] == f"//iam.googleapis.com/{provider}"
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        "projects/flightpipe-dev/locations/global/workloadIdentityPools/gitlab/providers/x",
+        "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/gitlab/providers/x",
+        "gitlab-oidc",
+    ],
+)
+def test_wif_login_refuses_a_provider_that_is_not_a_full_name(
+    provider: str, tmp_path: Path
+) -> None:
+    done = _wif_login(provider, tmp_path)
+    assert done.returncode != 0 and not done.stdout
+    assert done.stderr.startswith("error: GCP_WIF_PROVIDER=") and done.stderr.count("\n") == 1
 
 
 def test_no_job_carries_a_credential_variable() -> None:

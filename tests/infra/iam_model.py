@@ -36,6 +36,7 @@ import yaml
 from tests.infra.program import INFRA, Graph, Recorded, run_program
 
 BOOTSTRAP = INFRA / "bootstrap"
+GITLAB_PROJECT_ID = "12345678"  # the GitLab project the test bootstraps trust
 ROLES_FILE = Path(__file__).resolve().parent / "data" / "gcp-iam-roles.json"
 PROJECT = "project"
 GRANT_LIMIT = re.compile(
@@ -207,6 +208,8 @@ def run_bootstrap(stack: str) -> Graph:
     """Execute infra/bootstrap/__main__.py for `stack` under mocks; return what it declared."""
     raw = yaml.safe_load((BOOTSTRAP / f"Pulumi.{stack}.yaml").read_text())["config"]
     config = {k: v if isinstance(v, str) else yaml.safe_dump(v).strip() for k, v in raw.items()}
+    # Each owner sets their GitLab project's id (docs/deploying.md step 2); the tests use one.
+    config.setdefault("flightpipe-bootstrap:gitlabProjectId", GITLAB_PROJECT_ID)
     if str(BOOTSTRAP) not in sys.path:
         sys.path.insert(0, str(BOOTSTRAP))
     return run_program(BOOTSTRAP / "__main__.py", "flightpipe-bootstrap", stack, config)

@@ -27,6 +27,7 @@ from typing import Any
 import celpy
 import grants
 import pytest
+from celpy.adapter import json_to_cel
 
 from tests.infra.iam_calls import (
     LOCAL_ONLY_RPCS,
@@ -613,6 +614,32 @@ def test_deployer_custom_role_is_the_shared_list_and_a_subset_of_the_replaced_ro
         assert f"projects/{role.inputs['project']}/roles/{grants.DEPLOYER_CUSTOM_ROLE_ID}" in bound
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_deployer_reads_only_the_secrets_the_program_writes(stack: str) -> None:
+    """Its own bindings give the deployer a secret's payload on the program's two secrets only:
+    no project-wide versions.access (the custom role's, before), so an e2e-key grant means
+    something. (The roles it may grant itself are `effective`'s concern: the known limit of
+    docs/deploying.md, modifiedGrantsByRole checks roles, not members or conditions.)"""
+    boot = bootstrap_for(stack)
+    deployer = f"serviceAccount:{boot.exports['deployer_service_account']}"
+    found = _stack_bindings(stack)
+    roles = role_permissions()  # after bindings(): it registers the graphs' custom roles
+    readable = {
+        b.scope
+        for b in found
+        if b.member == deployer and "secretmanager.versions.access" in roles[b.role]
+    }
+    assert readable == {f"secret:{s}" for s in grants.DEPLOYER_READ_SECRET_IDS}
+    other = "secret:another-systems-secret"
+    assert not granting(list(found), deployer, "secretmanager.versions.access", other)
+    # The program's secrets are exactly the ones listed (an unlisted one would fail its deploy).
+    for mode in INGEST_MODES:
+        e = graph_for(stack, mode).exports
+        assert {e["api_keys_secret"], e["e2e_api_key_secret"]} == set(
+            grants.DEPLOYER_READ_SECRET_IDS
+        )
+
+
 def test_table_writer_role_is_part_of_data_editor_and_cannot_make_a_dataset() -> None:
     """The role the writers get in place of dataEditor: which the deployer may grant itself."""
     editor = predefined_role_permissions()["roles/bigquery.dataEditor"]
@@ -655,7 +682,7 @@ def test_resource_condition_is_exact_about_children() -> None:
     def evaluate(expression: str, activation: dict[str, Any]) -> bool:
         env = celpy.Environment()
         program = env.program(env.compile(expression))
-        return bool(program.evaluate({k: celpy.json_to_cel(v) for k, v in activation.items()}))
+        return bool(program.evaluate({k: json_to_cel(v) for k, v in activation.items()}))
 
     name = "projects/123/secrets/flightpipe-api-keys"
     by_id = "projects/flightpipe-dev/secrets/flightpipe-api-keys"
@@ -711,8 +738,8 @@ def surplus_report() -> str:
                 powers.setdefault(member, {}).setdefault(power, []).append(stack)
         for name in reached.values():
             reachable.setdefault(name, []).append(stack)
-        for name, found in narrowing_powers(stack).items():
-            for power in found:
+        for name, held_narrowing in narrowing_powers(stack).items():
+            for power in held_narrowing:
                 narrowing.setdefault(name, {}).setdefault(power, []).append(stack)
     lines += [
         "## What CI can reach",
