@@ -22,6 +22,12 @@ INGRESS_VALUES: Final[tuple[str, ...]] = (
     "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
 )
 APP: Final = "flightpipe"
+# The documents' example values (docs/deploying.md, Pulumi.yaml): a stack that still holds one
+# would grant run.invoker to a group nobody reads or notify a channel that does not exist, and
+# Google refuses both at deploy time (IAM: an unknown member fails the policy update; Monitoring:
+# an unknown channel fails every alert policy). RFC 2606 reserves these domains for examples.
+EXAMPLE_DOMAINS: Final[tuple[str, ...]] = ("example.com", "example.net", "example.org")
+EXAMPLE_CHANNEL_IDS: Final[tuple[str, ...]] = ("1234567890123456789",)
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,20 @@ def _between(key: str, value: int, low: int, high: int) -> int:
     return value
 
 
+class ConfigError(pulumi.RunError, ValueError):
+    """A bad stack setting: one line naming the key, no stack trace (pulumi.RunError ends the
+    run with its message alone: pulumi sdk/python/lib/pulumi/errors.py)."""
+
+
 def load() -> StackConfig:
     """Read and validate the current stack's configuration."""
+    try:
+        return _load()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _load() -> StackConfig:
     env = pulumi.get_stack()
     gcp = pulumi.Config("gcp")
     cfg = pulumi.Config()
@@ -108,7 +126,7 @@ def load() -> StackConfig:
             IngestMode, _choice("ingestMode", cfg.get("ingestMode") or "subscriber", INGEST_MODES)
         ),
         dataset_location=cfg.get("datasetLocation") or "US",
-        analyst_group=cfg.require("analystGroup"),
+        analyst_group=_analyst_group(cfg.require("analystGroup")),
         image_tag=image_tag,
         buildx_builder=os.environ.get("BUILDX_BUILDER") or None,
         deletion_protection=_bool(cfg.get_bool("deletionProtection"), default=env == "prod"),
@@ -143,9 +161,43 @@ def load() -> StackConfig:
             "traceExporter", cfg.get("traceExporter") or "gcp", ("none", "console", "gcp")
         ),
         api_keys_secret=cfg.get("apiKeysSecret") or None,
-        notification_channels=tuple(cfg.get_object("notificationChannels") or ()),
+        notification_channels=_channels(cfg.get_object("notificationChannels") or ()),
         deployer_service_account=_service_account(cfg.get("deployerServiceAccount")),
     )
+
+
+def _analyst_group(value: str) -> str:
+    """An IAM member (`group:`, `user:`, `serviceAccount:`, `domain:`), not a documented example."""
+    kind, _, address = value.partition(":")
+    if kind not in ("group", "user", "serviceAccount", "domain") or not address:
+        raise ValueError(
+            f"config analystGroup={value!r}: expected an IAM member such as group:<email>"
+        )
+    if address.rsplit("@", 1)[-1].lower() in EXAMPLE_DOMAINS:
+        raise ValueError(
+            f"config analystGroup={value!r} is the documentation's example: set your analysts' "
+            "group (pulumi config set analystGroup group:<email>, docs/deploying.md step 3)"
+        )
+    return value
+
+
+def _channels(value: object) -> tuple[str, ...]:
+    """Cloud Monitoring channel names `projects/<p>/notificationChannels/<id>`, no example ids."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError("config notificationChannels: expected a list of channel names")
+    for channel in value:
+        parts = channel.split("/")
+        if len(parts) != 4 or parts[0] != "projects" or parts[2] != "notificationChannels":
+            raise ValueError(
+                f"config notificationChannels: {channel!r} is not "
+                "projects/<project>/notificationChannels/<id>"
+            )
+        if parts[3] in EXAMPLE_CHANNEL_IDS:
+            raise ValueError(
+                f"config notificationChannels: {channel!r} is the documentation's example id: "
+                "use one of `gcloud beta monitoring channels list` (docs/deploying.md step 3)"
+            )
+    return tuple(value)
 
 
 def _service_account(value: str | None) -> str | None:
