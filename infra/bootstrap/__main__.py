@@ -268,6 +268,25 @@ gcp.kms.CryptoKeyIAMMember(
     role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
     member=deployer.member,
 )
+# `make preflight`, which the deploy jobs run before `pulumi up` (scripts/preflight.py), reads the
+# bucket's and the key's metadata and the WIF provider: read-only roles, on those resources only
+# where the resource has its own policy.
+gcp.storage.BucketIAMMember(
+    "deployer-state-read",
+    bucket=state.name,
+    role="roles/storage.bucketViewer",
+    member=deployer.member,
+)
+gcp.kms.CryptoKeyIAMMember(
+    "deployer-key-read", crypto_key_id=key.id, role="roles/cloudkms.viewer", member=deployer.member
+)
+gcp.projects.IAMMember(
+    "deployer-wif-read",
+    project=project,
+    role="roles/iam.workloadIdentityPoolViewer",
+    member=deployer.member,
+    opts=after_apis,
+)
 # The post-deploy test calls the IAM-protected API with an ID token the deployer mints for
 # itself (iamcredentials generateIdToken needs iam.serviceAccounts.getOpenIdToken on the account).
 gcp.serviceaccount.IAMMember(

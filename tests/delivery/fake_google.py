@@ -292,6 +292,21 @@ class FakeGoogle:
             ok = body.get("subject_token") and body.get("audience", "").startswith("//iam.")
             if not ok:
                 return 400, {"error": "invalid_request"}
+            # A provider without allowedAudiences takes only tokens whose `aud` is its own full
+            # resource name, with or without `https:` (IAM v1 WorkloadIdentityPoolProvider
+            # Oidc.allowedAudiences; tests/infra/gitlab_tokens.accepted_audiences); the bootstrap
+            # sets none. STS answers an OAuth error (RFC 8693 2.2.2, RFC 6749 5.2: invalid_grant).
+            provider = str(body["audience"]).removeprefix("//iam.googleapis.com/")
+            aud = _claims(str(body["subject_token"])).get("aud")
+            if aud not in (
+                f"//iam.googleapis.com/{provider}",
+                f"https://iam.googleapis.com/{provider}",
+            ):
+                return 400, {
+                    "error": "invalid_grant",
+                    "error_description": f"The audience in ID Token [{aud}] does not match "
+                    "the expected audience.",
+                }
             return 200, {
                 "access_token": FEDERATED,
                 "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
@@ -542,6 +557,24 @@ class FakeGoogle:
         }
 
 
+def unsigned_jwt(claims: dict[str, str]) -> str:
+    """A JWT with `claims` and no valid signature: the stand-in STS reads claims only."""
+
+    def part(obj: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def _claims(jwt: str) -> dict[str, Any]:
+    """The payload of a JWT (the stand-in's tokens are unsigned; STS checks GitLab's signature)."""
+    try:
+        payload = jwt.split(".")[1]
+        return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+    except (IndexError, ValueError):
+        return {}
+
+
 @dataclass
 class Call:
     method: str
@@ -592,10 +625,10 @@ def simulated_iam(
 def credential_file(directory: Path, url: str, account: str) -> Path:
     """An external-account ADC file, as scripts/gcp_wif_login.sh writes it, that makes google-auth
     exchange a token at the stand-in (`url`) and impersonate `account`."""
-    token = directory / "oidc-token"
-    token.write_text("stand-in-oidc-token")
-    path = directory / "credentials.json"
     provider = "projects/123456789012/locations/global/workloadIdentityPools/gitlab/providers/x"
+    token = directory / "oidc-token"
+    token.write_text(unsigned_jwt({"aud": f"//iam.googleapis.com/{provider}"}))
+    path = directory / "credentials.json"
     path.write_text(
         json.dumps(
             {

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from scripts.preflight import BOOTSTRAP_APIS
-from tests.delivery.fake_google import Authorizer, FakeGoogle, simulated_iam
+from tests.delivery.fake_google import Authorizer, FakeGoogle, simulated_iam, unsigned_jwt
 
 PROJECT = "flightpipe-dev"
 SERVICE = f"projects/{PROJECT}/locations/us-central1/services/flightpipe-api"
@@ -152,3 +152,28 @@ def test_over_http_the_refusal_is_recorded_with_its_caller(fake: FakeGoogle, ser
     assert [(c.method, c.path, c.caller) for c in fake.calls] == [
         ("GET", f"/v2/{SERVICE}", DEPLOYER)
     ]
+
+
+PROVIDER = (
+    "projects/123456789012/locations/global/workloadIdentityPools/gitlab/providers/gitlab-oidc"
+)
+
+
+@pytest.mark.parametrize(
+    ("aud", "accepted"),
+    [
+        (f"//iam.googleapis.com/{PROVIDER}", True),
+        (f"https://iam.googleapis.com/{PROVIDER}", True),
+        ("https://gitlab.com", False),  # the issuer: every GitLab relying party's audience
+        (f"//iam.googleapis.com/{PROVIDER}-other", False),
+    ],
+)
+def test_sts_takes_only_tokens_for_the_providers_own_name(
+    fake: FakeGoogle, aud: str, accepted: bool
+) -> None:
+    body = {
+        "subject_token": unsigned_jwt({"aud": aud}),
+        "audience": f"//iam.googleapis.com/{PROVIDER}",
+    }
+    status, payload = fake.route("POST", "/v1/token", body, None, {})
+    assert (status, payload.get("error")) == ((200, None) if accepted else (400, "invalid_grant"))

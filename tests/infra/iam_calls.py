@@ -181,6 +181,22 @@ STATIC_CALLS: Final[tuple[Call, ...]] = (
     Call(
         "deployer", "resourcemanager.projects.get", "project", "invoke gcp:organizations/getProject"
     ),
+    # --- deployer: `make preflight` before `pulumi up` (scripts/preflight.py) ------------------
+    Call("deployer", "storage.buckets.get", "bucket:{state_bucket}", "preflight: state bucket"),
+    Call("deployer", "cloudkms.cryptoKeys.get", "kms-key:{kms_key}", "preflight: the stack key"),
+    Call(
+        "deployer",
+        "iam.googleapis.com/workloadIdentityPoolProviders.get",
+        "project",
+        "preflight: the WIF provider",
+    ),
+    Call("deployer", "serviceusage.services.list", "project", "preflight: enabled APIs"),
+    Call(
+        "deployer",
+        "monitoring.notificationChannels.get",
+        "project",
+        "preflight: the alert policies' channels",
+    ),
     Call(
         "deployer",
         "artifactregistry.repositories.uploadArtifacts",
