@@ -36,6 +36,42 @@ STACKS = ("dev", "prod")
 INGEST_MODES = ("subscriber", "bigquery-subscription")
 
 
+# What docs/deploying.md has the operator set in each stack with `pulumi config set` (the stack
+# files commit no example of it), as a fake organisation that has this group and these channels.
+OPERATOR_CONFIG: dict[str, dict[str, str]] = {
+    "dev": {"flightpipe:analystGroup": "group:flight-analysts@acme-flights.dev"},
+    "prod": {
+        "flightpipe:analystGroup": "group:flight-analysts@acme-flights.dev",
+        "flightpipe:notificationChannels": json.dumps(
+            ["projects/flightpipe-prod/notificationChannels/8264519037712834"]
+        ),
+    },
+}
+EXISTING_PRINCIPALS = frozenset({"group:flight-analysts@acme-flights.dev"})
+EXISTING_CHANNELS = frozenset({"projects/flightpipe-prod/notificationChannels/8264519037712834"})
+
+
+class GoogleRefusal(Exception):
+    """What Google answers instead of creating the resource (the engine fails `pulumi up`)."""
+
+
+def refuse_unknown_references(typ: str, inputs: dict[str, Any]) -> None:
+    """Google refuses a grant to a group or user that does not exist, and an alert policy that
+    notifies a channel that does not exist; the program must never ask for either."""
+    member = str(inputs.get("member", ""))
+    kind, _, email = member.partition(":")
+    unknown = kind in ("group", "user") and member not in EXISTING_PRINCIPALS
+    if typ.endswith("iAMMember:IAMMember") and unknown:
+        # setIamPolicy: "Error 400: Group <email> does not exist., badRequest"
+        # (terraform-google-modules/terraform-example-foundation#918).
+        raise GoogleRefusal(f"Error 400: {kind.title()} {email} does not exist., badRequest")
+    if typ == "gcp:monitoring/alertPolicy:AlertPolicy":
+        for channel in inputs.get("notificationChannels") or ():
+            if channel not in EXISTING_CHANNELS:
+                # alertPolicies.create: hashicorp/terraform-provider-google#25878.
+                raise GoogleRefusal(f"Error 404: Notification channel not found: {channel}")
+
+
 @dataclass(frozen=True)
 class Recorded:
     type: str
@@ -169,6 +205,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.calls: list[str] = []  # invoke tokens, in the order the program made them
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        refuse_unknown_references(args.typ, dict(args.inputs))
         rid, outputs = _fake_outputs(args.typ, args.name, dict(args.inputs))
         self.resources.append(
             Recorded(args.typ, args.name, dict(args.inputs), outputs | {"__id": rid})
@@ -191,6 +228,7 @@ def stack_config(stack: str, **overrides: str) -> dict[str, str]:
     raw = yaml.safe_load((INFRA / f"Pulumi.{stack}.yaml").read_text())["config"]
     # The CLI hands structured values (arrays, objects) to the program as JSON.
     config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    config |= OPERATOR_CONFIG[stack]
     for key, value in overrides.items():
         config[f"flightpipe:{key}"] = value
     return config
