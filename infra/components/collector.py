@@ -29,9 +29,19 @@ Managed Service for Prometheus. What that gives, from source:
   sidecar uses for Cloud Run), namespace=<the Cloud Run resource's name>, job=<the same name>.
   The dashboards and alerts filter on exactly these (`RESOURCE_TYPE`, `namespace`).
 * instance: the receiver names the instance after the target (`127.0.0.1:<port>`), the same on
-  every instance; the `gcp` resource detector's instance id (`faas.instance`, or the older
-  `faas.id`) replaces it where the detector finds one. Whether it finds one on a worker pool is
-  NOT established here; without it two subscriber instances write the same series.
+  every instance, so two instances would write the same series. It is replaced by, first found:
+  the `service_instance_id` label of the app's `target_info` (the receiver turns target_info's
+  labels into resource attributes: open-telemetry/opentelemetry-specification
+  specification/compatibility/prometheus_and_openmetrics.md, "Resource Attributes"), an id the
+  process draws at start; else the `gcp` detector's instance id (`faas.instance`, or `faas.id`
+  as this collector's contrib names it), read from the metadata server. The detector finds that
+  id on a Cloud Run service (it keys on K_CONFIGURATION) but not on a worker pool at this
+  version: worker pools came in opentelemetry-operations-go detectors/gcp v1.33.0 (commit
+  12f7c671, newer than collector 0.134.0), and contrib's gcp processor
+  (processor/resourcedetectionprocessor/internal/gcp/gcp.go @ 893ef38) maps no worker-pool
+  platform. Google's own worker-pool sidecar relies on the detector's id too
+  (GoogleCloudPlatform/run-gmp-sidecar confgenerator/testdata/builtin-workerpool @ 184a364). So
+  the subscriber's series are told apart by its `target_info` id.
 """
 
 from __future__ import annotations
@@ -55,8 +65,9 @@ RESOURCE_TYPE: Final = "prometheus_target"
 CLUSTER: Final = "__run__"
 SCRAPE_INTERVAL: Final = "30s"
 METRICS_PATH: Final = "/metrics"
-# The detector's per-instance ids, newest semantic-convention name first.
-_INSTANCE_ATTRIBUTES: Final = ("faas.instance", "faas.id")
+# Each instance's id, first found wins: the app's own (target_info), then the detector's.
+APP_INSTANCE_ATTRIBUTE: Final = "service_instance_id"
+_INSTANCE_ATTRIBUTES: Final = (APP_INSTANCE_ATTRIBUTE, "faas.instance", "faas.id")
 
 
 def config(*, project: str, location: str, namespace: str, port: int) -> dict[str, Any]:
@@ -112,12 +123,22 @@ def scrape_target(cfg: dict[str, Any]) -> tuple[str, int, str]:
     return host, int(port), str(job["metrics_path"])
 
 
-def container(app_container: str, cfg: dict[str, Any]) -> dict[str, Any]:
+def container(
+    app_container: str, cfg: dict[str, Any], *, cpu_idle: bool | None = None
+) -> dict[str, Any]:
     """The collector sidecar, started after `app_container` (container dependencies).
 
     Started after the app so its first scrape finds /metrics. 1 vCPU / 512 MiB are Cloud Run's
     per-container defaults, written down so the instance's total size is visible here.
+    `cpu_idle`: a service's app container's own value. It is per container, and a container
+    that sets `resources` without it gets `false` (pulumi/pulumi-gcp@v8.41.1
+    sdk/python/pulumi_gcp/cloudrunv2/_inputs.py, ServiceTemplateContainerResourcesArgs.cpu_idle:
+    "if resources is set, this field must be explicitly set to true"); a worker pool's
+    containers have no such field (WorkerPoolTemplateContainerResourcesArgs: limits only).
     """
+    resources: dict[str, Any] = {"limits": {"cpu": "1", "memory": "512Mi"}}
+    if cpu_idle is not None:
+        resources["cpu_idle"] = cpu_idle
     return {
         "name": "collector",
         "image": COLLECTOR_IMAGE,
@@ -125,5 +146,5 @@ def container(app_container: str, cfg: dict[str, Any]) -> dict[str, Any]:
         # JSON is YAML: the env provider parses the value as a YAML document.
         "envs": [{"name": CONFIG_ENV, "value": json.dumps(cfg, sort_keys=True)}],
         "depends_ons": [app_container],
-        "resources": {"limits": {"cpu": "1", "memory": "512Mi"}},
+        "resources": resources,
     }

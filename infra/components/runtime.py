@@ -9,10 +9,13 @@ count that we size from the backlog alerts, billed per instance like an always-o
 
 The API scales on requests: startup CPU boost shortens cold starts, the startup probe on `/readyz`
 holds traffic until the warehouse is reachable, the liveness probe on `/healthz` restarts a wedged
-worker. Cloud Run sets `PORT` itself (8080). Environment variable names are exactly the ones
-`flightpipe.settings` reads (a test checks); the API keys come from Secret Manager, never from
-plain configuration. Only the analyst group may invoke the API (and the uptime check's service
-agent, granted by the monitoring component), both at project level (infra/grants.py says why).
+worker. A revision that starts while its account's BigQuery grants are still propagating (a first
+deploy: IAM takes minutes) passes the probe as "starting" instead of failing the deploy
+(flightpipe_api.health, IAM_PROPAGATION_GRACE_SECONDS). Cloud Run sets `PORT` itself (8080).
+Environment variable names are exactly the ones `flightpipe.settings` reads (a test checks); the API
+keys come from Secret Manager, never from plain configuration. Only the analyst group may invoke the
+API (and the uptime check's service agent, granted by the monitoring component), both at project
+level (infra/grants.py says why).
 
 Metrics: both resources run the Google-Built OpenTelemetry Collector as a sidecar (container
 `collector`, components/collector.py says why not the Managed Prometheus sidecar and what labels
@@ -44,6 +47,9 @@ READY_PATH: Final = "/readyz"
 HEALTH_PATH: Final = "/healthz"
 CONTAINER_PORT: Final = 8080
 API_NAME: Final = "flightpipe-api"
+# Request-driven: CPU only while serving. Every container of the instance says so (the
+# collector's own default would be `false`: components/collector.py, `container`).
+API_CPU_IDLE: Final = True
 SUBSCRIBER_NAME: Final = "flightpipe-subscriber"
 
 
@@ -153,7 +159,7 @@ class Runtime(pulumi.ComponentResource):
                         "ports": {"container_port": CONTAINER_PORT},
                         "resources": {
                             "limits": {"cpu": args.api_cpu, "memory": args.api_memory},
-                            "cpu_idle": True,  # request-driven: pay for CPU only while serving
+                            "cpu_idle": API_CPU_IDLE,
                             "startup_cpu_boost": True,
                         },
                         "envs": api_envs,
@@ -176,7 +182,7 @@ class Runtime(pulumi.ComponentResource):
                     # last counts since its final scrape are lost: this collector has no
                     # shutdown scrape); only resolution suffers, and the API's alerts and SLOs
                     # read Cloud Run's own request metrics, not these.
-                    collector.container("api", self._scrape(args, API_NAME)),
+                    collector.container("api", self._scrape(args, API_NAME), cpu_idle=API_CPU_IDLE),
                 ],
             },
             opts=pulumi.ResourceOptions(

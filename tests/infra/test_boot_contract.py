@@ -289,3 +289,43 @@ def test_subscriber_boots_with_the_declared_env_and_serves_health_and_metrics(
         local.close()
         warehouse.close()
         broker.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the subscriber's /metrics has no target_info{service_instance_id} yet (needed by "
+    "components/collector.py to tell worker-pool instances apart)",
+)
+def test_the_subscriber_names_its_instance_where_the_collector_reads_it(
+    graph: Graph, tmp_path: Path
+) -> None:
+    """On a worker pool only the app can tell its instance apart (components/collector.py).
+
+    The collector takes `instance` from the `service_instance_id` label of the app's
+    `target_info`, which must hold an id of this process: two instances, two series.
+    """
+    from components import collector
+    from flightpipe_subscriber import Subscriber
+    from flightpipe_subscriber.health import start_health_server
+    from prometheus_client.parser import text_string_to_metric_families
+
+    pools = [d for d in declared(graph) if d.kind == "worker-pool"]
+    if not pools:
+        pytest.skip("no worker pool in this ingest mode")
+    (d,) = pools
+    with exact_environ(d.env, stand_in_credentials(tmp_path)):
+        settings = load_settings()
+    local = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    server = start_health_server(0, Subscriber(FakeBroker(), local, settings), host="127.0.0.1")
+    try:
+        _, body = _get(f"http://127.0.0.1:{server.server_port}/metrics")
+    finally:
+        server.shutdown()
+        local.close()
+    ids = [
+        sample.labels.get(collector.APP_INSTANCE_ATTRIBUTE)
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "target_info"
+    ]
+    assert len(ids) == 1 and ids[0], ids

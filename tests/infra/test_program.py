@@ -216,7 +216,7 @@ def test_api_is_invoked_only_by_the_analyst_group_and_the_uptime_check_agent(
 ) -> None:
     invokers = [g for g in _iam(graph) if g.inputs["role"] == "roles/run.invoker"]
     members = sorted(g.inputs["member"] for g in invokers)
-    assert members == sorted(["group:flight-analysts@example.com", UPTIME_AGENT])
+    assert members == sorted([graph.config["flightpipe:analystGroup"], UPTIME_AGENT])
     # At project level (infra/grants.py): the project's only Cloud Run service is the API.
     assert len(graph.of_type(RUN_SERVICE)) == 1
     for grant in invokers:
@@ -339,6 +339,66 @@ def test_collectors_label_series_with_the_resource_they_run_in(graph: Graph) -> 
             "googlemanagedprometheus": {"project": graph.config["gcp:project"]}
         }
         assert "PORT" not in _env(resource)
+
+
+def test_every_container_of_the_api_instance_has_the_api_cpu_allocation(graph: Graph) -> None:
+    # cpu_idle is per container, and a container that sets `resources` without it gets false
+    # (pulumi-gcp v8.41.1 ServiceTemplateContainerResourcesArgs.cpu_idle): the collector would
+    # keep CPU allocated between requests while the API container says request-driven.
+    api = graph.one(RUN_SERVICE)
+    values = {
+        c["name"]: c["resources"].get("cpuIdle") for c in api.inputs["template"]["containers"]
+    }
+    assert values[_container(api)["name"]] is True
+    assert set(values.values()) == {True}, values
+
+
+_SET_WHERE = re.compile(
+    r'set\(attributes\["([^"]+)"\], attributes\["([^"]+)"\]\) where attributes\["\2"\] != nil'
+)
+
+
+def _instance_label(config: dict[str, Any], resource: dict[str, str]) -> str:
+    """`instance` as the collector writes it: the transform's statements over `resource`.
+
+    Only the statement shape the program uses is understood (anything else fails the test).
+    """
+    attrs = dict(resource)
+    (group,) = config["processors"]["transform"]["metric_statements"]
+    assert group["context"] == "resource"
+    for statement in group["statements"]:
+        match = _SET_WHERE.fullmatch(statement)
+        assert match, statement
+        target, source = match.groups()
+        if attrs.get(source) is not None:
+            attrs[target] = attrs[source]
+    return attrs["service.instance.id"]
+
+
+def test_two_instances_of_a_cloud_run_resource_write_different_series(graph: Graph) -> None:
+    """What each instance's collector has before its transform, by platform.
+
+    The prometheus receiver sets service.instance.id to the scrape target, the same on every
+    instance, and turns the app's `target_info` labels into resource attributes
+    (open-telemetry/opentelemetry-specification compatibility/prometheus_and_openmetrics.md).
+    The gcp detector adds the metadata server's instance id as faas.id on a Cloud Run service
+    (K_CONFIGURATION set) and nothing on a worker pool at this collector's version
+    (components/collector.py cites the detector's and contrib's source).
+    """
+    for resource in _cloud_run(graph):
+        (collector,) = [
+            c for c in resource.inputs["template"]["containers"] if c["name"] == "collector"
+        ]
+        config = json.loads(collector["envs"][0]["value"])
+        (job,) = config["receivers"]["prometheus"]["config"]["scrape_configs"]
+        (target,) = job["static_configs"][0]["targets"]
+        labels = set()
+        for n in (1, 2):
+            seen = {"service.instance.id": target, "service_instance_id": f"app-{n}"}
+            if resource.type == RUN_SERVICE:
+                seen["faas.id"] = f"metadata-{n}"
+            labels.add(_instance_label(config, seen))
+        assert len(labels) == 2, (resource.name, labels)
 
 
 def test_the_project_is_never_read_before_its_apis_are_enabled() -> None:
