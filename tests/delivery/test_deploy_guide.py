@@ -25,15 +25,17 @@ from tests.delivery.guide import GuideError, GuideRun, Operator
 
 REPO = guide.REPO
 STANDINS = REPO / guide.STANDINS
+# The group and prod's channel exist in the fake organisation the program runs against
+# (tests/infra/program.py); dev's project is not the documentation's, to show the guide sets it.
 GROUP = "group:flight-analysts@acme-flights.dev"
 OPERATORS = [
     Operator("dev", "acme-flights-dev", "4242", GROUP),
     Operator(
         "prod",
-        "acme-flights-prod",
+        "flightpipe-prod",
         "4242",
         GROUP,
-        "projects/acme-flights-prod/notificationChannels/8264519037712834",
+        "projects/flightpipe-prod/notificationChannels/8264519037712834",
     ),
 ]
 
