@@ -5,9 +5,9 @@
   (sdk/go/common/encoding/marshal.go@0c8d867: "invalid YAML file: ..."); PyYAML refuses it too.
 - Duplicate mapping keys: refused, as gopkg.in/yaml.v3 does (go-yaml/yaml decode.go, `uniqueKeys`:
   "mapping key ... already defined at line N"); PyYAML would silently keep the last one.
-- Pulumi.yaml: validated against Pulumi's project JSON schema (pulumi-project.schema.json, copied
-  from pulumi/pulumi sdk/go/common/workspace/project.json), as `ValidateProject` does
-  (sdk/go/common/workspace/loaders.go).
+- Pulumi.yaml: validated, as `ValidateProject` does (sdk/go/common/workspace/loaders.go), against
+  the rules of Pulumi's project schema (pulumi/pulumi sdk/go/common/workspace/project.json) that
+  these projects touch, restated in PROJECT_SCHEMA below.
 - Pulumi.<stack>.yaml: a mapping whose `config` is a mapping; a missing file is an empty stack
   (loaders.go, projectStackLoader.load: os.IsNotExist -> empty config).
 - Written back as the CLI's marshaller writes it: the ProjectStack fields in struct order
@@ -17,14 +17,67 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the lock
 import yaml
 
-SCHEMA = Path(__file__).resolve().parent / "pulumi-project.schema.json"
+_CONFIG_TYPE = {"enum": ["string", "integer", "boolean", "array"]}
+# The project schema's rules for what these projects declare (pulumi/pulumi
+# sdk/go/common/workspace/project.json): `name` and `runtime` required; `runtime` a non-empty
+# string or {name, options} and nothing else; each `config` entry a bare value or a declaration
+# {type, items, description, secret, default} with `items` required for arrays.
+PROJECT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["name", "runtime"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "description": {"type": ["string", "null"]},
+        "main": {"type": ["string", "null"]},
+        "stackConfigDir": {"type": ["string", "null"]},
+        "runtime": {
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "options": {"type": "object"},
+                    },
+                    "additionalProperties": False,
+                },
+            ]
+        },
+        "config": {
+            "type": ["object", "null"],
+            "additionalProperties": {
+                "oneOf": [
+                    {"type": ["string", "integer", "boolean", "array"]},
+                    {
+                        "type": "object",
+                        "required": ["type"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": _CONFIG_TYPE,
+                            "items": {
+                                "type": "object",
+                                "required": ["type"],
+                                "properties": {"type": _CONFIG_TYPE},
+                            },
+                            "description": {"type": "string"},
+                            "secret": {"type": "boolean"},
+                            "default": {},
+                        },
+                        "if": {"properties": {"type": {"const": "array"}}},
+                        "then": {"required": ["items"]},
+                    },
+                ]
+            },
+        },
+    },
+}
 STACK_FIELDS = ("secretsprovider", "encryptedkey", "encryptionsalt", "config", "environment")
 
 
@@ -71,9 +124,8 @@ def load_project(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PulumiFileError(f"no Pulumi.yaml project file found in {directory.resolve()}")
     raw = load_yaml(path)
-    schema = json.loads(SCHEMA.read_text())
     errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(raw), key=lambda e: list(e.path)
+        jsonschema.Draft202012Validator(PROJECT_SCHEMA).iter_errors(raw), key=lambda e: list(e.path)
     )
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
