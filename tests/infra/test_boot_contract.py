@@ -291,11 +291,6 @@ def test_subscriber_boots_with_the_declared_env_and_serves_health_and_metrics(
         broker.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the subscriber's /metrics has no target_info{service_instance_id} yet (needed by "
-    "components/collector.py to tell worker-pool instances apart)",
-)
 def test_the_subscriber_names_its_instance_where_the_collector_reads_it(
     graph: Graph, tmp_path: Path
 ) -> None:

@@ -11,14 +11,20 @@ restarting it would not help, so a liveness probe must not see an outage. Both b
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import msgspec
-from prometheus_client import make_wsgi_app
+from prometheus_client import Info, make_wsgi_app
 
 _metrics_app = make_wsgi_app()
+# Tells this instance's series from its siblings': on a worker pool the collector finds no
+# instance id of its own and reads `target_info{service_instance_id}` (infra/components/
+# collector.py; OpenTelemetry's Prometheus compatibility spec maps target_info to resource
+# attributes). A restarted process is a new instance, so a fresh id per process.
+Info("target", "This subscriber process").info({"service_instance_id": uuid.uuid4().hex})
 
 
 class _QuietHandler(WSGIRequestHandler):
