@@ -236,6 +236,25 @@ def test_pipeline_alerts_fire_on_stuck_subscriber_dead_letters_and_stale_data(
     assert fresh["evaluationMissingData"] == "EVALUATION_MISSING_DATA_ACTIVE"
 
 
+# Cloud Monitoring's cross-series reducers over one aligned point per series
+# (https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.alertPolicies#reducer).
+REDUCE = {"REDUCE_MIN": min, "REDUCE_MAX": max, "REDUCE_MEAN": lambda v: sum(v) / len(v)}
+
+
+def test_one_idle_subscriber_instance_does_not_make_the_pipeline_stale(
+    declared: list[Any],
+) -> None:
+    """Prod runs two instances, each reporting its own newest commit: while one commits every
+    few seconds and the other gets no message, the warehouse is fresh and the page stays quiet;
+    when both stop, it fires."""
+    policies = of_type(declared, POLICY)
+    fresh = condition_on(policy_on(policies, "flightpipe_data_freshness_seconds"), "freshness")
+    reducer = REDUCE[fresh["aggregations"][0]["crossSeriesReducer"]]
+    busy, idle = 4.0, 1800.0
+    assert reducer([busy, idle]) <= fresh["thresholdValue"]
+    assert reducer([idle, idle + 60]) > fresh["thresholdValue"]
+
+
 def test_api_alerts_fire_on_5xx_ratio_latency_and_failed_uptime_checks(
     declared: list[Any],
 ) -> None:

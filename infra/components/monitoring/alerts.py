@@ -178,7 +178,9 @@ def pipeline_alerts(scope: Scope) -> None:
                 m.output_filter(m.FRESHNESS, m.PROM, ns),
                 fresh,
                 aligner="ALIGN_MAX",
-                reducer="REDUCE_MAX",
+                # Each instance reports its own newest commit; the warehouse is as fresh as the
+                # freshest of them (an idle instance's gauge grows while others commit).
+                reducer="REDUCE_MIN",
                 missing="EVALUATION_MISSING_DATA_ACTIVE",
             )
         ],

@@ -66,7 +66,8 @@ def dashboard_json(
         )
         dead.append(reasons)
         written = _q(filter_str(m.WRITTEN, prom, sub_ns), "ALIGN_RATE", "REDUCE_SUM")
-        fresh = _q(filter_str(m.FRESHNESS, prom, sub_ns), "ALIGN_MAX", "REDUCE_MAX")
+        # The freshest instance: the alert's reducer (alerts.py).
+        fresh = _q(filter_str(m.FRESHNESS, prom, sub_ns), "ALIGN_MAX", "REDUCE_MIN")
         instances.append(_q(filter_str(m.FRESHNESS, prom, sub_ns), "ALIGN_MAX", "REDUCE_COUNT"))
         pipeline = [
             _chart("Ingest rate (messages written/s)", "msg/s", [], written),
