@@ -22,6 +22,9 @@ FLIGHTPIPE_E2E_API_KEY="$(.venv/bin/python scripts/cloud_run.py secret \
 export FLIGHTPIPE_E2E_BASE_URL FLIGHTPIPE_E2E_ID_TOKEN FLIGHTPIPE_E2E_API_KEY FLIGHTPIPE_BROKER \
   FLIGHTPIPE_TOPIC GOOGLE_CLOUD_PROJECT
 
+# A first deploy's grants are minutes old (IAM: typically 2, up to 7+ min,
+# https://cloud.google.com/iam/docs/access-change-propagation); with nothing to roll back to, waiting costs nothing.
+if [[ -z "${PREVIOUS_API_REVISION:-}" ]]; then export FLIGHTPIPE_E2E_DEADLINE_SECONDS="${FLIGHTPIPE_E2E_DEADLINE_SECONDS:-600}"; fi
 if make test-e2e; then
   exit 0
 fi

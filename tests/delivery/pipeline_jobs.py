@@ -11,24 +11,26 @@ runs `make test-delivery`, which would run it again). Two parts:
   cache on this machine (`UV_CACHE_DIR`), which stands in for PyPI: what a cold cache costs in
   GitLab is downloads, what it can break is order, and order is what runs here.
 * the jobs that talk to Google Cloud (`preview`, `deploy-dev`, `post-deploy-test-dev` and its
-  rollback, `deploy-prod`) run their scripts unchanged, to their end, with `pulumi`, `curl` and
-  `docker-buildx` replaced by recording stand-ins on PATH (tests/delivery/standins) and the
-  Google HTTP endpoints by a recording fake (tests/delivery/fake_google.py); the "deployed" API is
-  a real `flightpipe serve` on Google's Pub/Sub emulator whose API keys are the hash of the key
-  the fake Secret Manager holds. The assertions read the recorded calls: login before stack
-  select, the KMS secrets provider, the service account each job's credential impersonates, `up`
-  before the outputs are read, the e2e test receiving its key, the rollback moving traffic to the
-  revision recorded before the deploy.
+  rollback, `deploy-prod` from a protected tag and on Premium's protected environment) run
+  their scripts unchanged, to their end, with `pulumi`, `curl` and `docker-buildx` replaced by
+  recording stand-ins on PATH (tests/delivery/standins) and the Google HTTP endpoints by a
+  recording fake project (tests/delivery/fake_google.py); the "deployed" API is a real
+  `flightpipe serve` on Google's Pub/Sub emulator whose API keys are the hash of the key the fake
+  Secret Manager holds. The world they start from is the one docs/deploying.md leaves, run as
+  written (tests/delivery/guide.py): the stack files it committed, the stacks in the buckets, the
+  GitLab variables it printed. Each job's ID token carries the claims GitLab gives that job and
+  the provider's own audience, and the bootstrap's trust rules must map it to the job's account.
+  The assertions read the recorded calls: login before stack select, the KMS secrets provider,
+  the service account each job's credential impersonates, preflight passing before `up`, `up`
+  before the outputs are read, the e2e test receiving its key, the rollback moving traffic to
+  the revision recorded before the deploy.
 
-The identity and state commands are the ones /work/notes/identity-contract.md (identity's) gives.
-
-Why one module of ~600 lines: its five tests share one clean clone, one gitlab-ci-local set-up,
-the stand-in servers and the leftover-process check, in the order the pipeline runs them.
+Why one module: its tests share one clean clone, one gitlab-ci-local set-up, the stand-in
+servers and the leftover-process check, in the order the pipeline runs them.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -38,6 +40,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -50,10 +53,19 @@ from typing import Any, Final
 import pytest
 import yaml
 
+from scripts.preflight import ENDPOINTS, REMOTE
 from tests.delivery import leftovers
-from tests.delivery.fake_google import FakeGoogle
+from tests.delivery.fake_google import Authorizer, FakeGoogle, unsigned_jwt
+from tests.delivery.guide import GuideRun, Operator, run_guide
+from tests.infra.gitlab_tokens import on_free, policy_access, tag_token, token
+from tests.infra.iam_model import BOOTSTRAP, Binding, bindings, granting
+from tests.infra.program import INFRA, run_program
 from tests.processes import Serve
 from tests.pubsub_emulator import running_emulator
+
+if str(BOOTSTRAP) not in sys.path:
+    sys.path.insert(0, str(BOOTSTRAP))
+from trust import TrustPolicy  # infra/bootstrap is not a package
 
 REPO = Path(__file__).resolve().parents[2]
 UV_CACHE = Path(os.environ.get("UV_CACHE_DIR") or Path.home() / ".cache" / "uv")
@@ -61,12 +73,28 @@ MR_CHECKS = ("lint", "security", "unit-tests", "integration-tests")
 JOB_TIMEOUT_S = 1800
 # .gitlab-ci.yml minus `services:` (the shell executor has no containers; see _shell_file).
 SHELL_FILE = ".gitlab-ci-shell.yml"
-PROJECT_NUMBER = "123456789012"
 E2E_KEY = "stand-in-e2e-key-" + hashlib.sha256(b"flightpipe").hexdigest()[:16]
 ENVIRONMENTS = {
     "dev": {"project": "flightpipe-dev", "bucket": "gs://flightpipe-dev-pulumi-state"},
     "prod": {"project": "flightpipe-prod", "bucket": "gs://flightpipe-prod-pulumi-state"},
 }
+GITLAB_PROJECT_ID = "4242"  # the project_id claim of the tokens below
+ANALYST_GROUP = "group:flight-analysts@acme-flights.dev"
+PROD_CHANNEL = "projects/flightpipe-prod/notificationChannels/8264519037712834"
+# The owner's values for docs/deploying.md, which sets up this world (tests/delivery/guide.py):
+# the fake organisation's group and channel (tests/infra/program.py OPERATOR_CONFIG).
+OPERATORS = [
+    Operator("dev", "flightpipe-dev", GITLAB_PROJECT_ID, ANALYST_GROUP),
+    Operator("prod", "flightpipe-prod", GITLAB_PROJECT_ID, ANALYST_GROUP, PROD_CHANNEL),
+]
+# What scripts/preflight.py prints a line for, in its order.
+PREFLIGHT_CHECKS = (
+    "config",
+    "example values",
+    "secrets provider",
+    *(check.__name__.replace("_", " ") for check in REMOTE),
+    "bootstrap outputs",
+)
 
 
 def _account(project: str, name: str) -> str:
@@ -78,15 +106,6 @@ def _kms(project: str) -> str:
         f"gcpkms://projects/{project}/locations/us-central1/keyRings/flightpipe-pulumi/"
         "cryptoKeys/stack-secrets"
     )
-
-
-def _jwt(claims: dict[str, str]) -> str:
-    """An unsigned JWT with GitLab's claim names (the fake STS only records it)."""
-
-    def part(obj: dict[str, str]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
-
-    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
 def _gitlab_ci_local() -> str:
@@ -372,13 +391,15 @@ class World:
     emulator: str
     ports: dict[str, int]
     key_hash: str
+    guide: GuideRun  # the owner's set-up: GitLab variables per scope, the buckets' stacks
 
     def log(self) -> list[dict[str, Any]]:
         lines = self.standin_log.read_text().splitlines() if self.standin_log.exists() else []
         return [json.loads(line) for line in lines]
 
-    def calls(self, job: str) -> list[dict[str, Any]]:
-        return [e for e in self.log() if e["env"].get("CI_JOB_NAME") == job]
+    def calls(self, job: str, since: int = 0) -> list[dict[str, Any]]:
+        """The stand-ins' calls of `job`, from the `since`-th logged call on."""
+        return [e for e in self.log()[since:] if e["env"].get("CI_JOB_NAME") == job]
 
     @contextmanager
     def deployed_api(self, env: str) -> Iterator[Serve]:
@@ -411,7 +432,11 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     clone = _fresh_clone(tmp_path_factory)
     base = tmp_path_factory.mktemp("standins")
-    google = FakeGoogle()
+    # docs/deploying.md, run as written by the owner (bootstrap, stack init, config, commit):
+    # the jobs start from the stack files it committed and the stacks it left in the buckets.
+    guide = run_guide(clone, OPERATORS, base / "owner")
+    google = FakeGoogle(authorize=_world_iam(clone))
+    _seed_bootstrapped_projects(google, guide)
     server, url = google.start()
     for env, facts in ENVIRONMENTS.items():
         path = f"projects/{facts['project']}/locations/us-central1/services/flightpipe-api"
@@ -420,30 +445,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f"flightpipe-api-{env}-00002-new",
         ]
         google.secrets[f"projects/{facts['project']}/secrets/flightpipe-e2e-api-key"] = E2E_KEY
-    # The one-time `pulumi stack init` of docs/deploying.md, committed: the stack files name the
-    # KMS secrets provider and carry its encrypted data key (the guard in .pulumi checks it).
-    for env, facts in ENVIRONMENTS.items():
-        stack_file = clone / "infra" / f"Pulumi.{env}.yaml"
-        text = stack_file.read_text()
-        if "encryptedkey:" not in text:
-            stack_file.write_text(
-                f"secretsprovider: {_kms(facts['project'])}\n"
-                # A KMS-encrypted data key is no secret, but detect-secrets flags the keyword.
-                "encryptedkey: c3RhbmQtaW4tZW5jcnlwdGVkLWRhdGEta2V5  # pragma: allowlist secret\n"
-                + text
-            )
-    subprocess.run(
-        ["git", "commit", "-qam", "stack init (stand-in)"],
-        cwd=clone,
-        check=True,
-        env={
-            **os.environ,
-            "GIT_AUTHOR_NAME": "ci",
-            "GIT_AUTHOR_EMAIL": "ci@example.com",
-            "GIT_COMMITTER_NAME": "ci",
-            "GIT_COMMITTER_EMAIL": "ci@example.com",
-        },
-    )
     (base / "emulator").mkdir()
     with running_emulator(base / "emulator") as emulator:
         ports = {env: _reserved_port() for env in ENVIRONMENTS}
@@ -467,15 +468,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "UV_CACHE_DIR": str(UV_CACHE),
             "STANDIN_DIR": str(standins),
             "STANDIN_LOG": str(base / "standins.jsonl"),
-            "STANDIN_STATE": str(base / "state.json"),
+            "STANDIN_STATE": str(guide.state),
             "STANDIN_OUTPUTS": str(base / "outputs.json"),
             "GOOGLE_STS_URL": url,
             "GOOGLE_IAMCREDENTIALS_URL": url,
             "CLOUD_RUN_API": url,
             "SECRET_MANAGER_API": url,
+            # scripts/preflight.py's endpoints, every one of them.
+            **{variable: url for variable, _ in ENDPOINTS.values()},
             "PUBSUB_EMULATOR_HOST": emulator,
-            "GCP_WIF_PROVIDER": f"projects/{PROJECT_NUMBER}/locations/global/"
-            "workloadIdentityPools/gitlab/providers/gitlab-oidc",
             "CI_DEFAULT_BRANCH": "main",
             "FLIGHTPIPE_E2E_DEADLINE_SECONDS": "60",
         }
@@ -491,21 +492,114 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 emulator,
                 ports,
                 key_hash,
+                guide,
             )
         finally:
             server.shutdown()
 
 
-def _env_variables(env: str, **claims: str) -> dict[str, str]:
-    facts = ENVIRONMENTS[env]
-    token = _jwt({"project_id": "4242", "ref": "main", "ref_protected": "true", **claims})
-    return {
-        "GCP_DEPLOYER_SERVICE_ACCOUNT": _account(facts["project"], "deployer"),
-        "GCP_PREVIEWER_SERVICE_ACCOUNT": _account(facts["project"], "previewer"),
-        "PULUMI_BACKEND_URL": facts["bucket"],
-        "PULUMI_SECRETS_PROVIDER": _kms(facts["project"]),
-        "GITLAB_OIDC_TOKEN": token,
+def _engine_config(stack_file: Path) -> dict[str, str]:
+    """A stack file's config as the engine hands it to the program (structured values as JSON)."""
+    raw = yaml.safe_load(stack_file.read_text())["config"]
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+def _world_iam(clone: Path) -> Authorizer:
+    """Who may do what in the fake projects: every binding the two programs declare for the
+    stacks the guide committed (the IAM simulation of tests/infra, on this world's values)."""
+    per_project: dict[str, list[Binding]] = {}
+    for operator in OPERATORS:
+        main_file = clone / "infra" / f"Pulumi.{operator.env}.yaml"
+        boot_file = clone / "infra" / "bootstrap" / f"Pulumi.{operator.env}.yaml"
+        main = run_program(
+            INFRA / "__main__.py", "flightpipe", operator.env, _engine_config(main_file)
+        )
+        boot = run_program(
+            BOOTSTRAP / "__main__.py",
+            "flightpipe-bootstrap",
+            operator.env,
+            _engine_config(boot_file),
+        )
+        per_project.setdefault(operator.project, []).extend(bindings(main, boot))
+
+    def authorize(member: str, permission: str, scope: str, project: str) -> bool:
+        return bool(granting(per_project.get(project, []), member, permission, scope))
+
+    return authorize
+
+
+def _seed_bootstrapped_projects(google: FakeGoogle, guide: GuideRun) -> None:
+    """The fake projects hold what the guide's bootstrap created and its operator named.
+
+    Read from the GitLab variables the guide printed (the bootstrap's outputs): the state
+    bucket, the stacks' KMS key, the WIF provider; plus the operator's group and channel, which
+    exist in the fake organisation (tests/infra/program.py EXISTING_PRINCIPALS/CHANNELS).
+    """
+    for operator in OPERATORS:
+        variables = guide.variables[operator.env]
+        bucket = variables["PULUMI_BACKEND_URL"].removeprefix("gs://")
+        google.buckets[bucket] = operator.project
+        google.crypto_keys.add(variables["PULUMI_SECRETS_PROVIDER"].removeprefix("gcpkms://"))
+        google.wif_providers.add(variables["GCP_WIF_PROVIDER"])
+        google.groups.add(operator.analyst_group.removeprefix("group:"))
+        if operator.notification_channel:
+            google.notification_channels.add(operator.notification_channel)
+
+
+def _job_project(world: World, env: str) -> None:
+    """Resource Manager knows the job's project by the number its WIF provider names.
+
+    Only the job's: the bootstrap ran under the infra tests' mocks, whose getProject answers one
+    number for every project (tests/infra/program.py PROJECT_NUMBER), and the fake resolves a
+    project number in a path (the provider's) to one project id.
+    """
+    provider = world.guide.variables[env]["GCP_WIF_PROVIDER"]
+    world.google.project_numbers = {ENVIRONMENTS[env]["project"]: provider.split("/")[1]}
+
+
+def _env_variables(
+    world: World, env: str, claims: dict[str, str], *, wants: str, gate: str | None = None
+) -> dict[str, str]:
+    """The env's CI/CD variables as the guide printed them, and the job's GitLab ID token.
+
+    `claims`: the token GitLab issues the job (tests/infra/gitlab_tokens.py), with this world's
+    project id and the job's `id_tokens: aud:`, the provider's own name, which is all the stand-in
+    STS checks. The provider's condition and mapping are checked here instead: the bootstrap's
+    trust rules (infra/bootstrap/trust.py) for the config the guide committed, its deployGate
+    replaced by `gate` where given, must map the token to `wants` (`deploy` or `preview`).
+    """
+    variables = dict(world.guide.variables[env])
+    audience = f"//iam.googleapis.com/{variables['GCP_WIF_PROVIDER']}"
+    payload = {**claims, "project_id": GITLAB_PROJECT_ID, "aud": audience}
+    boot_file = world.clone / "infra" / "bootstrap" / f"Pulumi.{env}.yaml"
+    config = {
+        key.split(":", 1)[1]: str(value)
+        for key, value in yaml.safe_load(boot_file.read_text())["config"].items()
     }
+    if gate:
+        config["deployGate"] = gate
+    policy = TrustPolicy.from_config(config.get)
+    got = policy_access(policy.attribute_condition, policy.attribute_mapping, payload)
+    assert got == wants, f"the {env} provider maps this token to {got!r}, not {wants!r}: {payload}"
+    return {**variables, "GITLAB_OIDC_TOKEN": unsigned_jwt(payload)}
+
+
+def _assert_preflight_passed(run: Run, env: str) -> None:
+    """`make preflight ENV=<env>` ran every check green, before `pulumi up`.
+
+    But the analyst group's, which preflight skips as the job's identity: neither program
+    enables the Cloud Identity API, which a service account's lookup bills to its own project.
+    """
+    assert f"scripts/preflight.py {env}" in run.output, run.output[-6000:]
+    for check in PREFLIGHT_CHECKS:
+        found = re.search(rf"(?m)\b(ok|FAIL|skip) +{check}\b.*$", run.output)
+        assert found, (check, run.output[-6000:])
+        if check == "analyst group" and found.group(1) == "skip":
+            assert "cloudidentity.googleapis.com is not enabled" in found.group(0), found.group(0)
+        else:
+            assert found.group(1) == "ok", found.group(0)
+    preflight = run.output.index(f"scripts/preflight.py {env}")
+    assert preflight < run.output.index(f"Updating ({env})"), "preflight runs before `pulumi up`"
 
 
 def _pulumi(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -541,8 +635,30 @@ def _assert_state_and_identity(calls: list[dict[str, Any]], env: str, account: s
         assert call["identity"]["audience"].endswith("/providers/gitlab-oidc"), call
 
 
+# The tokens GitLab Free issues each job (tests/infra/gitlab_tokens.py): a merge request's from an
+# unprotected branch, main's, and a protected tag's.
+MERGE_REQUEST_TOKEN = on_free(
+    token(
+        pipeline_source="merge_request_event",
+        ref="feature/x",
+        ref_path="refs/heads/feature/x",
+        ref_protected="false",
+        environment="dev",
+    )
+)
+MAIN_DEV_TOKEN = on_free(token(environment="dev"))
+PROD_TAG = "v1.2.3"
+PROD_TAG_TOKEN = on_free(tag_token(PROD_TAG, environment="prod"))
+# GitLab Premium: main's manual job on the protected environment `prod`.
+PREMIUM_PROD_TOKEN = token(environment="prod", environment_protected="true")
+MAIN_PIPELINE = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"}
+
+
 def test_preview_runs_as_the_previewer_on_the_dev_stack(world: World) -> None:
-    variables = {**world.variables, **_env_variables("dev", pipeline_source="merge_request_event")}
+    variables = {
+        **world.variables,
+        **_env_variables(world, "dev", MERGE_REQUEST_TOKEN, wants="preview"),
+    }
     variables["CI_PIPELINE_SOURCE"] = "merge_request_event"
     run = _run(world.clone, ["preview"], variables, "--unset-variable", "CI_COMMIT_BRANCH")
     assert run.returncode == 0, run.output[-6000:]
@@ -559,11 +675,14 @@ def test_preview_runs_as_the_previewer_on_the_dev_stack(world: World) -> None:
 def test_deploy_dev_then_post_deploy_test_pass_with_the_deployer_and_the_e2e_key(
     world: World,
 ) -> None:
-    variables = {**world.variables, **_env_variables("dev", environment="dev")}
-    variables |= {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"}
+    before = len(world.google.calls)
+    _job_project(world, "dev")
+    variables = {**world.variables, **_env_variables(world, "dev", MAIN_DEV_TOKEN, wants="deploy")}
+    variables |= MAIN_PIPELINE
     run = _run(world.clone, ["deploy-dev"], variables)
     assert run.returncode == 0, run.output[-8000:]
     _assert_cold(run, "deploy-dev")
+    _assert_preflight_passed(run, "dev")
     with world.deployed_api("dev"):
         run = _run(world.clone, ["post-deploy-test-dev"], variables)  # reads deploy-dev's dotenv
     assert run.returncode == 0, run.output[-8000:]
@@ -576,7 +695,7 @@ def test_deploy_dev_then_post_deploy_test_pass_with_the_deployer_and_the_e2e_key
     assert verbs.index("up") < verbs.index("stack output"), verbs  # outputs read after `up`
     (up,) = [c for c in _pulumi(deploy) if _verb(c) == "up"]
     assert up["cwd"].endswith("/infra") and up["env"]["BUILDX_BUILDER"] == "flightpipe-ci"
-    calls = world.google.calls
+    calls = world.google.calls[before:]
     # Every Google call the jobs made was authorised by the deployer's federated token.
     api_calls = [c for c in calls if not c.path.endswith(("/token", ":generateAccessToken"))]
     assert api_calls and all(c.caller == deployer for c in api_calls), api_calls
@@ -605,8 +724,9 @@ def test_a_failing_post_deploy_test_rolls_the_api_back_and_fails_the_job(world: 
     project = ENVIRONMENTS["dev"]["project"]
     world.google.secrets[f"projects/{project}/secrets/flightpipe-e2e-api-key"] = "a-revoked-key"
     try:
-        variables = {**world.variables, **_env_variables("dev", environment="dev")}
-        variables |= {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"}
+        _job_project(world, "dev")
+        token_variables = _env_variables(world, "dev", MAIN_DEV_TOKEN, wants="deploy")
+        variables = {**world.variables, **token_variables, **MAIN_PIPELINE}
         variables["FLIGHTPIPE_E2E_DEADLINE_SECONDS"] = "5"
         with world.deployed_api("dev"):
             run = _run(world.clone, ["post-deploy-test-dev"], variables)
@@ -629,16 +749,19 @@ def test_a_failing_post_deploy_test_rolls_the_api_back_and_fails_the_job(world: 
     assert patches[0].caller == _account(project, "deployer")
 
 
-def test_deploy_prod_runs_as_the_prod_deployer_on_the_prod_stack(world: World) -> None:
-    before = len(world.google.calls)
-    variables = {**world.variables, **_env_variables("prod", environment="prod")}
-    variables |= {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"}
+def _deploy_prod(world: World, variables: dict[str, str], *extra: str) -> None:
+    """deploy-prod runs to its end as the prod deployer on the prod stack: preflight, `up`, the
+    post-deploy test with prod's e2e key."""
+    before, logged = len(world.google.calls), len(world.log())
+    _job_project(world, "prod")
     with world.deployed_api("prod"):
-        run = _run(world.clone, ["deploy-prod"], variables, "--manual", "deploy-prod")
+        run = _run(world.clone, ["deploy-prod"], {**world.variables, **variables}, *extra)
     assert run.returncode == 0, run.output[-8000:]
+    assert _job_succeeded(run, "deploy-prod"), run.output[-4000:]
     _assert_cold(run, "deploy-prod")
+    _assert_preflight_passed(run, "prod")
     deployer = _account("flightpipe-prod", "deployer")
-    calls = world.calls("deploy-prod")
+    calls = world.calls("deploy-prod", since=logged)
     _assert_state_and_identity(calls, "prod", deployer)
     verbs = [_verb(c) for c in _pulumi(calls)]
     assert verbs.index("up") < verbs.index("stack output"), verbs
@@ -653,6 +776,28 @@ def test_deploy_prod_runs_as_the_prod_deployer_on_the_prod_stack(world: World) -
         for c in google
     )
     assert "1 passed" in run.output
+
+
+def test_deploy_prod_runs_by_itself_in_a_protected_tags_pipeline(world: World) -> None:
+    """GitLab Free, the default gate: the tag's pipeline deploys prod, no one presses play."""
+    variables = _env_variables(world, "prod", PROD_TAG_TOKEN, wants="deploy")
+    variables |= {
+        "CI_PIPELINE_SOURCE": "push",
+        "CI_COMMIT_TAG": PROD_TAG,
+        "CI_COMMIT_REF_NAME": PROD_TAG,
+        "CI_COMMIT_REF_PROTECTED": "true",
+    }
+    _deploy_prod(world, variables, "--unset-variable", "CI_COMMIT_BRANCH")
+
+
+def test_deploy_prod_runs_when_played_on_premiums_protected_environment(world: World) -> None:
+    """GitLab Premium (FLIGHTPIPE_PROD_GATE=environment, the bootstrap's deployGate too): main's
+    pipeline, a manual job on the protected environment."""
+    variables = _env_variables(
+        world, "prod", PREMIUM_PROD_TOKEN, wants="deploy", gate="environment"
+    )
+    variables |= MAIN_PIPELINE | {"FLIGHTPIPE_PROD_GATE": "environment"}
+    _deploy_prod(world, variables, "--manual", "deploy-prod")
 
 
 def _pypi_json_api() -> bool:

@@ -86,6 +86,21 @@ def test_production_deploys_from_a_protected_tag_or_manually_on_premiums_environ
     assert {"job": "post-deploy-test-dev", "optional": True} in needs
 
 
+@pytest.mark.parametrize(("name", "env"), [("deploy-dev", "dev"), ("deploy-prod", "prod")])
+def test_deploy_jobs_run_preflight_logged_in_before_anything_changes(name: str, env: str) -> None:
+    """scripts/preflight.py reads the cloud as the job's identity (the credential and the
+    backend login of before_script), and names every missing precondition before `pulumi up`."""
+    job = _merged(name)
+    before = job["before_script"]
+    assert before.index("source scripts/gcp_wif_login.sh") < before.index(
+        'pulumi login "$PULUMI_BACKEND_URL"'
+    )
+    script = job["script"]
+    preflight = script.index(f"make preflight ENV={env}")
+    assert preflight < script.index(f"make deploy ENV={env}")
+    assert preflight == 0, "nothing before preflight (stack_outputs.sh already calls Google)"
+
+
 @pytest.mark.parametrize("name", sorted(GCP_JOBS))
 def test_gcp_jobs_authenticate_with_an_oidc_id_token(name: str) -> None:
     job = _merged(name)
