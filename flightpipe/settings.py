@@ -58,7 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # memory next to a large backlog), 1GB where the API's queries run (serve, the API service).
     duckdb_memory_limit: Annotated[str, msgspec.Meta(pattern=r"^(|\d+(\.\d+)?\s*[KMGT]i?B)$")] = ""
     # DuckDB's worker threads per process. One: the batch writes and the API's small queries
-    # spend more CPU coordinating threads than they gain (bench/ingest.py: -20 % writer CPU), and
+    # spend more CPU coordinating threads than they gain (docs/benchmarks.md), and
     # the pipeline's other threads and processes need the machine's other cores.
     duckdb_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     # Subscriber tuning.
@@ -78,8 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     write_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 60.0
     # API.
     # Granian's request threads per API process. DuckDB pages are CPU-bound and DuckDB gives the
-    # GIL back while it runs, so a few threads keep both cores busy; 4 served more pages with a
-    # lower p99 than 8 or 2 on 2 cores (bench/api.py, docs/benchmarks.md). BigQuery requests
+    # GIL back while it runs, so a few threads keep both cores busy without queueing behind
+    # each other (bench/api.py, docs/benchmarks.md). BigQuery requests
     # wait on the network instead: the Pulumi program sets this to Cloud Run's concurrency.
     http_threads: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
     # `flightpipe serve` (waitress): open connections at most, and how long an idle or stalled
@@ -88,8 +88,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     http_idle_timeout_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0
     # The API (either server): CSV/NDJSON exports streaming at once (more get 503 + Retry-After);
     # 0 means a quarter of FLIGHTPIPE_HTTP_THREADS (at least 1): an export's CSV encoding holds the
-    # GIL, so with 4 threads two exports at once still made a one-flight GET wait up to 1.2 s, one
-    # kept it under 0.11 s (and all eight admitted: 27 s), measured side by side in one run.
+    # GIL, so each export admitted at once makes the small requests beside it wait longer
+    # (flightpipe_api/exports.py, docs/architecture.md "Hot paths").
     http_max_exports: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     query_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     api_keys: str = ""

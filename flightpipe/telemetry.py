@@ -217,8 +217,7 @@ class JsonFormatter(pythonjsonlogger.json.JsonFormatter):
     """One JSON object per line, in the shape Cloud Logging parses, keeping every `extra` field.
 
     python-json-logger writes each attribute a call site passes in `extra={...}` as a top-level
-    field (the hand-written formatter before it read only `extra={"fields": {...}}` and silently
-    dropped the rest). Added here: the request id and the Cloud Logging trace of the context.
+    field. Added here: the request id and the Cloud Logging trace of the context.
     """
 
     def __init__(self) -> None:

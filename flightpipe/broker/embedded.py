@@ -21,8 +21,8 @@ Contract (beyond the port's docstring):
 * Durability: WAL with synchronous=NORMAL. A committed transaction is in the WAL file before
   `publish` returns, so a killed process (SIGKILL) loses nothing it was told was published; a power
   loss may lose the last commits, which the local mode accepts (Pub/Sub is the durable broker).
-  FULL would add an fsync to every publish, pull and ack commit (1-5 ms each on the 2-core dev VM)
-  for no gain against process crashes.
+  FULL would add an fsync to every publish, pull and ack commit for no gain against process
+  crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
 * Concurrency: one connection per thread; every change is one short `BEGIN IMMEDIATE` transaction.
   A writer that finds the lock taken retries every millisecond (up to `busy_timeout` seconds, then
   `BrokerError`), rather than SQLite's backing-off busy handler, which starves a publisher next to
@@ -84,7 +84,7 @@ _READY: Final = (
 )
 _T = TypeVar("_T")
 _NO_ATTRIBUTES: Final[Mapping[str, str]] = MappingProxyType({})
-# msgspec encodes and decodes attributes several times faster than json on the hot path.
+# msgspec rather than json: attributes are encoded and decoded on the hot path.
 _encode_attributes: Final = msgspec.json.Encoder().encode
 _decode_attributes: Final = msgspec.json.Decoder(dict[str, str]).decode
 _encode_ids: Final = msgspec.json.Encoder().encode
@@ -167,10 +167,10 @@ class EmbeddedBroker:
             raise BrokerError(f"commit failed: {_describe(exc)}") from exc
 
     def _retrying(self, operation: Callable[[], _T]) -> _T:
-        # SQLite's own busy handler backs off to 25-100 ms sleeps, so a process waiting for the
-        # write lock keeps missing the short gaps between another process's back-to-back
-        # transactions (a publisher starved by a draining subscriber waited half its time).
-        # Retrying every millisecond here is fair enough and costs one failed lock attempt each.
+        # SQLite's own busy handler backs off to sleeps of up to 100 ms (sqliteDefaultBusyCallback,
+        # sqlite/sqlite src/main.c), so a process waiting for the write lock keeps missing the
+        # short gaps between another process's back-to-back transactions and starves. Retrying
+        # every millisecond here is fair enough and costs one failed lock attempt each.
         give_up = time.monotonic() + self._busy_timeout
         while True:
             try:
@@ -475,8 +475,8 @@ def _utc(timestamp: float) -> dt.datetime:
 
 def _in(column: str, ids: Sequence[int]) -> tuple[str, tuple[int | bytes, ...]]:
     """An SQL condition selecting `ids` in `column`, and its parameters."""
-    # A batch is usually one run of consecutive ids: one range seek is ~30% cheaper than looking
-    # up each id (a list of ranges joined by OR would make SQLite scan the subscription).
+    # A batch is usually one run of consecutive ids: one range seek is cheaper than looking up
+    # each id (a list of ranges joined by OR would make SQLite scan the subscription).
     low, high = min(ids, default=0), max(ids, default=-1)
     if high - low + 1 == len(ids) and len(set(ids)) == len(ids):
         return f"{column} BETWEEN ? AND ?", (low, high)

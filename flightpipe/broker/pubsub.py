@@ -5,10 +5,10 @@ N messages, waiting up to `timeout` seconds for the first; ack/nack/modify_ack_d
 ack ids; a missing topic or subscription raises `NotFound`; any other API failure raises
 `BrokerError` (the caller retries or lets Pub/Sub redeliver).
 
-Why synchronous pull: on the emulator the client's callback-based streaming pull delivers about
-2,000 messages/s, while `pull(max_messages=1000)` plus batched `acknowledge` drains about
-37,000/s (bench/pubsub.py). The subscriber keeps flow control itself (it pulls only what it can
-hold) and extends leases of slow writes with `modify_ack_deadline`.
+Why synchronous pull: `pull(max_messages=1000)` plus batched `acknowledge` drains far faster
+than the client's callback-based streaming pull (bench/pubsub.py, docs/benchmarks.md). The
+subscriber keeps flow control itself (it pulls only what it can hold) and extends leases of slow
+writes with `modify_ack_deadline`.
 
 Exactly-once subscriptions: the unary `Acknowledge` RPC used here only returns once the service
 has recorded the acks and fails when it could not, which is what `ack_with_response` gives a
@@ -176,8 +176,8 @@ class PubSubBroker:
         """Lease up to `max_messages`, waiting up to `timeout` seconds for the first one.
 
         One Pull RPC answers: at most 1,000 messages (the emulator: 100), so callers that want
-        larger batches pull again. Topping up inside this call (pulling again until the batch is
-        full) halved the drain rate measured on the emulator, from ~40,000 to ~20,000 msg/s.
+        larger batches pull again. This call does not top up (pull again until the batch is
+        full): that slows the drain (docs/architecture.md, "Hot paths").
         """
         path = self.subscription_path(subscription)
         deadline = time.monotonic() + timeout
@@ -200,7 +200,7 @@ class PubSubBroker:
                 )
             except gexc.DeadlineExceeded:
                 return []
-        # Reading the raw protobuf avoids proto-plus wrappers: ~3x faster for 1,000 messages.
+        # Reading the raw protobuf avoids building a proto-plus wrapper per field access.
         raw = pubsub_types.PullResponse.pb(response)
         return [
             Message(

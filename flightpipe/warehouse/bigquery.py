@@ -6,7 +6,7 @@ into requests under 9 MB and 50,000 rows. Each request is tried once, bounded by
 a transient failure (429, 5xx, rate limits, a request hanging past the timeout, connection errors)
 raises `WarehouseUnavailable` at once and the caller, which owns the messages' leases and keeps
 them extended, retries the batch (one retry layer; retrying here for minutes inside the
-subscriber's own loop let leases lapse). `retry=None` turns off the client's own retry
+subscriber's own loop would let leases lapse). `retry=None` turns off the client's own retry
 (`google.cloud.bigquery.Client.insert_rows_json(retry=DEFAULT_RETRY, timeout=...)`: "How to
 retry the RPC", "The number of seconds to wait for the underlying HTTP transport before using
 retry"). Retrying a batch re-sends the same insertIds. Rows BigQuery rejects (`insertErrors`) do not
@@ -53,7 +53,9 @@ __all__ = ["BigQueryWarehouse", "RowErrors"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_REQUEST_BYTES: Final = 9_000_000  # insertAll's limit is 10 MB per request
+# insertAll allows 10 MB and 50,000 rows per request
+# (https://cloud.google.com/bigquery/quotas#streaming_inserts).
+MAX_REQUEST_BYTES: Final = 9_000_000
 MAX_REQUEST_ROWS: Final = 50_000
 # Per-row overhead of the request around the row's JSON: {"insertId": "...", "json": ...},
 _ROW_OVERHEAD: Final = 32

@@ -106,8 +106,9 @@ class DuckDBWarehouse:
             if threads is not None:
                 self._conn.execute(f"SET threads = {int(threads)}")
             # A checkpoint rewrites the changed row groups of both tables; at the default 16 MB
-            # of WAL it ran every few batches and took half the ingest time. The WAL keeps
-            # commits durable in between; DuckDB checkpoints on close and at this threshold.
+            # of WAL (https://duckdb.org/docs/stable/configuration/overview) it would run every
+            # few batches and dominate ingest. The WAL keeps commits durable in between; DuckDB
+            # checkpoints on close and at this threshold.
             self._conn.execute("SET checkpoint_threshold = '1GB'")
             if not read_only:
                 for statement in duckdb_sql.schema_sql():
@@ -132,8 +133,8 @@ class DuckDBWarehouse:
     def _parsed(self, cur: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
         """`sql` parsed once per thread, then reused with new parameters.
 
-        DuckDB 2's parser takes ~0.5 ms for a 21-column SELECT, a quarter of an API page's
-        warehouse time; executing a parsed statement skips it (binding and planning still run
+        Parsing a 21-column SELECT is a sizeable share of an API page's warehouse time
+        (docs/benchmarks.md); executing a parsed statement skips it (binding and planning still run
         per call, so the parameters' values still steer the plan). The text comes only from
         `duckdb_sql`'s templates, so the distinct texts are few; the bound keeps an odd caller
         finite.
@@ -183,10 +184,9 @@ class DuckDBWarehouse:
         """The batch as three columns DuckDB scans in place.
 
         Normalised JSON (msgspec re-encodes the validated event) parsed column-wise by DuckDB is
-        ~3x cheaper than building 18 typed columns from Python objects. NumPy rather than Arrow:
-        pyarrow's conversion of Python lists imports pandas (~1 s and ~60 MB in the subscriber),
-        and importing pyarrow at all adds ~25 MB; Arrow arrays built from raw buffers were
-        measured too (bench/ingest.py, side by side): no faster, 13 MB more at peak.
+        cheaper than building 18 typed columns from Python objects. NumPy rather than Arrow:
+        pyarrow's conversion of Python lists imports pandas, and pyarrow itself costs memory in
+        the subscriber for no speed gain (docs/benchmarks.md).
         """
         return {
             "payload": np.array([contract.encode_event(e.event).decode() for e in batch], object),
@@ -255,10 +255,10 @@ class DuckDBWarehouse:
         One query on one snapshot, read as the client takes it: the export's own cursor in a
         read transaction (DuckDB's MVCC: the export sees the data as of its start, whatever the
         subscriber commits meanwhile), its streaming result fetched `chunk` rows at a time, so
-        memory stays at a chunk. DuckDB renders each row's text itself (`duckdb_sql.rendered`):
-        converting 21 values per row to Python objects and encoding them again took ~0.4-0.9 s of
-        GIL-held time per 5,000 rows here, against ~5 ms to join 5,000 rendered lines. Nothing
-        runs until the first `next()`; the cursor is closed when the generator ends or is closed.
+        memory stays at a chunk. DuckDB renders each row's text itself (`duckdb_sql.rendered`), so
+        Python only joins rendered lines instead of converting every value to a Python object and
+        encoding it again while holding the GIL (docs/benchmarks.md). Nothing runs until the
+        first `next()`; the cursor is closed when the generator ends or is closed.
         """
         text, params = duckdb_sql.export(
             flt, limit, after, sort, columns=q.checked_columns(columns), fmt=fmt

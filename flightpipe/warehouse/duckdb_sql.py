@@ -107,8 +107,8 @@ def write_steps(*, distinct_events: bool, distinct_flights: bool) -> list[str]:
 def select(columns: Sequence[str]) -> str:
     """A SELECT list that returns timestamps as naive UTC (TimeZone is UTC on every cursor).
 
-    DuckDB's Python conversion of TIMESTAMPTZ values goes through a time-zone lookup per value:
-    ~2 us each, half the time of an API page of 100 flights; the adapter attaches UTC instead.
+    DuckDB's Python conversion of TIMESTAMPTZ values goes through a time-zone lookup per value,
+    a large share of an API page's time; the adapter attaches UTC instead (docs/benchmarks.md).
     """
     return ", ".join(f"{c}::TIMESTAMP AS {c}" if c in _TIMESTAMPS else c for c in columns)
 
@@ -151,8 +151,8 @@ def _quantiles() -> dict[str, list[tuple[str, float]]]:
     return by_column
 
 
-# One list-quantile per column sorts each column once for all its cuts (13 ms instead of 21 ms
-# for the carrier grouping over 336,776 flights, same results).
+# One list-quantile per column sorts each column once for all its cuts, rather than once per cut
+# (same results).
 _QUANTILES: Final = _quantiles()
 
 
@@ -255,8 +255,7 @@ def export(
     # Rendered after the LIMIT (the inner query: in one SELECT, DuckDB renders every matching
     # row before sorting), then put back in order: DuckDB keeps a subquery's ORDER BY only as far
     # as its docs list order-preserving clauses ("Order Preservation": ORDER BY is not one), so
-    # the outer ORDER BY is what guarantees the order. It costs no memory: a 100,000-row export
-    # of every column (336,776 flights, memory_limit 96MB) peaked at 202-205 MB RSS with it and
-    # 221 MB without it, 1.3 s wall against 1.0-1.2 s (3 alternating runs each).
+    # the outer ORDER BY is what guarantees the order. It sorts at most `limit` rows and adds no
+    # memory (docs/architecture.md, "Hot paths").
     line = rendered(columns, fmt)
     return f"SELECT {line} AS line FROM (SELECT * {rows}) AS page {q.order_by(sort)}", params

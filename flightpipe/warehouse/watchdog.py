@@ -1,9 +1,9 @@
 """One thread that interrupts queries running past their deadline.
 
 DuckDB has no statement timeout; interrupting the cursor from another thread is its equivalent.
-A `threading.Timer` per query did that, but starting a thread costs ~0.3 ms and a wait for the new
-thread to be scheduled: a fifth of the API's CPU under load (py-spy, bench/api.py). Here one
-daemon thread sleeps until the earliest deadline instead. Written by hand: the standard library's
+A `threading.Timer` per query would start a thread and wait for it to be scheduled on every
+query, a large share of the API's CPU under load (docs/benchmarks.md). Here one daemon thread
+sleeps until the earliest deadline instead. Written by hand: the standard library's
 `sched` is not thread-safe for adding entries while it waits, and no small library does this.
 """
 

@@ -50,11 +50,10 @@ import json
 from typing import Any, Final
 
 # Tag 0.134.0 pinned by digest. The digest is the one Google publishes for this tag
-# (opentelemetry-operations-collector, branch `vsa` @ d4e7e50,
+# (GoogleCloudPlatform/opentelemetry-operations-collector@d4e7e50, branch `vsa`:
 # google-built-opentelemetry-collector/VSA/README.md and the signed attestation
 # VSA/0.134.0/sha256:934bda3b....intoto.jsonl, whose resourceUri names the
-# `google-cloud-opentelemetry-collector-standard` repository path). It could not be pulled or
-# checked against the registry from this machine.
+# `google-cloud-opentelemetry-collector-standard` repository path).
 COLLECTOR_IMAGE: Final = (
     "us-docker.pkg.dev/cloud-ops-agents-artifacts/google-cloud-opentelemetry-collector/"
     "otelcol-google:0.134.0@sha256:934bda3bc2d79810c622d2deee6990b9f4bb8e3e40e6f41fd074110e4c17135f"

@@ -1,7 +1,7 @@
 """Entrypoint of the API image: `python -m flightpipe_api` serves the WSGI app with Granian on PORT.
 
-Granian was chosen by measurement (bench/api.py, docs/benchmarks.md): on this 2-core machine it
-served a cached page at ~3.4x gunicorn's gthread rate. One worker process with
+Granian rather than gunicorn: it served cached pages at several times gunicorn's gthread rate
+(bench/api.py, docs/architecture.md "Hot paths"). One worker process with
 FLIGHTPIPE_HTTP_THREADS request threads: requests mostly wait on the warehouse (DuckDB releases
 the GIL while it runs, BigQuery is network I/O), one process keeps one warehouse handle and one
 result cache, and Cloud Run scales instances instead.

@@ -2,23 +2,21 @@
 
 A streamed CSV/NDJSON export holds a server thread for its whole transfer (WSGI iterates the body
 on the thread that called the app) and, while its query runs, a core (DuckDB renders the rows
-itself, so the GIL is held only a few ms per 5,000-row chunk: docs/benchmarks.md). Left alone,
+itself, so the GIL is held only briefly per 5,000-row chunk: docs/benchmarks.md). Left alone,
 a few large exports take every thread of the image's server (FLIGHTPIPE_HTTP_THREADS) and a
 one-flight GET waits behind them. So:
 * at most FLIGHTPIPE_HTTP_MAX_EXPORTS exports stream at once (default a quarter of the request
-  threads, at least one: with 4 threads, two exports at once still made a one-flight GET wait up
-  to 1.2 s and one kept it under 0.11 s, measured side by side with bench/serve_exports.py); one
-  more is refused with 503 and Retry-After (the documented "busy, retry" answer), leaving the
-  other threads to small requests;
+  threads, at least one: each export admitted beside the others lengthens a small request's
+  wait, docs/architecture.md "Hot paths"); one more is refused with 503 and Retry-After (the
+  documented "busy, retry" answer), leaving the other threads to small requests;
 * the exports take turns producing chunks on one lane: a single thread that reads and encodes
   every export's next chunk, so together they use at most one core, and it runs at a lower CPU
   priority (`os.setpriority`, nice +10; Linux applies it per thread: setpriority(2), "a thread
   ID") so the kernel gives a waiting small request's thread the core first. DuckDB executes a
   query on the thread that runs it (`threads` = FLIGHTPIPE_DUCKDB_THREADS, default 1), so the
   export's query runs on the lane too; the request thread only waits for the chunk and sends it.
-  Measured side by side (two Granian servers, 8 clients exporting, wrk at 4 connections): the
-  one-flight GET's p99 went from 85-98 ms to 67-71 ms and its rate from 123-136 to 181-185 req/s,
-  at the cost of slower exports (5-6 completed in 10 s against 8-9); docs/benchmarks.md.
+  Small requests get a lower p99 and a higher rate beside exports, at the cost of slower
+  exports (docs/benchmarks.md).
   The lane's thread lowers only its own priority, once, and keeps it: an unprivileged process
   (the image's user) may not raise it again.
 The slot is released when the body has been sent (the generator's `finally`) or when the server

@@ -12,11 +12,8 @@ string the contract stores (at most 16 characters), so every stored tail number 
 
 Why msgspec rather than a Flask extension (flask-smorest/webargs on marshmallow, spectree or
 flask-openapi3 on pydantic): the contract already is msgspec, so its `Meta` constraints are reused
-as they are, and no second model system enters the API. Per-request cost of parsing a
-/v1/flights query (7 parameters, with the cross-parameter rules) and a /v1/stats/delays query (4),
-`python bench/api_parse.py` (best of 7 x 20,000 per run, 5 alternating runs against the
-hand-written parsers of commit 5269d4e, medians; both include werkzeug's ~9 us query-string
-parse): hand-written 23.0 / 15.6 us, these Structs 20.7 / 13.1 us.
+as they are, and no second model system enters the API; parsing costs no more than hand-written
+parsers did (`bench/api_parse.py`, docs/benchmarks.md).
 
 Written by hand here, because a query string is not a JSON object and msgspec's lax mode is too
 lax for it (msgspec docs, '"Strict" vs "Lax" Mode'; 0.18.6 release notes: integral floats coerce
@@ -228,12 +225,10 @@ class NoQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An endpoint without query parameters."""
 
 
-# msgspec (0.22.0 here) builds a Struct's decoding info on its first use and caches it on the
-# class before it is complete; a second thread converting the same Struct meanwhile reads a NULL
-# field type and the process dies with SIGSEGV (in msgspec's `convert`). The server's threads did
-# exactly that on the first concurrent /v1/flights requests (tests/faults/test_hostile_clients.py's
-# 8 exports; reproduced: 5 of 60 processes whose 8 threads first convert FlightsQuery at once
-# crashed, none when it was built first). So build each query's info once, here, at import.
+# msgspec builds a Struct's decoding info on its first use and caches it on the class before it
+# is complete; a second thread converting the same Struct meanwhile reads a NULL field type and
+# the process dies with SIGSEGV in `convert` (tests/integration/test_api_params_threads.py). So
+# each query's info is built once, here, at import, before any request thread runs.
 QUERIES: Final = (FlightsQuery, StatsQuery, EventsQuery, NoQuery)
 for _query in QUERIES:
     msgspec.json.Decoder(_query)

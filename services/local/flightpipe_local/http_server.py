@@ -5,33 +5,30 @@ and buffers responses in one asyncore loop and runs the app on `threads` task th
 or slow client costs a file descriptor, never a thread. What could lock the server up, and what
 this module sets against it:
 
-* Open connections: waitress stops accepting at `connection_limit` (default 100: 100 idle
-  sockets locked `flightpipe serve` up). FLIGHTPIPE_HTTP_CONNECTION_LIMIT (default 1000) with
+* Open connections: waitress stops accepting at `connection_limit` (default 100, so 100 idle
+  sockets would lock `flightpipe serve` up). FLIGHTPIPE_HTTP_CONNECTION_LIMIT (default 1000) with
   poll() instead of select() (select() cannot watch descriptors above 1023), the soft
   RLIMIT_NOFILE raised to fit, and FLIGHTPIPE_HTTP_IDLE_TIMEOUT_SECONDS (`channel_timeout`,
   default 30 s instead of 120 s) closing idle and stalled connections, checked every
   `cleanup_interval`.
-* Task threads: a large CSV/NDJSON export streams for seconds on one thread; eight of them took
-  all four threads and a one-flight GET waited 10-27 s. The API itself bounds the exports in
-  flight (`flightpipe_api.exports`, FLIGHTPIPE_HTTP_MAX_EXPORTS), so the image's Granian server
-  and this one behave alike.
+* Task threads: a large CSV/NDJSON export streams for seconds on one thread, so a few of them
+  would take every task thread and leave small requests waiting. The API itself bounds the
+  exports in flight (`flightpipe_api.exports`, FLIGHTPIPE_HTTP_MAX_EXPORTS), so the image's
+  Granian server and this one behave alike.
 * Errors waitress answers itself (a bad request line, headers over `max_request_header_size`, a
   body too large): `JsonErrorTask` gives them the API's one JSON error shape instead of
   waitress's text/plain page.
 * The hand-over to a task thread: waitress's I/O loop (the main thread) queues each request
   (`ThreadedTaskDispatcher.add_task`) and wakes a task thread, which then waits for the GIL
-  until the loop blocks or the interpreter's switch interval (5 ms) takes it away.
+  until the loop blocks or the interpreter's switch interval (`sys.getswitchinterval()`, 5 ms by
+  default: https://docs.python.org/3/library/sys.html#sys.setswitchinterval) takes it away.
   `YieldingDispatcher` lets the GIL go right after the hand-over (`time.sleep(0)`), so the
   request starts at once.
 * Its queue warnings: waitress logs "Task queue depth is N" (logger `waitress.queue`, WARNING)
-  for each request that finds no idle task thread. Under load that is every request: 2,983
-  JSON lines in 3 s of `wrk -c32` on /healthz here. The logger is raised to ERROR; a
-  request's time, queueing included, is what clients and `bench/api.py` measure.
-  * Those writes had been yielding the GIL by accident. Silenced without the yield, /healthz
-    at 32 connections fell from 1,050-1,180 to 690-850 req/s.
-  * With the yield: 1,196-1,310 req/s against 1,069-1,133 before both changes, and distinct
-    pages 175-196 against 150-172. Statistics went 124-138 to 117-125. These are two servers
-    alone, side by side, 3 rounds of 10 s, 22:15 UTC (docs/benchmarks.md, sixth look).
+  for each request that finds no idle task thread, which under load is every request. The
+  logger is raised to ERROR; a request's time, queueing included, is what clients and
+  `bench/api.py` measure. Those log writes also released the GIL after each hand-over; the
+  explicit yield above does that on purpose (docs/benchmarks.md).
 """
 
 from __future__ import annotations

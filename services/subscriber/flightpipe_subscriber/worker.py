@@ -12,7 +12,7 @@ effect. Two threads form a short pipeline so the broker and the warehouse work a
   the leases are extended. A batch the warehouse rejects for good is split in halves until the
   offending messages are found and dead-lettered, so one bad row never blocks the others;
 * the acker acks committed batches (and then records the write metrics), so the writer starts the
-  next write while the broker deletes the last batch (acks were ~20 % of the writer's time);
+  next write while the broker deletes the last batch (docs/benchmarks.md);
 * the leaser (`leases.Leases`) extends the lease of every message held, from its pull until its ack
   or nack, every third of the ack deadline: an outage of any length redelivers nothing.
 
@@ -460,7 +460,7 @@ class Subscriber:
         # without paying a locked observe() per message on the hot path.
         for when in published[:: max(1, len(published) // LATENCY_SAMPLES)]:
             telemetry.END_TO_END_LATENCY.observe(max(0.0, (now - when).total_seconds()))
-        telemetry.record_commit(max(published).timestamp())
+        telemetry.record_commit(now.timestamp())
 
     def _retry_write(self, envelopes: list[Envelope], ack_ids: list[str]) -> int:
         """Write until it commits (or we stop); the leaser keeps the batch leased meanwhile."""
