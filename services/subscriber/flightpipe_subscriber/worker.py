@@ -460,7 +460,7 @@ class Subscriber:
         # without paying a locked observe() per message on the hot path.
         for when in published[:: max(1, len(published) // LATENCY_SAMPLES)]:
             telemetry.END_TO_END_LATENCY.observe(max(0.0, (now - when).total_seconds()))
-        telemetry.record_commit(now.timestamp())
+        telemetry.record_commit(max(published).timestamp())
 
     def _retry_write(self, envelopes: list[Envelope], ack_ids: list[str]) -> int:
         """Write until it commits (or we stop); the leaser keeps the batch leased meanwhile."""
