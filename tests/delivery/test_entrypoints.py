@@ -9,10 +9,9 @@ defaults), from an empty working directory, mapping only `/app/...` paths back t
 Dockerfile copies there. The API must answer /readyz; the subscriber must come up (/healthz)
 and exit 0 on SIGTERM within Cloud Run's 10 s grace period.
 
-The venv is built per test session in pytest's temp dir, never shared: a venv shared through the
-system temp dir (as before) had every session on this machine reinstall its own checkout of the
-project into it, so concurrent sessions ran each other's code. uv installs from its warm cache,
-so it takes seconds; it needs PyPI (or a warm uv cache) the first time.
+The venv is built per test session in pytest's temp dir, never shared: a venv in the system temp
+dir would be reinstalled by every concurrent checkout, each then running the others' code. uv
+installs from its warm cache; it needs PyPI (or a warm uv cache) the first time.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ PROVIDER_AUDIENCE = (
     f"//iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/"
     "workloadIdentityPools/gitlab/providers/gitlab-oidc"
 )
-# ID-token claims seen in GitLab's docs table and its MR !116867 sample payload (the ones this
-# session could read); every claim the CEL reads, and every claim a test token carries, is one.
+# ID-token claims in GitLab's docs table (https://docs.gitlab.com/ci/secrets/id_token_authentication/,
+# "Token payload") and its MR !116867 sample payload; every claim the CEL reads, and every claim a
+# test token carries, is one.
 DOCUMENTED_CLAIMS = {
     "namespace_id",
     "namespace_path",

@@ -18,8 +18,8 @@ modifyAckDeadline, pull, streamingPull -> pubsub.subscriptions.consume on the su
 publish -> pubsub.topics.publish on the topic; subscriptions.create -> pubsub.subscriptions.create
 on the project and pubsub.topics.attachSubscription on the topic). BigQuery (tabledata.insertAll
 -> bigquery.tables.updateData; jobs.query -> bigquery.jobs.create on the project and
-bigquery.tables.getData on each table read) follows BigQuery's access-control page, not re-read
-through the search tool in this session; the other CRUD names follow each service's
+bigquery.tables.getData on each table read) follows BigQuery's access-control page
+(https://cloud.google.com/bigquery/docs/access-control); the other CRUD names follow each service's
 `<service>.<resource>.<verb>` permissions as the role dataset lists them.
 Scopes: `project`, `dataset:<id>`, `table:<dataset>/<table>`, `topic:<name>`,
 `subscription:<name>`, `secret:<id>`, `run-service:<name>`, `run-workerpool:<name>`,
