@@ -284,6 +284,9 @@ DEPLOYER_CUSTOM_ROLE_PERMISSIONS: Final[tuple[str, ...]] = (
 # every other secret of the project stays unreadable to the deployer's own bindings.
 DEPLOYER_READ_SECRET_IDS: Final[tuple[str, ...]] = ("flightpipe-api-keys", "flightpipe-e2e-api-key")
 DEPLOYER_SECRET_ROLE: Final = "roles/secretmanager.secretAccessor"  # noqa: S105 - a role
+# The deployer's read of the warehouse dataset's tables (the bootstrap's conditioned binding):
+# creating the view checks that its creator can query what the view reads.
+DEPLOYER_DATASET_ROLE: Final = "roles/bigquery.dataViewer"
 
 
 def secret_resource_names(project: str, project_number: str, secret_id: str) -> tuple[str, ...]:

@@ -339,6 +339,24 @@ dataset = gcp.bigquery.Dataset(
     delete_contents_on_destroy=False,
     opts=kept,
 )
+# Creating the main program's view (`tables.insert` with a query) needs the creator to be able to
+# query the tables the view reads: bigquery.tables.getData ("Create authorized views",
+# https://cloud.google.com/bigquery/docs/authorized-views, "Required permissions"). Read-only, on
+# this dataset only (a conditioned project grant, like the secrets above).
+gcp.projects.IAMMember(
+    "deployer-reads-dataset",
+    project=project,
+    role=grants.DEPLOYER_DATASET_ROLE,
+    member=deployer.member,
+    condition={
+        "title": f"only-{cfg.dataset_id}",
+        "description": f"{grants.DEPLOYER_DATASET_ROLE} on dataset {cfg.dataset_id} and its tables",
+        "expression": grants.resource_condition(
+            "bigquery.googleapis.com", f"projects/{project}/datasets/{cfg.dataset_id}"
+        ),
+    },
+    opts=pulumi.ResourceOptions(depends_on=[dataset]),
+)
 
 previewer: gcp.serviceaccount.Account | None = None
 if cfg.trust.merge_request_previews:

@@ -181,6 +181,12 @@ STATIC_CALLS: Final[tuple[Call, ...]] = (
     Call(
         "deployer", "resourcemanager.projects.get", "project", "invoke gcp:organizations/getProject"
     ),
+    Call(
+        "deployer",
+        "bigquery.tables.getData",
+        "table:{dataset}/{table}",
+        "tables.insert of the view: its creator must be able to query the table it reads",
+    ),
     # --- deployer: `make preflight` before `pulumi up` (scripts/preflight.py) ------------------
     Call("deployer", "storage.buckets.get", "bucket:{state_bucket}", "preflight: state bucket"),
     Call("deployer", "cloudkms.cryptoKeys.get", "kms-key:{kms_key}", "preflight: the stack key"),
