@@ -14,7 +14,8 @@ Claims are strings, so every comparison is against a string literal.
 - `attribute.access` is `deploy`, `preview` or `none`; the deployer is bound to
   `.../attribute.access/deploy`, the previewer to `.../attribute.access/preview`.
   - deploy, by the stack's gate (`DeployGate`):
-    - `branch`: a branch pipeline (not a merge-request pipeline) of the protected deploy branch.
+    - `branch`: a push pipeline (a merge, not a merge-request, web, API, trigger or scheduled
+      pipeline) of the protected deploy branch.
     - `tag` (any GitLab tier): a pipeline of a protected tag whose name starts with the prefix.
       Protected tags exist on Free and only their "Allowed to create" roles may create them and
       run their pipelines (gitlabhq doc/user/project/protected_tags.md, "Run pipelines on
@@ -52,6 +53,7 @@ DEPLOY: Final = "deploy"
 PREVIEW: Final = "preview"
 NONE: Final = "none"
 MERGE_REQUEST_EVENT: Final = "merge_request_event"
+PUSH: Final = "push"
 _SAFE = re.compile(r"^[A-Za-z0-9._/-]+$")
 DeployGate = Literal["branch", "tag", "environment"]
 GATES: Final[tuple[str, ...]] = get_args(DeployGate)
@@ -122,7 +124,11 @@ class TrustPolicy:
     @property
     def deploy_rule(self) -> str:
         """True for a job that may impersonate the deployer."""
-        not_mr = f"assertion.pipeline_source != '{MERGE_REQUEST_EVENT}'"
+        # Only a push (a merge into the branch, or a tag's creation) starts a deploy: a pipeline
+        # started through the UI, the API, a trigger token or a schedule may carry pipeline
+        # variables, which outrank the project's (https://docs.gitlab.com/ci/variables/,
+        # "CI/CD variable precedence"), e.g. PULUMI_BACKEND_URL or a package index.
+        not_mr = f"assertion.pipeline_source == '{PUSH}'"
         if self.deploy_gate == "tag":
             prefix = _literal(self.deploy_tag_prefix, "deployTagPrefix")
             rule = [

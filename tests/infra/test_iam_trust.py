@@ -49,7 +49,10 @@ DEV_CASES = {
         token(environment="dev", environment_protected="false"),
         "deploy",
     ),
-    "main pipeline started from the web UI": (token(pipeline_source="web"), "deploy"),
+    "main pipeline started from the web UI": (token(pipeline_source="web"), "refused"),
+    "main pipeline started by a trigger token": (token(pipeline_source="trigger"), "refused"),
+    "main pipeline started through the API": (token(pipeline_source="api"), "refused"),
+    "scheduled main pipeline": (token(pipeline_source="schedule"), "refused"),
     "merge-request preview job": (
         token(**MR, environment="dev", environment_protected="false"),
         "preview",
@@ -79,7 +82,7 @@ PROD_CASES = {
     ),
     "same tag pipeline started from the web UI": (
         on_free(tag_token(environment="prod", pipeline_source="web")),
-        "deploy",
+        "refused",
     ),
     "unprotected v-tag": (
         on_free(tag_token(environment="prod", ref_protected="false")),
