@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from flightpipe import contract  # noqa: E402
 from flightpipe.replay import nycflights13_payloads  # noqa: E402
-from flightpipe.warehouse.duckdb import _JSON_STRUCT, _schema_sql  # noqa: E402
+from flightpipe.warehouse.duckdb_sql import _JSON_STRUCT, schema_sql  # noqa: E402
 from tests.processes import Serve, free_port, metric  # noqa: E402
 
 CLI = [sys.executable, "-m", "flightpipe_local.cli"]
@@ -65,7 +65,7 @@ def duckdb_bulk(payloads: list[bytes], path: Path) -> float:
     path.unlink(missing_ok=True)
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
-    for statement in _schema_sql():
+    for statement in schema_sql():
         con.execute(statement)
     fields = ", ".join(f"j.{n}" for n in contract.FIELD_NAMES)
     started = time.perf_counter()
@@ -85,7 +85,7 @@ def naive_rate(payloads: list[bytes], path: Path, sample: int) -> float:
     path.unlink(missing_ok=True)
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
-    for statement in _schema_sql():
+    for statement in schema_sql():
         con.execute(statement)
     marks = ", ".join("?" for _ in contract.COLUMN_NAMES)
     started = time.perf_counter()
