@@ -184,9 +184,30 @@ def test_without_credentials_it_fails_with_one_clear_line(tmp_path: Path) -> Non
             MetricReadyProvider().create(props())
 
 
+@pytest.mark.parametrize("stand_in", [[404]], indirect=True)
+def test_an_optional_wait_that_runs_out_goes_on_and_asks_again_next_time(
+    stand_in: StandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    provider = MetricReadyProvider()
+    optional = {**props(timeout_s=0.3, poll_s=0.05), "required": False}
+    created = provider.create(optional)
+    assert created.outs is not None and created.outs["received"] is False
+    assert "next `pulumi up` asks again" in capsys.readouterr().err
+    again = provider.diff("id", created.outs, optional)
+    assert again.changes and not again.replaces  # an update, which polls once more
+    with pytest.raises(MetricNotReady):  # the same wait, required, fails the deploy
+        provider.create({**optional, "required": True})
+
+
+@pytest.mark.parametrize("stand_in", [[403]], indirect=True)
+def test_an_optional_wait_still_fails_on_a_refusal(stand_in: StandIn) -> None:
+    with pytest.raises(MetricNotReady, match=r"monitoring\.metricDescriptors\.get"):
+        MetricReadyProvider().create({**props(), "required": False})
+
+
 def test_only_another_metric_type_or_project_waits_again() -> None:
     provider = MetricReadyProvider()
-    old = props()
+    old = {**props(), "received": True}
     assert not provider.diff("id", old, {**old, "timeoutSeconds": 60}).changes
     renamed = provider.diff("id", old, {**old, "metricType": METRIC.replace("total", "count")})
     assert renamed.changes and renamed.replaces == ["metricType"]

@@ -51,12 +51,15 @@ REQUIRED_LABELS = {"env": "dev", "app": "flightpipe", "managed-by": "pulumi"}
 class RecordingMocks(pulumi.runtime.Mocks):
     """Records what the program declares; answers like the provider where the program reads back."""
 
-    def __init__(self) -> None:
+    def __init__(self, received: bool = True) -> None:
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
+        self.received = received  # what MetricReady's provider answers (components/ready.py)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(args)
         state = dict(args.inputs)
+        if args.typ == READY:
+            state["received"] = self.received
         if args.typ == SLO:
             service, slo_id = args.inputs["service"], args.inputs["sloId"]
             state["name"] = f"projects/p/services/{service}/serviceLevelObjectives/{slo_id}"
@@ -109,9 +112,10 @@ def run_program(
     make_args: Callable[[], MonitoringArgs] = _args,
     check: Callable[[Monitoring], pulumi.Output[Any] | None] | None = None,
     depends_on_apis: bool = False,
+    received: bool = True,
 ) -> tuple[RecordingMocks, RecordingMonitor]:
     """Run a program declaring one `Monitoring("mon", ...)` under recording mocks."""
-    mocks = RecordingMocks()
+    mocks = RecordingMocks(received)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, preview=False, monitor=monitor)
 
@@ -590,3 +594,19 @@ def test_a_metric_ready_waits_once_per_type_for_the_project_it_reads(graph: Any)
     for r in ready:
         assert r.inputs["project"] == graph.config["gcp:project"]
         assert r.inputs["timeoutSeconds"] >= 600  # Google: "up to 10 minutes to become available"
+
+
+def test_the_dashboard_waits_for_the_apis_own_metric_without_failing_the_deploy() -> None:
+    """A scaled-to-zero API exports its metrics only while it serves: its wait is optional, and
+    until Cloud Monitoring has the metric the dashboard leaves the by-route chart out."""
+    route_metric = "flightpipe_http_request_duration_seconds"
+    waits = {r.inputs["metricType"]: r.inputs for r in declare() if r.typ == READY}
+    optional = {t for t, inputs in waits.items() if not inputs["required"]}
+    assert optional == {f"prometheus.googleapis.com/{route_metric}/histogram"}
+    (charted,) = of_type(declare(), DASHBOARD)
+    (bare,) = of_type(run_program(received=False)[0].resources, DASHBOARD)
+    assert route_metric in charted["dashboardJson"]
+    assert route_metric not in bare["dashboardJson"]
+    assert len(json.loads(bare["dashboardJson"])["mosaicLayout"]["tiles"]) == (
+        len(json.loads(charted["dashboardJson"])["mosaicLayout"]["tiles"]) - 1
+    )

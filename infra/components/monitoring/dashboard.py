@@ -28,12 +28,17 @@ def _chart(title: str, y: str, thresholds: Sequence[float], *queries: Any) -> di
 
 
 def dashboard_json(
-    title: str, labels: Mapping[str, str], names: Mapping[str, str], has_subscriber: bool = True
+    title: str,
+    labels: Mapping[str, str],
+    names: Mapping[str, str],
+    has_subscriber: bool = True,
+    by_route: bool = True,
 ) -> str:
     """The dashboard as JSON.
 
     `names`: `api`, `subscription`, `dlq_topic`, optionally `dlq_subscription` and `subscriber`
-    (the subscriber's Cloud Run service, for the instance chart).
+    (the subscriber's Cloud Run service, for the instance chart). `by_route`: chart the API's
+    own per-route latency (only once Cloud Monitoring has that metric: `dashboard`).
     """
     prom, run, sub_type = m.PROM, m.RUN, m.SUBSCRIPTION
     api = {"service_name": names["api"]}
@@ -43,7 +48,7 @@ def dashboard_json(
     requests = filter_str(m.RUN_REQUESTS, run, api)
     errors = filter_str(m.RUN_REQUESTS, run, api, [m.IS_5XX])
     latencies = filter_str(m.RUN_LATENCIES, run, api)
-    by_route = filter_str(m.HTTP_DURATION, prom, api_ns)
+    route_filter = filter_str(m.HTTP_DURATION, prom, api_ns)
     # The API's instances as Cloud Run counts them (a revision's resource); a worker pool is no
     # `cloud_run_revision`, so the subscriber's are counted as the instances whose freshness
     # series is being scraped (one series per instance; see collector.py on instance ids).
@@ -84,7 +89,7 @@ def dashboard_json(
     pct = ("50", "95", "99")
     run_pcts = [_q(latencies, "ALIGN_DELTA", f"REDUCE_PERCENTILE_{p}") for p in pct]
     route_pcts = [
-        _q(by_route, "ALIGN_DELTA", f"REDUCE_PERCENTILE_{p}", "metric.label.route") for p in pct
+        _q(route_filter, "ALIGN_DELTA", f"REDUCE_PERCENTILE_{p}", "metric.label.route") for p in pct
     ]
     widgets = [
         *pipeline,
@@ -94,7 +99,11 @@ def dashboard_json(
         _chart("API requests by status class", "req/s", [], by_class),
         _chart("API 5xx ratio", "ratio", [t.API_5XX_RATIO.value], ratio),
         _chart("API latency p50/p95/p99 (ms, Cloud Run)", "ms", [t.API_P95_MS.value], *run_pcts),
-        _chart("API latency p50/p95/p99 by route (s, app)", "s", [], *route_pcts),
+        *(
+            [_chart("API latency p50/p95/p99 by route (s, app)", "s", [], *route_pcts)]
+            if by_route
+            else []
+        ),
         _chart(
             "Instances (API by state; subscriber instances scraped)", "instances", [], *instances
         ),
@@ -120,8 +129,11 @@ def dashboard(scope: Scope) -> gcp.monitoring.Dashboard:
     if a.subscriber_service_name is not None:
         names["subscriber"] = a.subscriber_service_name
     title, labels = f"flightpipe ({a.env})", scope.labels
-    body = pulumi.Output.all(**names).apply(
-        lambda n: dashboard_json(title, labels, n, a.has_subscriber)
+    # The API exports its own metrics only while it serves (scale to zero, request-billed CPU):
+    # its wait never fails the deploy, and the by-route chart joins once the metric exists.
+    routes = scope.metric_ready(m.HTTP_DURATION, required=False)
+    body = pulumi.Output.all(names=pulumi.Output.all(**names), received=routes.received).apply(
+        lambda v: dashboard_json(title, labels, v["names"], a.has_subscriber, bool(v["received"]))
     )
     return gcp.monitoring.Dashboard(
         f"{scope.name}-dashboard",

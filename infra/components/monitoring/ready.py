@@ -18,6 +18,12 @@ what to check after a bounded wait. Its inputs name the exporting Cloud Run reso
 of it), so it starts only once that resource is deployed. The deployer's `roles/monitoring.editor`
 holds `monitoring.metricDescriptors.get` (infra/grants.py). Once created it never waits again.
 
+A wait may be optional (`required=False`) where nothing but the wait depends on the service's
+traffic: a scaled-to-zero API with request-billed CPU exports its own metrics only while it
+serves, so a first deploy need not block on them. On time-out it ends with `received` false
+instead of failing, and every later `pulumi up` asks again until it is true; what reads the
+metric leaves it out meanwhile (the dashboard's by-route chart).
+
 dill pickles the provider by reference to this module (pulumi/pulumi#7453), so Pulumi's Python
 dynamic-provider host imports `components.monitoring.ready` as the program does, from `infra/`;
 the provider's own imports are inside its methods so unpickling it costs nothing else.
@@ -39,6 +45,10 @@ class MetricNotReady(Exception):
     """The metric type did not reach Cloud Monitoring in time, or it cannot be asked."""
 
 
+class MetricNotReceived(MetricNotReady):
+    """The wait ran out: Cloud Monitoring answered, but has no such metric yet."""
+
+
 class MetricReadyProvider(ResourceProvider):
     """Creates nothing: waits until the metric descriptor exists (see the module docstring)."""
 
@@ -50,16 +60,32 @@ class MetricReadyProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Poll until the descriptor exists; raise `MetricNotReady` with what to check."""
-        self.wait(props)
-        return CreateResult(f"{props['project']}/{props['metricType']}", dict(props))
+        outs = self.outcome(props)
+        return CreateResult(f"{props['project']}/{props['metricType']}", outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Wait again only for another metric type or project."""
+        """Wait again for another metric type or project, or while an optional one is missing."""
         changed = [k for k in self.replace_on if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=False)
+        retry = olds.get("received") is False
+        return DiffResult(
+            changes=bool(changed) or retry, replaces=changed, delete_before_replace=False
+        )
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(dict(news))
+        return UpdateResult(self.outcome(news))
+
+    def outcome(self, props: dict[str, Any]) -> dict[str, Any]:
+        """The props with `received`: a required wait that runs out raises instead."""
+        try:
+            self.wait(props)
+        except MetricNotReceived as exc:
+            if props.get("required", True):
+                raise
+            import sys
+
+            sys.stderr.write(f"{exc} Going on without it; the next `pulumi up` asks again.\n")
+            return {**props, "received": False}
+        return {**props, "received": True}
 
     def wait(self, props: dict[str, Any]) -> None:
         import os
@@ -119,7 +145,7 @@ class MetricReadyProvider(ResourceProvider):
                 )
             waited = time.monotonic() - started
             if waited + poll_s > timeout_s:
-                raise MetricNotReady(
+                raise MetricNotReceived(
                     f"Cloud Monitoring has not received metric {metric} in project {project} "
                     f"after {waited / 60:.0f} min (last answer: {status}); the alert policies, "
                     f"SLOs and dashboard that read it wait for it. {check}"
@@ -138,6 +164,7 @@ class MetricReady(Resource):
     """Exists once Cloud Monitoring has received `metric_type` (see the module docstring)."""
 
     metric_type: pulumi.Output[str]
+    received: pulumi.Output[bool]
 
     def __init__(
         self,
@@ -146,6 +173,7 @@ class MetricReady(Resource):
         project: pulumi.Input[str],
         metric_type: str,
         exporter: pulumi.Input[str],
+        required: bool = True,
         timeout_s: int = DEFAULT_TIMEOUT_S,
         poll_s: int = DEFAULT_POLL_S,
         opts: pulumi.ResourceOptions | None = None,
@@ -154,7 +182,9 @@ class MetricReady(Resource):
             "project": project,
             "metricType": metric_type,
             "exporter": exporter,
+            "required": required,
             "timeoutSeconds": timeout_s,
             "pollSeconds": poll_s,
+            "received": None,  # an output: set by the provider
         }
         super().__init__(MetricReadyProvider(), name, props, opts)

@@ -71,8 +71,10 @@ class Scope:
             parent=self.parent, depends_on=[*self.depends_on, *waits] or None
         )
 
-    def metric_ready(self, metric_type: str) -> MetricReady:
-        """The wait for `metric_type`, which names (and so follows) the service exporting it."""
+    def metric_ready(self, metric_type: str, *, required: bool = True) -> MetricReady:
+        """The wait for `metric_type`, which names (and so follows) the service exporting it.
+
+        `required=False`: the wait never fails the deploy (ready.py); read `.received`."""
         if metric_type not in self.ready:
             exporter = m.EXPORTED_BY[metric_type]
             service = (
@@ -88,6 +90,7 @@ class Scope:
                 project=self.args.project,
                 metric_type=metric_type,
                 exporter=service,
+                required=required,
                 opts=self.child,
             )
         return self.ready[metric_type]
