@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,15 +28,18 @@ REPO = guide.REPO
 STANDINS = REPO / guide.STANDINS
 # The group and prod's channel exist in the fake organisation the program runs against
 # (tests/infra/program.py); dev's project is not the documentation's, to show the guide sets it.
+# The owner's ADC bills Cloud Identity to a project of theirs that is neither dev nor prod.
 GROUP = "group:flight-analysts@acme-flights.dev"
+QUOTA_PROJECT = "acme-flights-admin"
 OPERATORS = [
-    Operator("dev", "acme-flights-dev", "4242", GROUP),
+    Operator("dev", "acme-flights-dev", "4242", GROUP, quota_project=QUOTA_PROJECT),
     Operator(
         "prod",
         "flightpipe-prod",
         "4242",
         GROUP,
         "projects/flightpipe-prod/notificationChannels/8264519037712834",
+        QUOTA_PROJECT,
     ),
 ]
 
@@ -96,6 +100,8 @@ def test_the_bootstrap_stack_is_kms_encrypted_in_its_own_bucket(
     assert "encryptionsalt" not in settings
     assert settings["config"]["flightpipe-bootstrap:gitlabProjectId"] == operator.gitlab_project_id
     assert settings["config"]["gcp:project"] == operator.project
+    gate = settings["config"].get("flightpipe-bootstrap:deployGate")
+    assert gate == ("tag" if operator.env == "prod" else None)  # prod: any GitLab tier
     bucket = run.cloud()["buckets"][f"{operator.project}-pulumi-bootstrap"]
     assert bucket["versioning"] and bucket["uniform_bucket_level_access"]
     assert bucket["public_access_prevention"]
@@ -140,6 +146,55 @@ def test_the_committed_main_stack_previews_with_the_real_program(
     preview = _pulumi(env, run.checkout, "-C", "infra", "preview", "--stack", operator.env)
     assert preview.returncode == 0, preview.stderr[-3000:]
     assert "api_url" in preview.stdout
+
+
+PREFLIGHT_LINE = re.compile(r"^(?P<status>ok|FAIL|skip) +(?P<check>[a-z][a-z ]*[a-z])(:|$)")
+PREFLIGHT_CHECKS = {
+    "config",
+    "example values",
+    "secrets provider",
+    "project",
+    "apis",
+    "state bucket",
+    "kms key",
+    "wif provider",
+    "analyst group",
+    "notification channels",
+    "bootstrap outputs",
+}
+
+
+@pytest.mark.parametrize("operator", OPERATORS, ids=lambda o: o.env)
+def test_preflight_passes_on_what_the_guide_made_with_the_owners_own_credentials(
+    run: GuideRun, operator: Operator
+) -> None:
+    """`make preflight` at the end of step 3 checks every precondition, the analyst group
+    included (looked up, not skipped), read-only and as the owner's ADC user."""
+    found = [PREFLIGHT_LINE.match(line) for line in run.output[operator.env].splitlines()]
+    results = {m["check"]: m["status"] for m in found if m}
+    assert set(results) == PREFLIGHT_CHECKS, run.output[operator.env]
+    assert set(results.values()) == {"ok"}, run.output[operator.env]
+    assert run.google is not None
+    calls = [c for c in run.google.calls if c.path != "/token"]  # google-auth's token refresh
+    assert {(c.method, c.caller) for c in calls} == {("GET", guide.OWNER_ACCOUNT)}
+    paths = {c.path for c in calls}
+    assert f"/storage/v1/b/{operator.project}-pulumi-state" in paths
+    assert f"/v1/{_bootstrap_outputs(run, operator)['wif_provider']}" in paths
+
+
+def test_preflight_stops_the_guide_when_the_analyst_group_does_not_exist(tmp_path: Path) -> None:
+    checkout = guide.copy_checkout(tmp_path / "flightpipe")
+    empty = guide.Organisation(groups=frozenset(), channels=frozenset())
+    with pytest.raises(GuideError) as refused:
+        guide.run_guide(checkout, OPERATORS[:1], tmp_path / "owner", organisation=empty)
+    where = re.search(r"docs/deploying\.md:(\d+) failed", str(refused.value))
+    assert where, refused.value
+    failed = next(
+        b for b in guide.blocks((REPO / guide.GUIDE).read_text()) if b.line == int(where[1])
+    )
+    assert "make preflight" in failed.text
+    says = "FAIL analyst group: flight-analysts@acme-flights.dev not found or not visible"
+    assert says in str(refused.value)
 
 
 def test_every_shell_block_of_the_guide_runs_or_says_why_not() -> None:
@@ -249,3 +304,26 @@ def test_up_refuses_a_stack_missing_a_required_key(cli: dict[str, str], tmp_path
     assert _pulumi(env, project, "stack", "init", "dev").returncode == 0
     refused = _pulumi(env, project, "up", "--yes")
     assert "Stack 'dev' is missing configuration value 'group'" in refused.stderr
+
+
+def test_set_quota_project_needs_the_adc_file_and_a_project_of_the_account(
+    cli: dict[str, str], tmp_path: Path
+) -> None:
+    """As gcloud: the quota project goes into an existing user ADC, on a project the account may
+    use; the file is what google-auth reads (quota_project_id)."""
+    Path(cli["STANDIN_STATE"]).write_text(json.dumps({"projects": ["mine"]}))
+    adc = Path(cli["HOME"]) / ".config" / "gcloud" / "application_default_credentials.json"
+    adc.unlink()
+
+    def gcloud(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["gcloud", *args], env=cli, capture_output=True, text=True, check=False
+        )
+
+    early = gcloud("auth", "application-default", "set-quota-project", "mine")
+    assert early.returncode == 1 and "gcloud auth application-default login" in early.stderr
+    assert gcloud("auth", "application-default", "login").returncode == 0
+    assert gcloud("auth", "application-default", "set-quota-project", "theirs").returncode == 1
+    assert gcloud("auth", "application-default", "set-quota-project", "mine").returncode == 0
+    written = json.loads(adc.read_text())
+    assert written["type"] == "authorized_user" and written["quota_project_id"] == "mine"
