@@ -282,7 +282,12 @@ def refused(response: requests.Response, who: str, missing: str) -> str:
     message, info = _error(response)
     if info.get("reason") == "SERVICE_DISABLED":
         service = info.get("metadata", {}).get("service", "?")
-        consumer = str(info.get("metadata", {}).get("consumer", "?")).removeprefix("projects/")
+        consumer = str(info.get("metadata", {}).get("consumer", "")).removeprefix("projects/")
+        if not consumer:
+            return (
+                f"{service} needs a quota project for your credentials: gcloud auth "
+                "application-default set-quota-project <project> (docs/deploying.md step 3)"
+            )
         enable = f"gcloud services enable {service} --project {consumer}"
         return f"{service} is not enabled in {consumer}: {enable}"
     if response.status_code == 403:

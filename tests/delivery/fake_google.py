@@ -596,7 +596,7 @@ def simulated_iam(
     import yaml
 
     from tests.infra.iam_model import BOOTSTRAP, Binding, bindings, granting
-    from tests.infra.program import run_program, run_stack
+    from tests.infra.program import EXISTING_CHANNELS, run_program, run_stack
 
     per_project: dict[str, list[Binding]] = {}
     for stack in stacks:
@@ -604,7 +604,11 @@ def simulated_iam(
             stack,
             ingestMode="subscriber",
             analystGroup="group:flight-analysts@acme-flights.dev",
-            notificationChannels=json.dumps([f"projects/acme-{stack}/notificationChannels/42"]),
+            **(
+                {"notificationChannels": json.dumps(sorted(EXISTING_CHANNELS))}
+                if stack == "prod"
+                else {}
+            ),
         )
         raw = yaml.safe_load((BOOTSTRAP / f"Pulumi.{stack}.yaml").read_text())["config"]
         boot_config = {k: str(v) for k, v in raw.items()}

@@ -7,6 +7,7 @@ flow obtains the token. Every run must be read-only: the fake records only GETs.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from scripts import preflight
@@ -331,3 +333,29 @@ def test_make_preflight_runs_the_script_for_env() -> None:
         check=True,
     )
     assert "scripts/preflight.py prod" in dry.stdout
+
+
+def test_a_call_without_a_quota_project_says_how_to_set_one() -> None:
+    """User credentials with no quota project: Google names no consumer project to enable the
+    API in (https://cloud.google.com/docs/quotas/set-quota-project), so saying "enable it in ''"
+    would help nobody."""
+    response = requests.Response()
+    response.status_code = 403
+    body = {
+        "error": {
+            "code": 403,
+            "status": "PERMISSION_DENIED",
+            "message": "Cloud Identity API has not been used in project before or it is disabled.",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "SERVICE_DISABLED",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "cloudidentity.googleapis.com", "consumer": ""},
+                }
+            ],
+        }
+    }
+    response._content = json.dumps(body).encode()
+    line = preflight.refused(response, "you", "missing")
+    assert "set-quota-project" in line and "--project" not in line
