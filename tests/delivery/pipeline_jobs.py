@@ -59,7 +59,7 @@ from tests.delivery.fake_google import Authorizer, FakeGoogle, unsigned_jwt
 from tests.delivery.guide import GuideRun, Operator, run_guide
 from tests.infra.gitlab_tokens import on_free, policy_access, tag_token, token
 from tests.infra.iam_model import BOOTSTRAP, Binding, bindings, granting
-from tests.infra.program import INFRA, run_program
+from tests.infra.program import INFRA, OPERATOR_CONFIG, run_program
 from tests.processes import Serve
 from tests.pubsub_emulator import running_emulator
 
@@ -79,10 +79,10 @@ ENVIRONMENTS = {
     "prod": {"project": "flightpipe-prod", "bucket": "gs://flightpipe-prod-pulumi-state"},
 }
 GITLAB_PROJECT_ID = "4242"  # the project_id claim of the tokens below
-ANALYST_GROUP = "group:flight-analysts@acme-flights.dev"
-PROD_CHANNEL = "projects/flightpipe-prod/notificationChannels/8264519037712834"
 # The owner's values for docs/deploying.md, which sets up this world (tests/delivery/guide.py):
-# the fake organisation's group and channel (tests/infra/program.py OPERATOR_CONFIG).
+# the fake organisation's group and channel, the ones the Pulumi mocks know to exist.
+ANALYST_GROUP = OPERATOR_CONFIG["prod"]["flightpipe:analystGroup"]
+(PROD_CHANNEL,) = json.loads(OPERATOR_CONFIG["prod"]["flightpipe:notificationChannels"])
 OPERATORS = [
     Operator("dev", "flightpipe-dev", GITLAB_PROJECT_ID, ANALYST_GROUP),
     Operator("prod", "flightpipe-prod", GITLAB_PROJECT_ID, ANALYST_GROUP, PROD_CHANNEL),
