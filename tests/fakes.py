@@ -3,8 +3,8 @@
 Both are typed against their port (`Broker`, `Warehouse`: tests/unit/test_fakes.py checks it with
 mypy --strict). `FakeBroker` keeps only what the subscriber needs (publish, pull, ack, nack,
 deadlines, backlog); the real adapters are covered by the port contract tests. `FlakyWarehouse`
-wraps a real warehouse and fails on demand, to test retries without mocking DuckDB; with no failure
-asked for it passes the warehouse contract suite (tests/contract/test_warehouse_port.py).
+wraps a real warehouse and fails on demand, to test retries without mocking DuckDB; asked for no
+failure, it hands every call to that warehouse unchanged.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Literal
 
 from flightpipe.broker import (
@@ -37,9 +37,14 @@ from flightpipe.warehouse.port import DEFAULT_SORT, GroupBy, PageKey, Sort
 
 
 class FakeBroker:
-    """Topics with fan-out, leases without deadlines, everything under one lock."""
+    """Topics with fan-out, leases without deadlines, everything under one lock.
+
+    `now` stamps each message's publish_time and ages the backlog: a test sets it to a fixed,
+    old instant so the freshness and backlog-age gauges have exact values to assert.
+    """
 
     def __init__(self) -> None:
+        self.now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.topics: dict[str, list[str]] = {}
@@ -73,11 +78,10 @@ class FakeBroker:
                 mid = str(next(self._ids))
                 ids.append(mid)
                 self.published[topic].append((data, dict(attributes)))
+                published = self.now()
                 for sub in self.topics[topic]:
                     self.pending[sub].append(
-                        Message(
-                            mid, data, dict(attributes), dt.datetime.now(dt.UTC), f"{sub}:{mid}"
-                        )
+                        Message(mid, data, dict(attributes), published, f"{sub}:{mid}")
                     )
             return ids
 
@@ -112,8 +116,15 @@ class FakeBroker:
             return not self.pending[subscription] and not self.leased[subscription]
 
     def backlog(self, subscription: str) -> Backlog | None:
+        """Unacked messages and the age of the oldest, as Pub/Sub's oldest_unacked_message_age
+        counts it: from its publish time, leased or not (https://cloud.google.com/monitoring/api/
+        metrics_gcp_p_z, pubsub subscription/oldest_unacked_message_age)."""
         with self._lock:
-            return len(self.pending[subscription]) + len(self.leased[subscription]), None
+            unacked = [*self.pending[subscription], *self.leased[subscription].values()]
+            if not unacked:
+                return 0, None
+            oldest = min(m.publish_time for m in unacked)
+            return len(unacked), max(0.0, (self.now() - oldest).total_seconds())
 
     def close(self) -> None:
         pass

@@ -1,8 +1,7 @@
 """Contract tests of the warehouse port: every adapter in WAREHOUSES passes all of them.
 
-The unit tests' `FlakyWarehouse` runs them too. BigQuery cannot run here; its SQL is proven
-on DuckDB in tests/integration (sqlglot) and its requests
-against a local fake endpoint in tests/unit.
+BigQuery cannot run here; its SQL is proven on DuckDB in tests/integration (sqlglot) and its
+requests against a local fake endpoint in tests/unit.
 """
 
 from __future__ import annotations
@@ -10,16 +9,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from flightpipe.contract import COLUMN_NAMES, FlightEvent
-from flightpipe.warehouse import Envelope, FlightFilter, Warehouse
+from flightpipe.warehouse import Envelope, FlightFilter, Warehouse, WarehouseUnavailable
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from flightpipe.warehouse.port import Sort
 from flightpipe.warehouse.query import ExportFormat, render_rows
 from tests.factories import make_event
-from tests.fakes import FlakyWarehouse
 
 # Port contract cases: `make test-integration` selects only their emulator-backed ones.
 pytestmark = pytest.mark.contract
@@ -27,8 +26,11 @@ pytestmark = pytest.mark.contract
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 WAREHOUSES: dict[str, Callable[[Path], Warehouse]] = {
     "duckdb": lambda tmp: DuckDBWarehouse(tmp / "w.duckdb"),
-    # The unit tests' fake, failing nothing: what it adds to a real warehouse keeps the port.
-    "flaky-fake": lambda tmp: FlakyWarehouse(DuckDBWarehouse(tmp / "w.duckdb")),
+}
+# How each adapter loses its warehouse while the process lives on: DuckDB's connection closed
+# under it, as after a fatal error invalidates the database.
+CUT_OFF: dict[str, Callable[[Warehouse], None]] = {
+    "duckdb": lambda w: cast(DuckDBWarehouse, w)._conn.close(),
 }
 
 
@@ -243,8 +245,13 @@ def test_newest_publish_time_is_the_watermark(warehouse: Warehouse) -> None:
     assert warehouse.newest_publish_time() == later
 
 
-def test_ping_answers(warehouse: Warehouse) -> None:
+def test_ping_answers_while_the_warehouse_does_and_raises_unavailable_once_it_cannot(
+    warehouse: Warehouse, request: pytest.FixtureRequest
+) -> None:
     warehouse.ping()
+    CUT_OFF[request.node.callspec.params["warehouse"]](warehouse)
+    with pytest.raises(WarehouseUnavailable):
+        warehouse.ping()
 
 
 def test_count_events_counts_each_distinct_event_once(warehouse: Warehouse) -> None:

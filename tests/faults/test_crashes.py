@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import pytest
 
 from flightpipe.broker.embedded import EmbeddedBroker
+from flightpipe.contract import FlightEvent
 from flightpipe.settings import Settings
 from tests.factories import payload
 from tests.faults.harness import (
@@ -33,7 +35,11 @@ INVALID = [b"{not json", b'{"event_id": "x"}', b"null", b"[]", b"\xff"]
 
 
 def _take_over(
-    figures: Figures, broker: EmbeddedBroker, settings: Settings, valid: list, fault_ended: float
+    figures: Figures,
+    broker: EmbeddedBroker,
+    settings: Settings,
+    valid: list[FlightEvent],
+    fault_ended: float,
 ) -> None:
     """A fresh subscriber drains what is left; then check every promise."""
     successor = SubscriberProcess(settings).start()
@@ -79,21 +85,25 @@ def test_a_dead_thread_makes_the_process_unhealthy_and_exit_and_nothing_is_lost(
 def test_a_dead_thread_is_seen_by_the_health_probe_before_the_exit(
     broker: EmbeddedBroker, settings: Settings
 ) -> None:
-    # The writer blocks in its phase while the acker dies: /healthz must say so meanwhile.
-    faulty = SubscriberProcess(
-        settings, argv=FAULTY, env={"FAULT": "crash:leaser"}
-    )  # the leaser dies at its first tick, 0.67 s in; the writer is idle and the process exits
+    # The leaser dies at its first tick (a third of the 2 s ack deadline); the process then
+    # winds down (about 0.3 s) before it exits, and /healthz must answer 503 meanwhile.
+    faulty = SubscriberProcess(settings, argv=FAULTY, env={"FAULT": "crash:leaser"})
     faulty.start(wait_healthy=False)
-    seen: set[int] = set()
+    answers: list[tuple[int, Any]] = []
     assert faulty.proc is not None
     while faulty.proc.poll() is None:
-        status, body = faulty.health()
-        seen.add(status)
+        answers.append(faulty.health())
+        time.sleep(0.01)
+    assert faulty.proc.returncode == 1, faulty.log()
+    statuses = [status for status, _ in answers if status]  # 0: not listening (yet or any more)
+    assert 503 in statuses, f"/healthz never answered 503 before the exit: {statuses}"
+    first_503 = statuses.index(503)
+    assert 200 in statuses[:first_503], f"never healthy before the failure: {statuses}"
+    assert set(statuses[first_503:]) == {503}, f"healthy again after the failure: {statuses}"
+    for status, body in answers:
         if status == 503:
-            assert "leaser" in body.get("failure", ""), body
-        time.sleep(0.02)
-    assert faulty.proc.returncode == 1
-    assert 200 in seen  # healthy before the failure; a 503 in between named the dead thread
+            assert body["status"] == "unavailable", body
+            assert body["failure"].startswith("leaser: RuntimeError: injected"), body
 
 
 PHASES = ["pulled", "writing", "committed", "acking", "dead_letter_published"]

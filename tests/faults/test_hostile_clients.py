@@ -1,14 +1,18 @@
 """Hostile HTTP clients against `flightpipe serve`: idle, slow, greedy and malformed.
 
 The server is the real `flightpipe serve` process on loopback; it ingests 30,000 flights first so
-exports have something to stream. Nothing here asserts a duration: each check is that the short
-request is answered while the hostile load is still in place (the latencies are recorded).
+exports have something to stream. Each check is that the short request is answered while the
+hostile load is still in place; the latencies are recorded, and a short request made beside held
+exports must answer within STARVED_SECONDS, hundreds of times its quiet latency (a few ms), yet
+short of forever: a starved request waits for the exports, which are never released before it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import queue
 import socket
 import threading
 import time
@@ -26,6 +30,7 @@ from tests.processes import Serve, wait_until
 pytestmark = pytest.mark.integration
 FLIGHTS = 30_000
 IDLE_TIMEOUT = 3
+STARVED_SECONDS = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +66,13 @@ def _get(url: str, timeout: float = 30) -> tuple[int, bytes, dict[str, str]]:
         return exc.code, exc.read(), dict(exc.headers)
 
 
-def _timed_get(url: str) -> tuple[int, float]:
+def _timed_get(url: str, timeout: float = 30) -> tuple[int, float]:
+    """(status, seconds); status 0 when no answer came within `timeout`."""
     started = time.perf_counter()
-    status, _, _ = _get(url)
+    try:
+        status, _, _ = _get(url, timeout)
+    except (TimeoutError, urllib.error.URLError):
+        status = 0
     return status, time.perf_counter() - started
 
 
@@ -103,7 +112,7 @@ def test_idle_and_slow_connections_do_not_lock_the_server_up(serve: tuple[Serve,
 
 
 def _held_export(
-    base_url: str, path: str, streaming: threading.Barrier, release: threading.Event
+    base_url: str, path: str, answered: queue.Queue[int], release: threading.Event
 ) -> tuple[int, bytes, dict[str, str]]:
     """GET `path`, read its first bytes, then hold the response open until `release` is set.
 
@@ -116,7 +125,7 @@ def _held_export(
         connection.request("GET", path)
         response = connection.getresponse()
         first = response.read(1024) if response.status == 200 else b""
-        streaming.wait(timeout=120)
+        answered.put(response.status)
         release.wait(timeout=120)
         return response.status, first + response.read(), dict(response.headers)
     finally:
@@ -131,28 +140,39 @@ def test_concurrent_large_exports_do_not_starve_a_one_flight_get(
     results: list[tuple[int, bytes, dict[str, str]]] = []
     path = "/v1/flights?format=csv&limit=100000"
     quiet = _quiet_median_ms(f"{server.base_url}/v1/flights/{flight_id}")
-    # Every export thread (and this one) meets here once its response has started: the admitted
-    # ones are mid-stream, the refused ones have their 503.
-    streaming = threading.Barrier(9)
+    # Each export reports here once its response has started: the admitted ones are then
+    # mid-stream and held there, the refused ones have their 503.
+    answered: queue.Queue[int] = queue.Queue()
     release = threading.Event()
 
     def export() -> None:
-        results.append(_held_export(server.base_url, path, streaming, release))
+        results.append(_held_export(server.base_url, path, answered, release))
 
     threads = [threading.Thread(target=export) for _ in range(8)]
     for t in threads:
         t.start()
-    streaming.wait(timeout=120)
+    started: list[int] = []
+    deadline = time.monotonic() + 60
+    with contextlib.suppress(queue.Empty):  # a server with no thread left answers fewer
+        while len(started) < 8:
+            started.append(answered.get(timeout=max(0.0, deadline - time.monotonic())))
     latencies = []
     try:
         for _ in range(5):
-            status, seconds = _timed_get(f"{server.base_url}/v1/flights/{flight_id}")
-            assert status == 200  # answered while every admitted export is still open
+            status, seconds = _timed_get(
+                f"{server.base_url}/v1/flights/{flight_id}", timeout=STARVED_SECONDS
+            )
             latencies.append(seconds)
+            # Answered, and soon, while every admitted export is still held open.
+            assert status == 200 and seconds < STARVED_SECONDS, (
+                f"a one-flight GET beside {len(started)} held exports: status {status} after "
+                f"{seconds:.1f} s (quiet median {quiet:.0f} ms)"
+            )
     finally:
         release.set()
         for t in threads:
             t.join(timeout=120)
+    assert len(started) == 8, f"only {len(started)} of 8 exports were answered at once"
     ok = [r for r in results if r[0] == 200]
     busy = [r for r in results if r[0] == 503]
     assert ok and len(ok) + len(busy) == 8, [r[0] for r in results]

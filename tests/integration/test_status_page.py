@@ -169,12 +169,24 @@ def _chromium() -> str:
 
 
 def _browser(tmp_path: Path, url: str, *extra: str) -> str:
+    """Run headless Chromium on `url`; return what it printed (the DOM with --dump-dom)."""
+    return _browser_with_console(tmp_path, url, *extra)[0]
+
+
+def _browser_with_console(tmp_path: Path, url: str, *extra: str) -> tuple[str, list[str]]:
+    """Like `_browser`, and also return the page's console messages.
+
+    With --enable-logging=stderr Chromium logs each console message, console.error and
+    uncaught exceptions included, as an `INFO:CONSOLE` line on stderr.
+    """
     result = subprocess.run(
         [
             _chromium(),
             *CHROMIUM_FLAGS,
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
             "--virtual-time-budget=5000",
+            "--enable-logging=stderr",
+            "--v=0",
             *extra,
             url,
         ],
@@ -184,7 +196,7 @@ def _browser(tmp_path: Path, url: str, *extra: str) -> str:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+    return result.stdout, [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
 
 
 def _text_of(dom: str, element_id: str) -> str:
@@ -204,16 +216,18 @@ def test_the_server_samples_without_a_page_open_so_a_first_load_has_history() ->
     registry = CollectorRegistry()
     Counter("flightpipe_messages_received", "test", registry=registry).inc(5)
     sampler = Sampler(registry)
+    others = {t for t in threading.enumerate() if t.name == "status-sampler"}
     sampler.start(interval=0.05)
     sampler.start(interval=0.05)  # idempotent: one thread
+    started = [t for t in threading.enumerate() if t.name == "status-sampler" and t not in others]
+    assert len(started) == 1, started
     deadline = time.monotonic() + 30
     while len(sampler._history) < 3:  # MIN_SAMPLE_SECONDS apart, taken by the thread alone
         assert time.monotonic() < deadline
         time.sleep(0.1)
     history = sampler.status()["history"]
     assert len(history) >= 3 and history[0]["t"] < history[-1]["t"]
-    names = [t.name for t in threading.enumerate()]
-    assert names.count("status-sampler") >= 1
+    sampler._stop.set()  # no sampler left running into the next tests
 
 
 def test_browser_renders_the_live_numbers_from_status_json(

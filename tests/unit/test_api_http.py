@@ -18,7 +18,6 @@ import msgspec
 import pytest
 from flask.testing import FlaskClient
 from flightpipe_api import create_app, routes
-from flightpipe_api.exports import LANE_NICENESS
 from flightpipe_api.params import FlightsQuery, parse_query
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import EnvironBuilder
@@ -252,9 +251,11 @@ def test_export_chunks_are_produced_on_the_low_priority_lane_not_the_request_thr
     assert response.status_code == 200
     assert len(response.get_data().splitlines()) == 1 + len(ODD_TAILS) + 1
     assert len(seen) == -(-(len(ODD_TAILS) + 1) // 2)
-    # Every chunk on the one lane thread, niced; this (request) thread keeps its priority.
+    # Every chunk on the one lane thread, niced +10 as docs/reliability.md promises (the kernel
+    # caps nice at 19); this (request) thread keeps its priority.
+    assert base < 19, "the test process is niced to the floor: nothing lower to show"
     assert {name.split("_")[0] for name, _ in seen} == {"export-lane"}
-    assert {nice for _, nice in seen} == {min(19, base + LANE_NICENESS)}
+    assert {nice for _, nice in seen} == {min(19, base + 10)}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
 
 

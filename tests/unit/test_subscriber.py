@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 
 import pytest
 from flightpipe_subscriber import Subscriber
 from flightpipe_subscriber.batches import REASON_ATTRIBUTE
+from prometheus_client import REGISTRY
 
+from flightpipe import telemetry
 from flightpipe.broker import SubscriptionConfig
 from flightpipe.settings import load_settings
 from flightpipe.warehouse import FlightFilter, WarehouseError
@@ -215,14 +218,79 @@ def test_rows_a_warehouse_rejects_individually_are_dead_lettered_and_the_rest_ac
     assert len(broker.acked) == 6
 
 
-def test_freshness_is_measured_from_the_newest_committed_publish_time(
-    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
-) -> None:
-    from prometheus_client import REGISTRY
+# Fixed instants far in the past: a gauge fed the wall clock instead reads years off.
+PUBLISHED = dt.datetime(2020, 3, 1, 12, 0, tzinfo=dt.UTC)
+LATER = dt.timedelta(minutes=7)
 
+
+def _sample(name: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    assert value is not None, name
+    return value
+
+
+def test_freshness_is_measured_from_the_newest_committed_publish_time(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telemetry, "_last_commit_publish_time", 0.0)  # earlier tests' watermark
+    broker.now = lambda: PUBLISHED + LATER
+    broker.publish("flights", [(payload(make_event()), {})])
+    broker.now = lambda: PUBLISHED  # published later, yet older: the newest is not the last
     broker.publish("flights", [(payload(make_event()), {})])
     drain(Subscriber(broker, duckdb_warehouse, SETTINGS), broker)
-    last = REGISTRY.get_sample_value("flightpipe_last_committed_publish_time_seconds")
-    freshness = REGISTRY.get_sample_value("flightpipe_data_freshness_seconds")
-    assert last is not None and abs(last - time.time()) < 60
-    assert freshness is not None and 0 <= freshness < 60
+    newest = (PUBLISHED + LATER).timestamp()
+    assert _sample("flightpipe_last_committed_publish_time_seconds") == newest
+    before = time.time()
+    freshness = _sample("flightpipe_data_freshness_seconds")
+    after = time.time()
+    assert before - newest <= freshness <= after - newest
+
+
+def test_backlog_age_is_the_oldest_unacked_publish_time_and_count_the_unacked_messages(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    # The warehouse is down, so nothing is acked and every observation sees the same backlog.
+    flaky = FlakyWarehouse(duckdb_warehouse)
+    flaky.fail_next = 10**9
+    broker.now = lambda: PUBLISHED
+    broker.publish("flights", [(payload(make_event()), {}) for _ in range(3)])
+    broker.now = lambda: PUBLISHED + LATER
+    broker.publish("flights", [(payload(make_event()), {})])
+    telemetry.SUBSCRIPTION_BACKLOG.set(-1)
+    telemetry.SUBSCRIPTION_OLDEST_UNACKED_AGE.set(-1)
+    subscriber = Subscriber(broker, flaky, SETTINGS)
+    thread = threading.Thread(target=subscriber.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while _sample("flightpipe_subscription_backlog_messages") < 0:
+            assert time.monotonic() < deadline, "the subscriber never observed the backlog"
+            time.sleep(0.01)
+    finally:
+        subscriber.stop()
+        thread.join(timeout=10)
+    assert _sample("flightpipe_subscription_backlog_messages") == 4
+    assert _sample("flightpipe_subscription_oldest_unacked_age_seconds") == LATER.total_seconds()
+
+
+def test_each_dead_lettered_message_is_counted_once_under_its_reason(
+    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    name = "flightpipe_messages_dead_lettered_total"
+    reasons = ("malformed json", "schema", "undecodable", "warehouse")
+    before = {r: _sample(name, reason=r) for r in reasons}
+    broker.publish(
+        "flights",
+        [
+            (b"{broken", {}),
+            (b"\xff\xfe", {}),
+            (b'{"event_id": "x"}', {}),
+            (b"null", {}),
+            (b"[]", {}),
+            (payload(make_event()), {}),
+        ],
+    )
+    drain(Subscriber(broker, duckdb_warehouse, SETTINGS), broker)
+    counted = {r: _sample(name, reason=r) - before[r] for r in reasons}
+    assert counted == {"malformed json": 2, "schema": 3, "undecodable": 0, "warehouse": 0}
+    assert len(broker.published["flights-dead-letter"]) == 5
