@@ -160,7 +160,8 @@ class DuckDBWarehouse:
     def _query(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[dict[str, Any]]:
-        cur = self._cursor()
+        with self._errors():  # a closed connection refuses even a new thread's cursor
+            cur = self._cursor()
         # DuckDB has no statement timeout; the watchdog interrupts the cursor instead.
         with (
             WATCHDOG.guard(self.query_timeout, cur.interrupt),

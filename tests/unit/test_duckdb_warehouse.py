@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flightpipe.warehouse import FlightFilter
+from flightpipe.warehouse import FlightFilter, WarehouseUnavailable
 from flightpipe.warehouse import duckdb as adapter
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.factories import envelopes, make_event
@@ -54,3 +54,24 @@ def test_parsed_statements_are_reused_per_thread_and_bounded(
     thread.start()
     thread.join()
     assert other and other[0] is not first  # each thread parses for its own cursor
+
+
+def test_a_thread_that_never_queried_sees_a_closed_warehouse_as_unavailable(
+    tmp_path: Path,
+) -> None:
+    """`/readyz` on a fresh request thread after the warehouse closed must answer 503, not 500:
+    the cursor a thread opens on first use is refused by the closed connection."""
+    instance = DuckDBWarehouse(tmp_path / "w.duckdb")
+    instance.close()
+    raised: list[BaseException] = []
+
+    def ping() -> None:
+        try:
+            instance.ping()
+        except BaseException as exc:  # recorded for the assertion below
+            raised.append(exc)
+
+    thread = threading.Thread(target=ping)
+    thread.start()
+    thread.join()
+    assert [type(e) for e in raised] == [WarehouseUnavailable]
