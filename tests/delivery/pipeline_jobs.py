@@ -140,7 +140,9 @@ def _run(clone: Path, jobs: list[str], variables: dict[str, str], *extra: str) -
     """
     shutil.rmtree(clone / ".gitlab-ci-local" / "cache", ignore_errors=True)
     run_id = leftovers.new_run_id()
-    variables = {"CI_PROJECT_DIR": ".", **variables, leftovers.MARKER: run_id}
+    # GITLAB_CI: "true" in every GitLab job (https://docs.gitlab.com/ci/variables/predefined_variables/);
+    # gitlab-ci-local sets "false" (firecow/gitlab-ci-local src/job.ts), and --variable wins.
+    variables = {"CI_PROJECT_DIR": ".", "GITLAB_CI": "true", **variables, leftovers.MARKER: run_id}
     (job,) = jobs  # one PATH per invocation: the job's own (see job_path)
     variables["PATH"] = job_path(clone, job, variables.get("PATH", os.environ["PATH"]))
     argv = [_gitlab_ci_local(), "--force-shell-executor", "--shell-isolation", "--concurrency=1"]
