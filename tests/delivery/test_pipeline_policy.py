@@ -322,3 +322,48 @@ def test_every_image_is_pinned_by_digest() -> None:
     assert len(images) >= 3
     for image in images:
         assert re.search(r"@sha256:[0-9a-f]{64}$", image) or image in _TAG_ONLY, image
+
+
+def _e2e_deadline(tmp_path: Path, **env: str) -> str:
+    """The FLIGHTPIPE_E2E_DEADLINE_SECONDS scripts/post_deploy_test.sh gives `make test-e2e`.
+
+    Run in a directory of its own whose `make` and `.venv/bin/python` only record or echo: what
+    the e2e test would be given is the script's doing, not theirs.
+    """
+    work = tmp_path / "job"
+    (work / "scripts").mkdir(parents=True)
+    script = work / "scripts" / "post_deploy_test.sh"
+    script.write_text((REPO / "scripts" / "post_deploy_test.sh").read_text())
+    bin_dir, venv = tmp_path / "bin", work / ".venv" / "bin"
+    bin_dir.mkdir()
+    venv.mkdir(parents=True)
+    seen = tmp_path / "deadline"
+    (bin_dir / "make").write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = test-e2e ] && printf %s "${{FLIGHTPIPE_E2E_DEADLINE_SECONDS-unset}}" > {seen}\n'
+        "exit 0\n"
+    )
+    (venv / "python").write_text("#!/bin/sh\necho stand-in\n")
+    for tool in (bin_dir / "make", venv / "python"):
+        tool.chmod(0o755)
+    job_env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FLIGHTPIPE_E2E_BASE_URL": "https://api.example",
+        "E2E_API_KEY_SECRET": "flightpipe-e2e-api-key",  # pragma: allowlist secret
+        "GCP_SERVICE_ACCOUNT": "flightpipe-deployer@p.iam.gserviceaccount.com",
+        "GOOGLE_CLOUD_PROJECT": "p",
+        **env,
+    }
+    done = subprocess.run(
+        ["bash", str(script)], cwd=work, env=job_env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return seen.read_text()
+
+
+def test_a_first_deploys_e2e_test_waits_for_iam_and_a_later_one_does_not(tmp_path: Path) -> None:
+    """Nothing to roll back to (no PREVIOUS_API_REVISION): up to 10 minutes for fresh grants."""
+    assert _e2e_deadline(tmp_path / "first") == "600"
+    assert _e2e_deadline(tmp_path / "set", FLIGHTPIPE_E2E_DEADLINE_SECONDS="60") == "60"
+    later = _e2e_deadline(tmp_path / "later", PREVIOUS_API_REVISION="flightpipe-api-00001-abc")
+    assert later == "unset"  # the e2e test's own default
