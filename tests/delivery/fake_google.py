@@ -42,7 +42,7 @@ FEDERATED = "federated-token"
 Authorizer = Callable[[str, str, str, str], bool]
 
 RUN = "run.googleapis.com"
-SECRET_MANAGER = "secretmanager.googleapis.com"
+SECRET_MANAGER = "secretmanager.googleapis.com"  # pragma: allowlist secret
 IAM_CREDENTIALS = "iamcredentials.googleapis.com"
 RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com"
 SERVICE_USAGE = "serviceusage.googleapis.com"
@@ -56,7 +56,7 @@ STS = "sts.googleapis.com"
 # The titles Google puts in a SERVICE_DISABLED message ("<title> has not been used in project").
 TITLES: dict[str, str] = {
     RUN: "Cloud Run Admin API",
-    SECRET_MANAGER: "Secret Manager API",
+    SECRET_MANAGER: "Secret Manager API",  # pragma: allowlist secret
     IAM_CREDENTIALS: "IAM Service Account Credentials API",
     RESOURCE_MANAGER: "Cloud Resource Manager API",
     SERVICE_USAGE: "Service Usage API",
@@ -629,6 +629,7 @@ def simulated_iam(
 def credential_file(directory: Path, url: str, account: str) -> Path:
     """An external-account ADC file, as scripts/gcp_wif_login.sh writes it, that makes google-auth
     exchange a token at the stand-in (`url`) and impersonate `account`."""
+    # pragma: allowlist nextline secret
     provider = "projects/123456789012/locations/global/workloadIdentityPools/gitlab/providers/x"
     token = directory / "oidc-token"
     token.write_text(unsigned_jwt({"aud": f"//iam.googleapis.com/{provider}"}))

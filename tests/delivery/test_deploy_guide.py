@@ -38,6 +38,7 @@ OPERATORS = [
         "flightpipe-prod",
         "4242",
         GROUP,
+        # pragma: allowlist nextline secret
         "projects/flightpipe-prod/notificationChannels/8264519037712834",
         QUOTA_PROJECT,
     ),
@@ -276,6 +277,7 @@ def test_an_empty_secrets_provider_with_a_passphrase_set_makes_a_passphrase_stac
     settings = yaml.safe_load((main / "Pulumi.dev.yaml").read_text())
     assert "encryptionsalt" in settings and "secretsprovider" not in settings
     state = json.loads(Path(cli["STANDIN_STATE"]).read_text())
+    # pragma: allowlist nextline secret
     assert state["backends"]["gs://state"]["stacks"]["main/dev"]["secrets_provider"] == "passphrase"
 
 

@@ -155,6 +155,7 @@ def test_over_http_the_refusal_is_recorded_with_its_caller(fake: FakeGoogle, ser
 
 
 PROVIDER = (
+    # pragma: allowlist nextline secret
     "projects/123456789012/locations/global/workloadIdentityPools/gitlab/providers/gitlab-oidc"
 )
 

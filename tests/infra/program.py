@@ -43,6 +43,7 @@ OPERATOR_CONFIG: dict[str, dict[str, str]] = {
     "prod": {
         "flightpipe:analystGroup": "group:flight-analysts@acme-flights.dev",
         "flightpipe:notificationChannels": json.dumps(
+            # pragma: allowlist nextline secret
             ["projects/flightpipe-prod/notificationChannels/8264519037712834"]
         ),
     },

@@ -30,7 +30,7 @@ API_OF_MODULE = {
     "kms": "cloudkms.googleapis.com",
     "monitoring": "monitoring.googleapis.com",
     "pubsub": "pubsub.googleapis.com",
-    "secretmanager": "secretmanager.googleapis.com",
+    "secretmanager": "secretmanager.googleapis.com",  # pragma: allowlist secret
     "serviceaccount": "iam.googleapis.com",
     "storage": "storage.googleapis.com",
 }

@@ -18,6 +18,7 @@ if str(INFRA) not in sys.path:
 import config  # noqa: E402
 
 GROUP = "group:flight-analysts@acme-flights.dev"
+# pragma: allowlist nextline secret
 CHANNEL = "projects/acme-flights-prod/notificationChannels/8264519037712834"
 
 
@@ -60,6 +61,7 @@ def test_an_analyst_group_that_is_no_iam_member_is_refused() -> None:
 
 
 def test_the_example_notification_channel_is_refused() -> None:
+    # pragma: allowlist nextline secret
     example = "projects/flightpipe-prod/notificationChannels/1234567890123456789"
     with pytest.raises(config.ConfigError, match=r"notificationChannels.*example id"):
         _load("prod", analystGroup=GROUP, notificationChannels=[example])
