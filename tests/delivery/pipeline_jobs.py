@@ -69,6 +69,7 @@ from trust import TrustPolicy  # infra/bootstrap is not a package
 
 REPO = Path(__file__).resolve().parents[2]
 UV_CACHE = Path(os.environ.get("UV_CACHE_DIR") or Path.home() / ".cache" / "uv")
+COLLECT_ONLY = "tests.delivery.collect_only"
 MR_CHECKS = ("lint", "security", "unit-tests", "integration-tests")
 JOB_TIMEOUT_S = 1800
 # .gitlab-ci.yml minus `services:` (the shell executor has no containers; see _shell_file).
@@ -346,6 +347,11 @@ def test_merge_request_checks_pass_from_a_cold_cache(clone: Path) -> None:
         "UV_CACHE_DIR": str(UV_CACHE),
         # Only a job with the emulator service (job_services) gets an emulator.
         "FLIGHTPIPE_TEST_PUBSUB_EMULATOR_HOST": "",
+        # `make test` ran the suite once; here each job's pytest runs collect its selection only
+        # (tests/delivery/collect_only.py): the jobs' own set-up, tools and markers are what the
+        # rehearsal proves.
+        "PYTHONPATH": ".",
+        "PYTEST_PLUGINS": COLLECT_ONLY,
     }
     # Every job runs whatever an earlier one did, as in GitLab (they all have `needs: []`), so
     # one run names every failing job.
@@ -360,6 +366,12 @@ def test_merge_request_checks_pass_from_a_cold_cache(clone: Path) -> None:
                 continue
             assert run.returncode == 0, run.output[-6000:]
             assert _job_succeeded(run, job), f"{job} did not finish:\n{run.output[-4000:]}"
+            if job in ("unit-tests", "integration-tests"):
+                collected = [
+                    int(n) for n in re.findall(r"(\d+)(?:/\d+)? tests? collected", run.output)
+                ]
+                assert collected and min(collected) > 0, f"{job} selected no test"
+                assert not re.search(r"\d+ passed", run.output), f"{job} ran tests again"
         except AssertionError as failed:
             failures[job] = str(failed)
     assert not failures, "\n\n".join(f"---- {job}:\n{why}" for job, why in failures.items())
