@@ -23,6 +23,7 @@ import yaml
 
 from tests.delivery import guide
 from tests.delivery.guide import GuideError, GuideRun, Operator
+from tests.delivery.test_preflight import CHECKS
 
 REPO = guide.REPO
 STANDINS = REPO / guide.STANDINS
@@ -150,19 +151,6 @@ def test_the_committed_main_stack_previews_with_the_real_program(
 
 
 PREFLIGHT_LINE = re.compile(r"^(?P<status>ok|FAIL|skip) +(?P<check>[a-z][a-z ]*[a-z])(:|$)")
-PREFLIGHT_CHECKS = {
-    "config",
-    "example values",
-    "secrets provider",
-    "project",
-    "apis",
-    "state bucket",
-    "kms key",
-    "wif provider",
-    "analyst group",
-    "notification channels",
-    "bootstrap outputs",
-}
 
 
 @pytest.mark.parametrize("operator", OPERATORS, ids=lambda o: o.env)
@@ -173,7 +161,7 @@ def test_preflight_passes_on_what_the_guide_made_with_the_owners_own_credentials
     included (looked up, not skipped), read-only and as the owner's ADC user."""
     found = [PREFLIGHT_LINE.match(line) for line in run.output[operator.env].splitlines()]
     results = {m["check"]: m["status"] for m in found if m}
-    assert set(results) == PREFLIGHT_CHECKS, run.output[operator.env]
+    assert set(results) == CHECKS, run.output[operator.env]
     assert set(results.values()) == {"ok"}, run.output[operator.env]
     assert run.google is not None
     calls = [c for c in run.google.calls if c.path != "/token"]  # google-auth's token refresh
