@@ -37,7 +37,7 @@ from api import page_filters  # noqa: E402
 from flightpipe import contract  # noqa: E402
 from flightpipe.warehouse import duckdb_sql  # noqa: E402
 from flightpipe.warehouse import query as q  # noqa: E402
-from flightpipe.warehouse.port import DEFAULT_SORT, FlightFilter  # noqa: E402
+from flightpipe.warehouse.port import FlightFilter, Selection  # noqa: E402
 
 
 def main() -> int:
@@ -66,7 +66,7 @@ def main() -> int:
     matched: list[int] = []
     for c, o, d in filters:
         flt = FlightFilter(carrier=c, origin=o, date_from=d, date_to=d)
-        ordered, page_params = duckdb_sql.page(flt, 100, None, DEFAULT_SORT)
+        ordered, page_params = duckdb_sql.page(Selection(flt, 100))
         clauses, bound = q.where(flt, "$")
         unordered = f"FROM flights WHERE {' AND '.join(clauses)}"
         params: dict[str, Any] = {b.name: b.value for b in bound}

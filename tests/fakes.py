@@ -33,7 +33,7 @@ from flightpipe.warehouse import (
     WarehouseError,
     WarehouseUnavailable,
 )
-from flightpipe.warehouse.port import DEFAULT_SORT, GroupBy, PageKey, Sort
+from flightpipe.warehouse.port import GroupBy, Selection
 
 
 class FakeBroker:
@@ -159,28 +159,13 @@ class FlakyWarehouse:
         return result
 
     # The reads delegate to the real warehouse (no getattr: every port method is spelled out).
-    def list_flights(
-        self,
-        flt: FlightFilter,
-        limit: int,
-        after: PageKey | None = None,
-        sort: Sort = DEFAULT_SORT,
-        columns: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        return self.inner.list_flights(flt, limit, after, sort, columns)
+    def list_flights(self, selection: Selection) -> list[dict[str, Any]]:
+        return self.inner.list_flights(selection)
 
     def export_flights(
-        self,
-        flt: FlightFilter,
-        limit: int,
-        after: PageKey | None = None,
-        sort: Sort = DEFAULT_SORT,
-        columns: Sequence[str] | None = None,
-        *,
-        fmt: Literal["csv", "ndjson"] = "csv",
-        chunk: int = 5000,
+        self, selection: Selection, *, fmt: Literal["csv", "ndjson"] = "csv", chunk: int = 5000
     ) -> Generator[bytes, None, None]:
-        return self.inner.export_flights(flt, limit, after, sort, columns, fmt=fmt, chunk=chunk)
+        return self.inner.export_flights(selection, fmt=fmt, chunk=chunk)
 
     def get_flight(self, flight_id: str) -> dict[str, Any] | None:
         return self.inner.get_flight(flight_id)

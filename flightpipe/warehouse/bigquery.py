@@ -36,14 +36,12 @@ from google.cloud import bigquery
 from flightpipe import retry, telemetry
 from flightpipe.warehouse import bigquery_sql, query
 from flightpipe.warehouse.port import (
-    DEFAULT_SORT,
     DelayStats,
     Envelope,
     FlightFilter,
     GroupBy,
-    PageKey,
     RowErrors,
-    Sort,
+    Selection,
     WarehouseError,
     WarehouseUnavailable,
 )
@@ -240,33 +238,16 @@ class BigQueryWarehouse:
             job_timeout_ms=int(self.query_timeout * 1000),
         )
 
-    def list_flights(
-        self,
-        flt: FlightFilter,
-        limit: int,
-        after: PageKey | None = None,
-        sort: Sort = DEFAULT_SORT,
-        columns: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Current states matching `flt` by (sort field, flight_id), after `after`."""
-        return self._query(
-            bigquery_sql.list_flights(self.view, flt, limit, after, sort=sort, columns=columns)
-        )
+    def list_flights(self, selection: Selection) -> list[dict[str, Any]]:
+        """The current states `selection` picks, by (sort field, flight_id)."""
+        return self._query(bigquery_sql.list_flights(self.view, selection))
 
     def export_flights(
-        self,
-        flt: FlightFilter,
-        limit: int,
-        after: PageKey | None = None,
-        sort: Sort = DEFAULT_SORT,
-        columns: Sequence[str] | None = None,
-        *,
-        fmt: query.ExportFormat = "csv",
-        chunk: int = 5000,
+        self, selection: Selection, *, fmt: query.ExportFormat = "csv", chunk: int = 5000
     ) -> Generator[bytes, None, None]:
         """`list_flights`' rows rendered `chunk` at a time, from one query's result."""
-        names = query.checked_columns(columns)
-        sql = bigquery_sql.list_flights(self.view, flt, limit, after, sort=sort, columns=names)
+        names = query.checked_columns(selection.columns)
+        sql = bigquery_sql.list_flights(self.view, selection)
         return self._export(sql, names, fmt, max(1, chunk))
 
     def _export(

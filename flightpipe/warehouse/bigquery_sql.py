@@ -23,12 +23,10 @@ from flightpipe import contract
 from flightpipe.contract import COLUMN_NAMES
 from flightpipe.warehouse import query
 from flightpipe.warehouse.port import (
-    DEFAULT_SORT,
     STATISTICS,
     FlightFilter,
     GroupBy,
-    PageKey,
-    Sort,
+    Selection,
     WarehouseError,
 )
 
@@ -119,28 +117,15 @@ def _where_sql(clauses: list[str]) -> str:
     return f" WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
-def list_flights(
-    view: str,
-    flt: FlightFilter,
-    limit: int,
-    after: PageKey | None,
-    *,
-    sort: Sort = DEFAULT_SORT,
-    columns: Sequence[str] | None = None,
-) -> Query:
-    """Current states matching `flt`, ordered by (sort field, flight_id), after `after`."""
-    clauses, bound = query.where(flt, "@")
-    if after is not None:
-        clause, more = query.after_clause(sort, after, "@")
-        clauses.append(clause)
-        bound += more
-    params = _params(bound)
-    params.append(Param("limit", TYPES["int"], limit))
+def list_flights(view: str, selection: Selection) -> Query:
+    """The current states `selection` picks, ordered by (sort field, flight_id)."""
+    clauses, bound = query.page_where(selection, "@")
+    params = (*_params(bound), Param("limit", TYPES["int"], selection.limit))
     sql = (
-        f"SELECT {query.select_columns(columns)} FROM {view}{_where_sql(clauses)}"
-        f" {query.order_by(sort)} LIMIT @limit"
+        f"SELECT {query.select_columns(selection.columns)} FROM {view}{_where_sql(clauses)}"
+        f" {query.order_by(selection.sort)} LIMIT @limit"
     )
-    return Query(sql, tuple(params))
+    return Query(sql, params)
 
 
 # One flight by its id, and by the id's date (`contract.flight_id_date`; None matches no row):

@@ -34,13 +34,11 @@ from flightpipe.warehouse.duckdb_sql import TYPES, columns_ddl
 # subscriber (tests/faults/subscriber_with_faults.py) replaces it here to stall a write.
 from flightpipe.warehouse.duckdb_sql import write_steps as _write_steps
 from flightpipe.warehouse.port import (
-    DEFAULT_SORT,
     DelayStats,
     Envelope,
     FlightFilter,
     GroupBy,
-    PageKey,
-    Sort,
+    Selection,
     WarehouseError,
     WarehouseUnavailable,
 )
@@ -49,8 +47,8 @@ from flightpipe.warehouse.watchdog import WATCHDOG
 __all__ = ["TYPES", "DuckDBWarehouse", "columns_ddl"]
 
 log = logging.getLogger(__name__)
-# Parsed read statements kept per thread (see DuckDBWarehouse._parsed).
-_PARSED_PER_THREAD: Final = 256
+# Errors a later attempt may not meet (WarehouseUnavailable): I/O, a transaction conflict, memory,
+# an interrupt (the query timeout's watchdog), a closed connection.
 _TRANSIENT: Final = (
     duckdb.IOException,
     duckdb.TransactionException,
@@ -58,6 +56,8 @@ _TRANSIENT: Final = (
     duckdb.InterruptException,
     duckdb.ConnectionException,
 )
+# Parsed read statements kept per thread (see DuckDBWarehouse._parsed).
+_PARSED_PER_THREAD: Final = 256
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
@@ -227,29 +227,12 @@ class DuckDBWarehouse:
 
     # --- reads -------------------------------------------------------------------------------
 
-    def list_flights(
-        self,
-        flt: FlightFilter,
-        limit: int,
-        after: PageKey | None = None,
-        sort: Sort = DEFAULT_SORT,
-        columns: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Current states matching `flt` by (sort field, flight_id), after `after`."""
-        rows, params = duckdb_sql.page(flt, limit, after, sort)
-        names = duckdb_sql.select(q.checked_columns(columns))
-        return self._query(f"SELECT {names} {rows}", params)
+    def list_flights(self, selection: Selection) -> list[dict[str, Any]]:
+        """The current states `selection` picks, by (sort field, flight_id)."""
+        return self._query(*duckdb_sql.list_flights(selection))
 
     def export_flights(
-        self,
-        flt: FlightFilter,
-        limit: int,
-        after: PageKey | None = None,
-        sort: Sort = DEFAULT_SORT,
-        columns: Sequence[str] | None = None,
-        *,
-        fmt: q.ExportFormat = "csv",
-        chunk: int = 5000,
+        self, selection: Selection, *, fmt: q.ExportFormat = "csv", chunk: int = 5000
     ) -> Generator[bytes, None, None]:
         """`list_flights`' rows rendered as `q.render_rows` does, `chunk` rows per piece.
 
@@ -261,9 +244,7 @@ class DuckDBWarehouse:
         encoding it again while holding the GIL (docs/benchmarks.md). Nothing runs until the
         first `next()`; the cursor is closed when the generator ends or is closed.
         """
-        text, params = duckdb_sql.export(
-            flt, limit, after, sort, columns=q.checked_columns(columns), fmt=fmt
-        )
+        text, params = duckdb_sql.export(selection, fmt)
         return self._export(text, params, max(1, chunk))
 
     def _export(

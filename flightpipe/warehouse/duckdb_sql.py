@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from flightpipe import contract
 from flightpipe.warehouse import query as q
-from flightpipe.warehouse.port import STATISTICS, FlightFilter, PageKey, Sort
+from flightpipe.warehouse.port import STATISTICS, FlightFilter, Selection
 
 COLUMNS: Final = ", ".join(contract.COLUMN_NAMES)
 _TIMESTAMPS: Final = frozenset(name for name, kind in q.KINDS.items() if kind == "timestamp")
@@ -125,20 +125,20 @@ def id_params(flight_id: str) -> dict[str, Any]:
     return {"flight_date": contract.flight_id_date(flight_id), "flight_id": flight_id}
 
 
-def page(
-    flt: FlightFilter, limit: int, after: PageKey | None, sort: Sort
-) -> tuple[str, dict[str, Any]]:
-    """`FROM flights WHERE ... ORDER BY ... LIMIT $limit` and its parameters: one page's rows,
-    shared by `list_flights` and `export_flights` so both select exactly the same rows."""
-    clauses, bound = q.where(flt, "$")
-    if after is not None:
-        clause, more = q.after_clause(sort, after, "$")
-        clauses.append(clause)
-        bound += more
+def page(selection: Selection) -> tuple[str, dict[str, Any]]:
+    """`FROM flights WHERE ... ORDER BY ... LIMIT $limit` and its parameters: the selection's
+    rows, shared by `list_flights` and `export` so both read exactly the same rows."""
+    clauses, bound = q.page_where(selection, "$")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     params: dict[str, Any] = {b.name: b.value for b in bound}
-    params["limit"] = limit
-    return f"FROM flights {where} {q.order_by(sort)} LIMIT $limit", params
+    params["limit"] = selection.limit
+    return f"FROM flights {where} {q.order_by(selection.sort)} LIMIT $limit", params
+
+
+def list_flights(selection: Selection) -> tuple[str, dict[str, Any]]:
+    """The listing query (timestamps as naive UTC: `select`) and its parameters."""
+    rows, params = page(selection)
+    return f"SELECT {select(q.checked_columns(selection.columns))} {rows}", params
 
 
 def _quantiles() -> dict[str, list[tuple[str, float]]]:
@@ -241,21 +241,14 @@ def rendered(columns: Sequence[str], fmt: q.ExportFormat) -> str:
     return f"{cells} || chr(13) || chr(10)"
 
 
-def export(
-    flt: FlightFilter,
-    limit: int,
-    after: PageKey | None,
-    sort: Sort,
-    *,
-    columns: Sequence[str],
-    fmt: q.ExportFormat,
-) -> tuple[str, dict[str, Any]]:
+def export(selection: Selection, fmt: q.ExportFormat) -> tuple[str, dict[str, Any]]:
     """The export query: `page`'s rows, each rendered as one `line`, in the page's order."""
-    rows, params = page(flt, limit, after, sort)
+    line = rendered(q.checked_columns(selection.columns), fmt)
+    rows, params = page(selection)
     # Rendered after the LIMIT (the inner query: in one SELECT, DuckDB renders every matching
     # row before sorting), then put back in order: DuckDB keeps a subquery's ORDER BY only as far
     # as its docs list order-preserving clauses ("Order Preservation": ORDER BY is not one), so
     # the outer ORDER BY is what guarantees the order. It sorts at most `limit` rows and adds no
     # memory (docs/architecture.md, "Hot paths").
-    line = rendered(columns, fmt)
-    return f"SELECT {line} AS line FROM (SELECT * {rows}) AS page {q.order_by(sort)}", params
+    order = q.order_by(selection.sort)
+    return f"SELECT {line} AS line FROM (SELECT * {rows}) AS page {order}", params

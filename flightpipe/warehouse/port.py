@@ -150,6 +150,25 @@ DEFAULT_SORT: Final = Sort()
 # The last row of a page: (its value of the sort column, its flight_id). Rows are ordered by that
 # pair; the value is None for a NULL in a nullable sort column.
 PageKey = tuple[Any, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which rows a listing or an export reads, in which order, with which columns.
+
+    The current states matching `filter`, ordered by (`sort` field, flight_id), strictly after
+    the page key `after`, at most `limit` of them; `columns` (default: all) are warehouse column
+    names, checked by the adapter. One value for `list_flights` and `export_flights`, so both
+    read exactly the same rows.
+    """
+
+    filter: FlightFilter
+    limit: int
+    after: PageKey | None = None
+    sort: Sort = DEFAULT_SORT
+    columns: Sequence[str] | None = None
+
+
 GroupBy = Literal["carrier", "origin", "dest", "flight_date", "hour"]
 # `hour` is the UTC hour of day (0-23) of the scheduled departure.
 GROUP_BY_FIELDS: Final[tuple[str, ...]] = get_args(GroupBy)
@@ -219,29 +238,14 @@ class Warehouse(Protocol):
     def write(self, batch: Sequence[Envelope]) -> int:
         """Store the batch atomically; return how many events were new (duplicates are skipped)."""
 
-    def list_flights(
-        self,
-        flt: FlightFilter,
-        limit: int,
-        after: PageKey | None = None,
-        sort: Sort = DEFAULT_SORT,
-        columns: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Current states matching `flt` ordered by (sort field, flight_id), after `after`.
+    def list_flights(self, selection: Selection) -> list[dict[str, Any]]:
+        """The current states `selection` picks, in its order, with its columns.
 
-        `columns` (default: all) must be warehouse column names; unknown ones raise WarehouseError.
+        Unknown `selection.columns` (not warehouse column names) raise WarehouseError.
         """
 
     def export_flights(
-        self,
-        flt: FlightFilter,
-        limit: int,
-        after: PageKey | None = None,
-        sort: Sort = DEFAULT_SORT,
-        columns: Sequence[str] | None = None,
-        *,
-        fmt: Literal["csv", "ndjson"] = "csv",
-        chunk: int = 5000,
+        self, selection: Selection, *, fmt: Literal["csv", "ndjson"] = "csv", chunk: int = 5000
     ) -> Generator[bytes, None, None]:
         """`list_flights`' rows as `query.render_rows` renders them, `chunk` rows per piece.
 

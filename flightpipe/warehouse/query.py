@@ -31,6 +31,7 @@ from flightpipe.warehouse.port import (
     FlightFilter,
     GroupBy,
     PageKey,
+    Selection,
     Sort,
     WarehouseError,
 )
@@ -105,6 +106,16 @@ def after_clause(sort: Sort, after: PageKey, mark: str) -> tuple[str, list[Bound
     if col in NULLABLE_SORT_FIELDS:
         clause = f"{col} IS NULL OR {clause}"
     return f"({clause})", bound
+
+
+def page_where(selection: Selection, mark: str) -> tuple[list[str], list[Bound]]:
+    """A selection's predicates (to AND together): its filter's, then the keyset one if any."""
+    clauses, bound = where(selection.filter, mark)
+    if selection.after is not None:
+        clause, more = after_clause(selection.sort, selection.after, mark)
+        clauses.append(clause)
+        bound += more
+    return clauses, bound
 
 
 def checked_columns(columns: Sequence[str] | None) -> Sequence[str]:

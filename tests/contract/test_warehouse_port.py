@@ -16,7 +16,7 @@ import pytest
 from flightpipe.contract import COLUMN_NAMES, FlightEvent
 from flightpipe.warehouse import Envelope, FlightFilter, Warehouse, WarehouseUnavailable
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
-from flightpipe.warehouse.port import Sort
+from flightpipe.warehouse.port import Selection, Sort
 from flightpipe.warehouse.query import ExportFormat, render_rows
 from tests.factories import make_event
 
@@ -60,7 +60,7 @@ def test_writing_the_same_event_twice_stores_it_once(warehouse: Warehouse) -> No
     event = make_event()
     assert warehouse.write([env(event), env(event)]) == 1
     assert warehouse.write([env(event, "redelivered")]) == 0
-    assert len(warehouse.list_flights(FlightFilter(), 10)) == 1
+    assert len(warehouse.list_flights(Selection(FlightFilter(), 10))) == 1
 
 
 def test_a_newer_event_replaces_the_state_and_an_older_one_never_does(warehouse: Warehouse) -> None:
@@ -120,11 +120,13 @@ def test_listing_filters_and_orders_by_departure_then_flight_id(warehouse: Wareh
         make_event(carrier="UA", origin="LGA", flight_date=dt.date(2013, 3, 2)),
     ]
     warehouse.write([env(e) for e in events])
-    ua = warehouse.list_flights(FlightFilter(carrier="UA", date_from=day, date_to=day), 10)
+    ua = warehouse.list_flights(
+        Selection(FlightFilter(carrier="UA", date_from=day, date_to=day), 10)
+    )
     assert {r["flight_id"] for r in ua} == {events[1].flight_id, events[2].flight_id}
-    cancelled = warehouse.list_flights(FlightFilter(status="cancelled"), 10)
+    cancelled = warehouse.list_flights(Selection(FlightFilter(status="cancelled"), 10))
     assert [r["flight_id"] for r in cancelled] == [events[2].flight_id]
-    everything = warehouse.list_flights(FlightFilter(), 10)
+    everything = warehouse.list_flights(Selection(FlightFilter(), 10))
     keys = [(r["scheduled_departure"], r["flight_id"]) for r in everything]
     assert keys == sorted(keys)
 
@@ -138,7 +140,7 @@ def test_keyset_pages_cover_every_flight_once(warehouse: Warehouse) -> None:
     seen: list[str] = []
     after = None
     while True:
-        page = warehouse.list_flights(FlightFilter(), 4, after)
+        page = warehouse.list_flights(Selection(FlightFilter(), 4, after))
         if not page:
             break
         seen += [r["flight_id"] for r in page]
@@ -175,11 +177,13 @@ def test_an_export_renders_the_listing_in_chunks_exactly_as_render_rows(
     warehouse.write(
         [env(e, f"m{i}", NOW + dt.timedelta(microseconds=i)) for i, e in enumerate(_export_rows())]
     )
-    rows = warehouse.list_flights(FlightFilter(), 100, sort=sort)
+    rows = warehouse.list_flights(Selection(FlightFilter(), 100, sort=sort))
     for columns in (list(COLUMN_NAMES), ["tail_number"], ["arr_delay_min", "flight_id"]):
         expected = render_rows(rows, columns, fmt)
         pieces = list(
-            warehouse.export_flights(FlightFilter(), 100, None, sort, columns, fmt=fmt, chunk=3)
+            warehouse.export_flights(
+                Selection(FlightFilter(), 100, None, sort, columns), fmt=fmt, chunk=3
+            )
         )
         assert b"".join(pieces) == expected, columns
         assert [len(p.splitlines()) for p in pieces] == [3, 3, 3, 1]
@@ -187,23 +191,23 @@ def test_an_export_renders_the_listing_in_chunks_exactly_as_render_rows(
 
 def test_an_export_keeps_filters_limit_and_keyset_start(warehouse: Warehouse) -> None:
     warehouse.write([env(e) for e in _export_rows()])
-    rows = warehouse.list_flights(FlightFilter(status="arrived"), 100)
+    arrived = FlightFilter(status="arrived")
+    rows = warehouse.list_flights(Selection(arrived, 100))
     after = (rows[1]["scheduled_departure"], rows[1]["flight_id"])
-    piece = b"".join(
-        warehouse.export_flights(FlightFilter(status="arrived"), 3, after, columns=["flight_id"])
-    )
+    piece = b"".join(warehouse.export_flights(Selection(arrived, 3, after, columns=["flight_id"])))
     assert piece.decode().split() == [r["flight_id"] for r in rows[2:5]]
 
 
 def test_an_export_is_one_snapshot_while_writes_commit(warehouse: Warehouse) -> None:
     events = [make_event(carrier="DL", flight_number=i + 1) for i in range(6)]
     warehouse.write([env(e) for e in events])
-    export = warehouse.export_flights(FlightFilter(), 100, columns=["tail_number"], chunk=2)
+    tails = Selection(FlightFilter(), 100, columns=["tail_number"])
+    export = warehouse.export_flights(tails, chunk=2)
     first = next(export)
     newer = [make_event(carrier="DL", flight_number=i + 1, tail_number="N9") for i in range(6)]
     warehouse.write([env(e, "later", NOW + dt.timedelta(1)) for e in newer])
     assert (first + b"".join(export)).split() == [b"N14228"] * 6
-    again = b"".join(warehouse.export_flights(FlightFilter(), 100, columns=["tail_number"]))
+    again = b"".join(warehouse.export_flights(tails))
     assert again.split() == [b"N9"] * 6
 
 

@@ -23,7 +23,7 @@ from flightpipe.warehouse import DelayStats, Envelope, FlightFilter
 from flightpipe.warehouse import bigquery_sql as q
 from flightpipe.warehouse.bigquery import _row
 from flightpipe.warehouse.duckdb import DuckDBWarehouse, columns_ddl
-from flightpipe.warehouse.port import GROUP_BY_FIELDS, SORT_FIELDS, STATISTICS, Sort
+from flightpipe.warehouse.port import GROUP_BY_FIELDS, SORT_FIELDS, STATISTICS, Selection, Sort
 from flightpipe.warehouse.query import delay_stats_row
 from tests.factories import make_event
 
@@ -168,8 +168,9 @@ def test_list_flights_pages_equal_the_duckdb_adapter(
     after = None
     pages = 0
     while True:
-        expected = adapter.list_flights(flt, 2, after)
-        got = _run(con, q.list_flights(VIEW, flt, 2, after))
+        selection = Selection(flt, 2, after)
+        expected = adapter.list_flights(selection)
+        got = _run(con, q.list_flights(VIEW, selection))
         assert _strip(got) == _strip(expected)
         pages += 1
         if len(got) < 2:
@@ -189,8 +190,9 @@ def test_sorted_pages_with_chosen_columns_equal_the_duckdb_adapter(
     after = None
     seen: list[str] = []
     while True:
-        expected = adapter.list_flights(FlightFilter(), 2, after, sort, columns)
-        got = _run(con, q.list_flights(VIEW, FlightFilter(), 2, after, sort=sort, columns=columns))
+        selection = Selection(FlightFilter(), 2, after, sort, columns)
+        expected = adapter.list_flights(selection)
+        got = _run(con, q.list_flights(VIEW, selection))
         assert got == expected
         assert all(list(r) == columns for r in got)
         seen += [r["flight_id"] for r in got]

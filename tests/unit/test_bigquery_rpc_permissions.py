@@ -12,6 +12,7 @@ import datetime as dt
 
 from flightpipe.warehouse import Envelope, FlightFilter
 from flightpipe.warehouse.bigquery import BigQueryWarehouse
+from flightpipe.warehouse.port import Selection
 from tests import rpc_log
 from tests.factories import make_event
 from tests.infra.iam_calls import RPC_PERMISSIONS
@@ -25,7 +26,7 @@ def test_every_bigquery_method_the_adapter_sends_is_in_the_iam_table(
 ) -> None:
     published = dt.datetime(2013, 1, 1, 15, 0, tzinfo=dt.UTC)
     warehouse.write([Envelope(make_event(), "m-1", published)])
-    warehouse.list_flights(FlightFilter(), 10)
+    warehouse.list_flights(Selection(FlightFilter(), 10))
     warehouse.get_flight("F1")
     warehouse.flight_events("F1")
     warehouse.delay_stats(FlightFilter(), "carrier")

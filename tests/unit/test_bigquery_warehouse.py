@@ -26,7 +26,7 @@ from google.cloud import bigquery
 from flightpipe.contract import COLUMN_NAMES
 from flightpipe.warehouse import Envelope, FlightFilter, WarehouseError, WarehouseUnavailable
 from flightpipe.warehouse.bigquery import BigQueryWarehouse, RowErrors
-from flightpipe.warehouse.port import STATISTICS
+from flightpipe.warehouse.port import STATISTICS, Selection
 from tests import rpc_log
 from tests.factories import make_event
 
@@ -316,7 +316,7 @@ def test_list_flights_sends_a_parameterised_capped_short_query_on_the_view(
     ]
     flt = FlightFilter(date_from=dt.date(2013, 1, 1), carrier="UA", status="arrived")
 
-    rows = warehouse.list_flights(flt, 50, after=(departure, "2013-01-01-AA1-JFK"))
+    rows = warehouse.list_flights(Selection(flt, 50, after=(departure, "2013-01-01-AA1-JFK")))
 
     assert rows == [
         {
@@ -511,7 +511,7 @@ def test_bytes_billed_cap_exceeded_is_a_permanent_query_error(
     fake[0].script[QUERY_PATH] = [_error(400, "bytesBilledLimitExceeded")]
 
     with pytest.raises(WarehouseError) as caught:
-        warehouse.list_flights(FlightFilter(), 10)
+        warehouse.list_flights(Selection(FlightFilter(), 10))
 
     assert not isinstance(caught.value, WarehouseUnavailable)
     assert len(fake[0].bodies(QUERY_PATH)) == 1
@@ -532,7 +532,7 @@ def test_an_export_is_one_query_read_in_pages_and_rendered_like_the_api(
     columns = ["flight_id", "scheduled_departure", "tail_number"]
 
     export = warehouse.export_flights(
-        FlightFilter(carrier="UA"), 100_000, columns=columns, chunk=500
+        Selection(FlightFilter(carrier="UA"), 100_000, columns=columns), chunk=500
     )
     assert state.bodies(QUERY_PATH) == []  # lazy: nothing sent before the first piece is asked
     pieces = list(export)

@@ -12,6 +12,7 @@ import pytest
 from flightpipe.warehouse import FlightFilter, WarehouseUnavailable
 from flightpipe.warehouse import duckdb as adapter
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
+from flightpipe.warehouse.port import Selection
 from tests.factories import envelopes, make_event
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -32,9 +33,11 @@ def test_one_statement_text_answers_each_call_with_its_own_parameters(
     # Same filters shape, so the same SQL text and the same parsed statement every time.
     for carrier in ("UA", "AA", "B6", "UA"):
         for origin in ("EWR", "JFK"):
-            rows = warehouse.list_flights(FlightFilter(carrier=carrier, origin=origin), 10)
+            rows = warehouse.list_flights(
+                Selection(FlightFilter(carrier=carrier, origin=origin), 10)
+            )
             assert [(r["carrier"], r["origin"]) for r in rows] == [(carrier, origin)]
-    assert warehouse.list_flights(FlightFilter(carrier="DL", origin="EWR"), 10) == []
+    assert warehouse.list_flights(Selection(FlightFilter(carrier="DL", origin="EWR"), 10)) == []
 
 
 def test_parsed_statements_are_reused_per_thread_and_bounded(

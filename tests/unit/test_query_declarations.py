@@ -27,7 +27,7 @@ from werkzeug.datastructures import MultiDict
 from flightpipe import contract
 from flightpipe.warehouse import FlightFilter, bigquery_sql, duckdb_sql, query
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
-from flightpipe.warehouse.port import FILTERS, SORT_FIELDS, STATISTICS, DelayStats, Sort
+from flightpipe.warehouse.port import FILTERS, SORT_FIELDS, STATISTICS, DelayStats, Selection, Sort
 from tests.factories import envelopes, make_event
 
 KINDS = query.KINDS
@@ -59,9 +59,9 @@ def test_every_filter_reaches_both_dialects_the_parser_and_the_openapi_document(
     clauses, bound = query.where(flt, "$")
     assert clauses == [f"{spec.column} {spec.op} ${name}"]
     assert [(b.name, b.kind, b.value) for b in bound] == [(name, KINDS[spec.column], value)]
-    page, params = duckdb_sql.page(flt, 10, None, Sort())
+    page, params = duckdb_sql.page(Selection(flt, 10))
     assert f"WHERE {spec.column} {spec.op} ${name} " in page and params[name] == value
-    bq = bigquery_sql.list_flights("`ds.v`", flt, 10, None)
+    bq = bigquery_sql.list_flights("`ds.v`", Selection(flt, 10))
     assert f"WHERE {spec.column} {spec.op} @{name} " in bq.sql
     expected = bigquery_sql.Param(name, bigquery_sql.TYPES[KINDS[spec.column]], value)
     assert expected in bq.params

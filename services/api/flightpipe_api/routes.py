@@ -26,7 +26,7 @@ from flask import Blueprint, Response, current_app, request
 
 from flightpipe.contract import COLUMN_NAMES, FlightEvent
 from flightpipe.warehouse import FlightFilter, WarehouseError
-from flightpipe.warehouse.port import PageKey, Sort
+from flightpipe.warehouse.port import PageKey, Selection, Sort
 from flightpipe.warehouse.query import ExportFormat
 from flightpipe_api import output
 from flightpipe_api.cache import ResultCache, etag_of
@@ -111,7 +111,7 @@ def list_flights() -> Response:
     generation = _cache().generation()
     # One extra row tells whether another page exists without a COUNT.
     rows, db_ms = _timed(
-        lambda: get_warehouse().list_flights(flt, limit + 1, after, sort, query_columns)
+        lambda: get_warehouse().list_flights(Selection(flt, limit + 1, after, sort, query_columns))
     )
     next_token = None
     if len(rows) > limit:
@@ -157,7 +157,7 @@ def _stream(
     export_format: ExportFormat = "ndjson" if fmt == "ndjson" else "csv"
     try:
         pages = get_warehouse().export_flights(
-            flt, limit, after, sort, columns, fmt=export_format, chunk=EXPORT_CHUNK
+            Selection(flt, limit, after, sort, columns), fmt=export_format, chunk=EXPORT_CHUNK
         )
     except BaseException:
         release()
