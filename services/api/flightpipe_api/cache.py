@@ -20,7 +20,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from flightpipe import telemetry
@@ -41,6 +41,8 @@ class Entry:
     route: str
     generation: int
     expires: float
+    # Other encodings of `body`, made on first request (compression.representation).
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False)
 
 
 def etag_of(body: bytes) -> str:
