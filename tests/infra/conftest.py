@@ -1,11 +1,13 @@
-"""Fixtures of the Pulumi program's policy tests (the harness is `program.py`)."""
+"""Fixtures of the Pulumi policy tests (harnesses: `program.py`, `monitoring.py`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pulumi
 import pytest
 
+from tests.infra.monitoring import declare
 from tests.infra.program import INGEST_MODES, STACKS, Graph, graph_for
 
 
@@ -14,3 +16,9 @@ def graph(request: pytest.FixtureRequest) -> Iterator[Graph]:
     """Every stack in every ingest mode."""
     stack, mode = request.param
     yield graph_for(stack, mode)
+
+
+@pytest.fixture(scope="module")
+def declared() -> list[pulumi.runtime.MockResourceArgs]:
+    """Every resource one `Monitoring("mon", monitoring_args())` declares."""
+    return declare()

@@ -1,190 +1,39 @@
 """Policies of the Monitoring component, checked on the resources it declares under Pulumi mocks.
 
-The component is declared under `pulumi.runtime.set_mocks` (pulumi/examples, testing-unit-py); the
-mocks record every resource's inputs and play the provider for the two outputs the component reads
-back (an SLO's full name, an uptime check's id). Tests assert properties any correct monitoring
-setup must have (documented thresholds, SLO goals, burn-rate tiers, labels), not echoes of inputs.
-Self-contained: its own mocks, and `infra/` on `sys.path` the way `pulumi` runs the program.
-
-Why one module of ~570 lines: its own mocks and one module-scoped declaration of the component
-serve every policy (alerts, SLOs, dashboard, uptime) that checks it; the last rule, that nothing
-reads a metric before Cloud Monitoring has it, runs on the whole program (tests/infra/program.py)
-because the wait follows the Cloud Run resources declared outside the component.
+Tests assert properties any correct monitoring setup must have (documented thresholds, SLO goals,
+burn-rate tiers, what each alert watches), not echoes of inputs; the harness is
+tests/infra/monitoring.py. The last rule, that nothing reads a metric before Cloud Monitoring has
+it, runs on the whole program (tests/infra/program.py) because the wait follows the Cloud Run
+resources declared outside the component. The component's plumbing (uptime check, labels,
+parents, outputs) is tests/infra/test_monitoring_component.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pulumi
-import pulumi_gcp as gcp
 import pytest
-from google.protobuf.json_format import MessageToDict
-from pulumi.runtime.mocks import MockMonitor
 
-INFRA = Path(__file__).resolve().parents[2] / "infra"
-if str(INFRA) not in sys.path:
-    sys.path.insert(0, str(INFRA))
+from tests.infra.monitoring import (
+    DASHBOARD,
+    POLICY,
+    READY,
+    SLO,
+    condition_on,
+    dashboard_filters,
+    declare,
+    monitoring_args,
+    of_type,
+    policy_on,
+    run_component,
+    seconds,
+    thresholds,
+)
 
-from components.monitoring import Monitoring, MonitoringArgs  # noqa: E402
-
-POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
-SLO = "gcp:monitoring/slo:Slo"
-UPTIME = "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig"
-DASHBOARD = "gcp:monitoring/dashboard:Dashboard"
-# Project level: a service's own policy would need the deployer to hold run.services.setIamPolicy
-# (infra/grants.py, PROJECT_GRANTED_ROLES).
-INVOKER = "gcp:projects/iAMMember:IAMMember"
-AGENT = "gcp:projects/serviceIdentity:ServiceIdentity"
-AGENT_MEMBER = "serviceAccount:service-42@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
-COMPONENT = "flightpipe:monitoring:Monitoring"
-READY = "pulumi-python:dynamic:Resource"  # pulumi.dynamic.Resource's type (components/ready.py)
 BURN = re.compile(r'^select_slo_burn_rate\("([^"]+)", "(\d+)s"\)$')
-REQUIRED_LABELS = {"env": "dev", "app": "flightpipe", "managed-by": "pulumi"}
-
-
-class RecordingMocks(pulumi.runtime.Mocks):
-    """Records what the program declares; answers like the provider where the program reads back."""
-
-    def __init__(self, received: bool = True) -> None:
-        self.resources: list[pulumi.runtime.MockResourceArgs] = []
-        self.received = received  # what MetricReady's provider answers (components/ready.py)
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(args)
-        state = dict(args.inputs)
-        if args.typ == READY:
-            state["received"] = self.received
-        if args.typ == SLO:
-            service, slo_id = args.inputs["service"], args.inputs["sloId"]
-            state["name"] = f"projects/p/services/{service}/serviceLevelObjectives/{slo_id}"
-        if args.typ == UPTIME:
-            state["uptimeCheckId"] = f"{args.name}-check-id"
-        if args.typ == AGENT:  # what generateServiceIdentity answers for monitoring.googleapis.com
-            state["member"] = AGENT_MEMBER
-        return f"{args.name}_id", state
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
-        return {}, None
-
-
-def _args(**overrides: Any) -> MonitoringArgs:
-    base: dict[str, Any] = {
-        "project": "p",
-        "env": "dev",
-        "api_service_name": "flightpipe-api",
-        "api_host": "https://flightpipe-api-abc-ew.a.run.app/",
-        "subscription_name": "projects/p/subscriptions/flight-events-sub",
-        "dead_letter_topic_name": "flight-events-dlq",
-        "api_location": "europe-west1",
-        "dead_letter_subscription_name": "flight-events-dlq-sub",
-        "subscriber_service_name": "flightpipe-subscriber",
-        "notification_channels": ["projects/p/notificationChannels/123"],
-    }
-    return MonitoringArgs(**{**base, **overrides})
-
-
-class RecordingMonitor(MockMonitor):
-    """Also records each registration's parent and dependencies, and registered outputs."""
-
-    def __init__(self, mocks: RecordingMocks) -> None:
-        super().__init__(mocks)
-        self.parents: dict[str, str] = {}
-        self.dependencies: dict[str, set[str]] = {}
-        self.outputs: dict[str, dict[str, Any]] = {}
-
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
-        self.parents[request.name] = request.parent
-        self.dependencies[request.name] = set(request.dependencies)
-        return super().RegisterResource(request)
-
-    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802
-        self.outputs[request.urn] = MessageToDict(request.outputs)
-        return super().RegisterResourceOutputs(request)
-
-
-def run_program(
-    make_args: Callable[[], MonitoringArgs] = _args,
-    check: Callable[[Monitoring], pulumi.Output[Any] | None] | None = None,
-    depends_on_apis: bool = False,
-    received: bool = True,
-) -> tuple[RecordingMocks, RecordingMonitor]:
-    """Run a program declaring one `Monitoring("mon", ...)` under recording mocks."""
-    mocks = RecordingMocks(received)
-    monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, preview=False, monitor=monitor)
-
-    @pulumi.runtime.test
-    def program() -> pulumi.Output[Any] | None:
-        opts = None
-        if depends_on_apis:
-            apis = gcp.projects.Service("apis", project="p", service="monitoring.googleapis.com")
-            opts = pulumi.ResourceOptions(depends_on=[apis])
-        component = Monitoring("mon", make_args(), opts)
-        return check(component) if check else None
-
-    program()
-    return mocks, monitor
-
-
-def declare(
-    make_args: Callable[[], MonitoringArgs] = _args,
-) -> list[pulumi.runtime.MockResourceArgs]:
-    """Every resource a `Monitoring("mon", make_args())` declares."""
-    return run_program(make_args)[0].resources
-
-
-@pytest.fixture(scope="module")
-def declared() -> list[pulumi.runtime.MockResourceArgs]:
-    return declare()
-
-
-def of_type(resources: list[pulumi.runtime.MockResourceArgs], typ: str) -> list[dict[str, Any]]:
-    return [r.inputs for r in resources if r.typ == typ]
-
-
-def thresholds(policy: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for condition in policy["conditions"]:
-        if "conditionThreshold" in condition:
-            yield condition["conditionThreshold"]
-
-
-def seconds(duration: str) -> int:
-    assert duration.endswith("s"), duration
-    return int(duration[:-1])
-
-
-def policy_on(policies: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """The one policy with a condition on `metric`."""
-    found = [p for p in policies if any(metric in t["filter"] for t in thresholds(p))]
-    assert len(found) == 1, f"{len(found)} policies watch {metric}"
-    return found[0]
-
-
-def condition_on(policy: dict[str, Any], metric: str) -> dict[str, Any]:
-    return next(t for t in thresholds(policy) if metric in t["filter"])
-
-
-def dashboard_filters(dashboard: dict[str, Any]) -> list[str]:
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("filter"), str):
-                found.append(node["filter"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(dashboard)
-    return found
 
 
 def test_every_alert_policy_documents_its_threshold_in_markdown(declared: list[Any]) -> None:
@@ -242,7 +91,11 @@ def test_pipeline_alerts_fire_on_stuck_subscriber_dead_letters_and_stale_data(
 
 # Cloud Monitoring's cross-series reducers over one aligned point per series
 # (https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.alertPolicies#reducer).
-REDUCE = {"REDUCE_MIN": min, "REDUCE_MAX": max, "REDUCE_MEAN": lambda v: sum(v) / len(v)}
+REDUCE: dict[str, Callable[[list[float]], float]] = {
+    "REDUCE_MIN": min,
+    "REDUCE_MAX": max,
+    "REDUCE_MEAN": lambda v: sum(v) / len(v),
+}
 
 
 def test_one_idle_subscriber_instance_does_not_make_the_pipeline_stale(
@@ -289,8 +142,8 @@ def test_notification_channels_reach_every_policy(declared: list[Any]) -> None:
 
 def test_prod_refuses_to_deploy_alerts_without_a_notification_channel() -> None:
     with pytest.raises(ValueError, match="notificationChannels"):
-        _args(env="prod", notification_channels=[])
-    assert _args(env="prod").notification_channels
+        monitoring_args(env="prod", notification_channels=[])
+    assert monitoring_args(env="prod").notification_channels
 
 
 def test_custom_metrics_filter_on_the_resource_and_namespace_the_collector_sets(
@@ -324,7 +177,7 @@ def test_custom_metrics_filter_on_the_resource_and_namespace_the_collector_sets(
 
 
 def test_policies_still_validate_without_notification_channels() -> None:
-    resources = declare(lambda: _args(notification_channels=[]))
+    resources = declare(lambda: monitoring_args(notification_channels=[]))
     policies = of_type(resources, POLICY)
     assert len(policies) == len(of_type(declare(), POLICY))
     for policy in policies:
@@ -417,59 +270,8 @@ def test_burn_rate_alerts_page_at_14_4x_1h_and_6x_6h_and_ticket_at_1x_3d(
     assert tiers == {(14.4, 3600): "page", (6.0, 6 * 3600): "page", (1.0, 3 * 86400): "ticket"}
 
 
-def test_uptime_check_probes_healthz_over_https(declared: list[Any]) -> None:
-    (check,) = of_type(declared, UPTIME)
-    http = check["httpCheck"]
-    assert http["path"] == "/healthz"
-    assert http["useSsl"] is True and http["validateSsl"] is True and http["port"] == 443
-    assert check["monitoredResource"]["type"] == "uptime_url"
-    assert check["monitoredResource"]["labels"]["host"] == "flightpipe-api-abc-ew.a.run.app"
-
-
-def test_uptime_check_passes_cloud_run_iam_as_the_monitoring_service_agent() -> None:
-    mocks, monitor = run_program()
-    (check,) = of_type(mocks.resources, UPTIME)
-    assert check["httpCheck"]["serviceAgentAuthentication"] == {"type": "OIDC_TOKEN"}
-    assert "authInfo" not in check["httpCheck"]  # no password, no shared secret
-    (grant,) = [r for r in mocks.resources if r.typ == INVOKER]
-    assert grant.inputs == {
-        "project": "p",
-        "role": "roles/run.invoker",
-        "member": AGENT_MEMBER,
-    }
-    # The agent is made to exist (ServiceIdentity) before the grant names it.
-    (agent,) = [r for r in mocks.resources if r.typ == AGENT]
-    assert agent.inputs["service"] == "monitoring.googleapis.com"
-    (agent_urn,) = [u for u in monitor.resources if u.endswith("::mon-uptime-agent")]
-    assert agent_urn in monitor.dependencies[grant.name]
-
-
-def test_uptime_check_accepts_the_host_as_an_output() -> None:
-    host = "flightpipe-api-xyz.a.run.app"
-    resources = declare(lambda: _args(api_host=pulumi.Output.from_input(host)))
-    (check,) = of_type(resources, UPTIME)
-    assert check["monitoredResource"]["labels"]["host"] == host
-
-
-def test_every_resource_carries_the_env_app_and_managed_by_labels(declared: list[Any]) -> None:
-    for resource in declared:
-        if resource.typ in {COMPONENT, INVOKER, AGENT, READY}:  # no Google resource: no labels
-            continue
-        if resource.typ == DASHBOARD:
-            labels = json.loads(resource.inputs["dashboardJson"])["labels"]
-        else:
-            labels = resource.inputs["userLabels"]
-        assert REQUIRED_LABELS.items() <= labels.items(), resource.name
-
-
-def test_child_names_derive_from_the_component_name(declared: list[Any]) -> None:
-    names = [r.name for r in declared if r.typ != COMPONENT]
-    assert all(n.startswith("mon-") for n in names)
-    assert len(names) == len(set(names))
-
-
 def test_without_a_subscriber_nothing_watches_the_subscriber_metrics() -> None:
-    resources = declare(lambda: _args(has_subscriber=False))
+    resources = declare(lambda: monitoring_args(has_subscriber=False))
     slos = {s["sloId"] for s in of_type(resources, SLO)}
     assert slos == {"api-availability", "api-latency"}
     for policy in of_type(resources, POLICY):
@@ -478,38 +280,6 @@ def test_without_a_subscriber_nothing_watches_the_subscriber_metrics() -> None:
     (dashboard,) = of_type(resources, DASHBOARD)
     assert "pubsub.googleapis.com" in dashboard["dashboardJson"]
     assert "flightpipe_messages_written_total" not in dashboard["dashboardJson"]
-
-
-def test_component_exposes_the_dashboard_id_and_full_slo_names() -> None:
-    seen: dict[str, Any] = {}
-
-    def check(component: Monitoring) -> pulumi.Output[Any]:
-        outputs = {"dashboard": component.dashboard_id, **component.slo_names}
-        return pulumi.Output.all(**outputs).apply(seen.update)
-
-    run_program(check=check)
-    assert seen["dashboard"] == "mon-dashboard_id"
-    assert set(seen) == {"dashboard", "api_availability", "api_latency", "data_freshness"}
-    assert seen["data_freshness"].endswith("/serviceLevelObjectives/data-freshness")
-
-
-def test_children_are_parented_to_the_component_and_wait_for_its_dependencies() -> None:
-    mocks, monitor = run_program(depends_on_apis=True)
-    (component_urn,) = [u for u in monitor.outputs if u.endswith("::mon")]
-    (apis_urn,) = [u for u in monitor.resources if u.endswith("::apis")]
-    children = [r.name for r in mocks.resources if r.typ.startswith("gcp:") and r.name != "apis"]
-    assert [r for r in mocks.resources if r.typ == INVOKER]
-    assert len(children) > 1
-    for name in children:
-        assert monitor.parents[name] == component_urn, name
-        assert apis_urn in monitor.dependencies[name], f"{name} may start before the API is on"
-
-
-def test_component_registers_its_dashboard_id_slo_names_and_uptime_check_id() -> None:
-    _, monitor = run_program()
-    (outputs,) = [o for u, o in monitor.outputs.items() if u.endswith("::mon")]
-    assert set(outputs) == {"dashboard_id", "slo_names", "uptime_check_id"}
-    assert set(outputs["slo_names"]) == {"api_availability", "api_latency", "data_freshness"}
 
 
 def test_custom_metric_types_are_the_collectors_own_names_and_kinds(declared: list[Any]) -> None:
@@ -604,7 +374,7 @@ def test_the_dashboard_waits_for_the_apis_own_metric_without_failing_the_deploy(
     optional = {t for t, inputs in waits.items() if not inputs["required"]}
     assert optional == {f"prometheus.googleapis.com/{route_metric}/histogram"}
     (charted,) = of_type(declare(), DASHBOARD)
-    (bare,) = of_type(run_program(received=False)[0].resources, DASHBOARD)
+    (bare,) = of_type(run_component(received=False)[0].resources, DASHBOARD)
     assert route_metric in charted["dashboardJson"]
     assert route_metric not in bare["dashboardJson"]
     assert len(json.loads(bare["dashboardJson"])["mosaicLayout"]["tiles"]) == (
