@@ -25,6 +25,7 @@ nested JSON, is an `InvalidEvent`: one message can never raise anything else.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
@@ -262,3 +263,44 @@ def json_schema() -> dict[str, Any]:
         }
     )
     return body
+
+
+# --- Evolution: which changes of the columns a stored table can follow -----------------------
+
+
+@dataclass(frozen=True)
+class Evolution:
+    """How a store holding the `old` columns follows the `new` ones (see `evolve`)."""
+
+    added: tuple[Column, ...]  # nullable columns the store adds; its rows read them as null
+    relaxed: tuple[Column, ...]  # required columns that became nullable
+    refused: tuple[str, ...]  # one reason per change that would lose or misread stored data
+
+
+def evolve(old: Sequence[Column], new: Sequence[Column]) -> Evolution:
+    """Compare two column lists by name: the compatible changes and the refused ones.
+
+    Compatible: an added nullable column, a required column made nullable. Refused: a removed
+    column (its data would be dropped), a retyped one (stored values would be misread), an added
+    required one (stored rows have no value, and earlier producers never send it) and a nullable
+    one made required. The rules hold for both warehouses (docs/architecture.md).
+    """
+    before = {c.name: c for c in old}
+    after = {c.name: c for c in new}
+    added, relaxed, refused = [], [], []
+    for name in before.keys() - after.keys():
+        refused.append(f"column {name} removed (its stored values would be dropped)")
+    for column in new:
+        was = before.get(column.name)
+        if was is None:
+            if column.nullable:
+                added.append(column)
+            else:
+                refused.append(f"column {column.name} added as required (stored rows have none)")
+        elif was.kind != column.kind:
+            refused.append(f"column {column.name} retyped from {was.kind} to {column.kind}")
+        elif was.nullable and not column.nullable:
+            refused.append(f"column {column.name} made required (stored rows hold nulls)")
+        elif not was.nullable and column.nullable:
+            relaxed.append(column)
+    return Evolution(tuple(added), tuple(relaxed), tuple(sorted(refused)))
