@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 
 from flightpipe import contract, telemetry
-from flightpipe.warehouse import duckdb_sql
+from flightpipe.warehouse import duckdb_sql, duckdb_upgrade
 from flightpipe.warehouse import query as q
 from flightpipe.warehouse.duckdb_sql import TYPES, columns_ddl
 
@@ -113,6 +113,7 @@ class DuckDBWarehouse:
             if not read_only:
                 for statement in duckdb_sql.schema_sql():
                     self._conn.execute(statement)
+                duckdb_upgrade.upgrade(self._conn)  # an earlier release's data dir
         except duckdb.Error as exc:
             raise WarehouseUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._local = threading.local()
