@@ -18,18 +18,9 @@ Contract (beyond the port's docstring):
 * An ack id names one delivery (`"<message id>:<attempt>"`). `ack` accepts any delivery of the
   message (the work is done); `nack` and `modify_ack_deadline` ignore stale deliveries so an old
   consumer cannot move a newer lease.
-* Durability: WAL with synchronous=NORMAL. A committed transaction is in the WAL file before
-  `publish` returns, so a killed process (SIGKILL) loses nothing it was told was published; a power
-  loss may lose the last commits, which the local mode accepts (Pub/Sub is the durable broker).
-  FULL would add an fsync to every publish, pull and ack commit for no gain against process
-  crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
-* Concurrency: one connection per thread; every change is one short `BEGIN IMMEDIATE` transaction.
-  A writer that finds the lock taken retries every millisecond (up to `busy_timeout` seconds, then
-  `BrokerError`), rather than SQLite's backing-off busy handler, which starves a publisher next to
-  a busy subscriber. `close()` closes the connections of every thread; call it when they are done.
-
-Why one module over 400 lines: it is one adapter whose methods all share the schema, the lock
-retry and the visibility rules above (each method is one transaction over the same two tables).
+* Storage, durability and concurrency: `sqlite_file.SqliteFile` (WAL, one connection per thread,
+  one short `BEGIN IMMEDIATE` transaction per change, lock waits retried every millisecond up to
+  `busy_timeout` seconds). `close()` closes the connections of every thread.
 """
 
 from __future__ import annotations
@@ -38,25 +29,16 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from flightpipe.broker import (
-    Backlog,
-    BrokerError,
-    Message,
-    NotFound,
-    OutgoingMessage,
-    SubscriptionConfig,
-)
+from flightpipe.broker import Backlog, Message, NotFound, OutgoingMessage, SubscriptionConfig
+from flightpipe.broker.sqlite_file import SqliteFile, in_ids
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +64,17 @@ _READY: Final = (
     " FROM deliveries d JOIN messages m ON m.id = d.msg_id"
     " WHERE d.sub_id = ? AND d.visible_at <= ? ORDER BY d.visible_at, d.msg_id LIMIT ?"
 )
-_T = TypeVar("_T")
 _NO_ATTRIBUTES: Final[Mapping[str, str]] = MappingProxyType({})
 # msgspec rather than json: attributes are encoded and decoded on the hot path.
 _encode_attributes: Final = msgspec.json.Encoder().encode
 _decode_attributes: Final = msgspec.json.Decoder(dict[str, str]).decode
-_encode_ids: Final = msgspec.json.Encoder().encode
 _MAX_POLL_SLEEP: Final = 0.1
-_LOCK_RETRY: Final = 0.001
-# SQLite's own busy wait, kept short: lock waits are retried by `_retrying` instead.
-_SQLITE_BUSY_WAIT: Final = 0.005
 
 
-@dataclass(frozen=True, slots=True)
-class _Sub:
+class _Sub(NamedTuple):
+    """A subscription's row (never changed once created)."""
+
     id: int
-    topic: str
     ack_deadline: float
     dead_letter_topic: str | None
     max_attempts: int
@@ -114,101 +91,29 @@ class EmbeddedBroker:
         clock: Callable[[], float] = time.time,
         busy_timeout: float = 30.0,
     ) -> None:
-        self._path = str(path)
         self._clock = clock
-        self._busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._db = SqliteFile(path, busy_timeout=busy_timeout)
         self._subs: dict[str, _Sub] = {}
-        self._closed = False
-        with self._write() as conn:
+        with self._db.write() as conn:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
 
-    # -- connections --------------------------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise BrokerError("broker is closed")
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so the write lock is taken at
-        # the start of a transaction, never upgraded halfway (which can deadlock across processes).
-        conn = sqlite3.connect(
-            self._path, timeout=_SQLITE_BUSY_WAIT, isolation_level=None, check_same_thread=False
-        )
-        # Switching a new file to WAL needs a brief exclusive lock, hence the retry.
-        self._retrying(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA cache_size=-65536")
-        conn.execute("PRAGMA journal_size_limit=67108864")
-        self._local.conn = conn
-        with self._lock:
-            self._connections.append(conn)
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        self._retrying(lambda: conn.execute("BEGIN IMMEDIATE"))
-        try:
-            yield conn
-        except BaseException as exc:
-            _rollback(conn)
-            if isinstance(exc, sqlite3.Error):
-                raise BrokerError(_describe(exc)) from exc
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            raise BrokerError(f"commit failed: {_describe(exc)}") from exc
-
-    def _retrying(self, operation: Callable[[], _T]) -> _T:
-        # SQLite's own busy handler backs off to sleeps of up to 100 ms (sqliteDefaultBusyCallback,
-        # sqlite/sqlite src/main.c), so a process waiting for the write lock keeps missing the
-        # short gaps between another process's back-to-back transactions and starves. Retrying
-        # every millisecond here is fair enough and costs one failed lock attempt each.
-        give_up = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                return operation()
-            except sqlite3.OperationalError as exc:
-                if time.monotonic() > give_up or "locked" not in str(exc):
-                    raise BrokerError(_describe(exc)) from exc
-            except sqlite3.Error as exc:
-                raise BrokerError(_describe(exc)) from exc
-            time.sleep(_LOCK_RETRY)
-
-    def _read(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """The first row of a query outside any transaction."""
-        conn = self._conn()
-        row: tuple[Any, ...] | None = self._retrying(lambda: conn.execute(sql, params).fetchone())
-        return row
-
     def close(self) -> None:
         """Close every connection this broker opened, in any thread."""
-        with self._lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
-        self._local = threading.local()
+        self._db.close()
 
     # -- topics and subscriptions -------------------------------------------------------------
 
     def create_topic(self, topic: str) -> None:
         """Create the topic if it does not exist (idempotent)."""
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.execute("INSERT OR IGNORE INTO topics VALUES (?)", (topic,))
 
     def create_subscription(self, subscription: str, config: SubscriptionConfig) -> None:
         """Create the subscription if it does not exist (idempotent; an existing one is kept)."""
         if config.ack_deadline_seconds < 1 or config.max_delivery_attempts < 1:
             raise ValueError("ack_deadline_seconds and max_delivery_attempts must be >= 1")
-        with self._write() as conn:
+        with self._db.write() as conn:
             for topic in filter(None, (config.topic, config.dead_letter_topic)):
                 if conn.execute("SELECT 1 FROM topics WHERE name = ?", (topic,)).fetchone() is None:
                     raise NotFound(f"topic {topic!r} does not exist")
@@ -230,8 +135,8 @@ class EmbeddedBroker:
         # Subscriptions never change once created, so a positive lookup is cached for good.
         sub = self._subs.get(subscription)
         if sub is None:
-            row = self._read(
-                "SELECT id, topic, ack_deadline, dead_letter_topic, max_attempts, retention"
+            row = self._db.read_one(
+                "SELECT id, ack_deadline, dead_letter_topic, max_attempts, retention"
                 " FROM subscriptions WHERE name = ?",
                 (subscription,),
             )
@@ -244,7 +149,7 @@ class EmbeddedBroker:
 
     def publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Publish a batch in one transaction; return the message ids in order."""
-        with self._write() as conn:
+        with self._db.write() as conn:
             return self._publish(conn, topic, messages)
 
     def _publish(
@@ -295,7 +200,7 @@ class EmbeddedBroker:
         pause = 0.002
         while True:
             if max_messages > 0 and self._any_visible(sub):
-                with self._write() as conn:
+                with self._db.write() as conn:
                     rows = self._lease(conn, subscription, sub, max_messages)
                 if rows:
                     return _messages(rows)  # built after the commit: the lock is held less
@@ -308,7 +213,7 @@ class EmbeddedBroker:
 
     def _any_visible(self, sub: _Sub) -> bool:
         # A read-only probe so an idle poll never takes the write lock from a publisher.
-        row = self._read(
+        row = self._db.read_one(
             "SELECT 1 FROM deliveries WHERE sub_id = ? AND visible_at <= ? LIMIT 1",
             (sub.id, self._clock()),
         )
@@ -330,7 +235,7 @@ class EmbeddedBroker:
                 if dead:
                     self._dead_letter(conn, name, sub, dead)
                     rows = [row for row in rows if row[1] < sub.max_attempts]
-            where, ids = _in("msg_id", [row[0] for row in rows])
+            where, ids = in_ids("msg_id", [row[0] for row in rows])
             conn.execute(
                 "UPDATE deliveries SET visible_at = ?, attempts = attempts + 1"
                 f" WHERE sub_id = ? AND {where}",
@@ -389,13 +294,13 @@ class EmbeddedBroker:
 
     def _drop(self, conn: sqlite3.Connection, sub: _Sub, msg_ids: Sequence[int]) -> None:
         """Delete deliveries and any message whose last delivery this was."""
-        where, ids = _in("msg_id", msg_ids)
+        where, ids = in_ids("msg_id", msg_ids)
         gone = conn.execute(
             f"DELETE FROM deliveries WHERE sub_id = ? AND {where} RETURNING msg_id", (sub.id, *ids)
         ).fetchall()
         if not gone:
             return
-        where, ids = _in("id", [row[0] for row in gone])
+        where, ids = in_ids("id", [row[0] for row in gone])
         # Delete before decrementing: most messages have one subscription, and deleting a row is
         # cheaper than rewriting it (with its payload) only to delete it next.
         conn.execute(f"DELETE FROM messages WHERE {where} AND refs <= 1", ids)
@@ -408,7 +313,7 @@ class EmbeddedBroker:
         sub = self._sub(subscription)
         msg_ids = _message_ids(ack_ids)
         if msg_ids:
-            with self._write() as conn:
+            with self._db.write() as conn:
                 self._drop(conn, sub, msg_ids)
 
     def nack(self, subscription: str, ack_ids: Sequence[str]) -> None:
@@ -426,7 +331,7 @@ class EmbeddedBroker:
         deliveries = _parse(ack_ids)
         if not deliveries:
             return
-        with self._write() as conn:
+        with self._db.write() as conn:
             visible_at = 0.0 if seconds is None else self._clock() + seconds
             conn.executemany(
                 "UPDATE deliveries SET visible_at = ? WHERE sub_id = ? AND msg_id = ?"
@@ -439,7 +344,7 @@ class EmbeddedBroker:
     def backlog(self, subscription: str) -> Backlog:
         """Unacked messages and the age in seconds of the oldest one (None when empty)."""
         sub = self._sub(subscription)
-        with self._write() as conn:
+        with self._db.write() as conn:
             now = self._clock()
             self._expire(conn, sub, now)
             (count,) = conn.execute(
@@ -453,34 +358,8 @@ class EmbeddedBroker:
         return count, (None if row is None else max(0.0, now - row[0]))
 
 
-def _describe(exc: sqlite3.Error) -> str:
-    """SQLite's message plus its extended code (`disk I/O error (SQLITE_IOERR_WRITE)`)."""
-    name = getattr(exc, "sqlite_errorname", None)
-    return f"{exc} ({name})" if name else str(exc)
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back without replacing the error that brought us here (see DuckDB's `_rollback`)."""
-    if not conn.in_transaction:
-        return
-    try:
-        conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        log.debug("rollback failed: %s", exc)
-
-
 def _utc(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC)
-
-
-def _in(column: str, ids: Sequence[int]) -> tuple[str, tuple[int | bytes, ...]]:
-    """An SQL condition selecting `ids` in `column`, and its parameters."""
-    # A batch is usually one run of consecutive ids: one range seek is cheaper than looking up
-    # each id (a list of ranges joined by OR would make SQLite scan the subscription).
-    low, high = min(ids, default=0), max(ids, default=-1)
-    if high - low + 1 == len(ids) and len(set(ids)) == len(ids):
-        return f"{column} BETWEEN ? AND ?", (low, high)
-    return f"{column} IN (SELECT value FROM json_each(?))", (_encode_ids(ids),)
 
 
 def _messages(rows: Sequence[tuple[Any, ...]]) -> list[Message]:

@@ -33,7 +33,7 @@ import concurrent.futures
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -217,15 +217,8 @@ class PubSubBroker:
 
     def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
         """Acknowledge: these deliveries are done and never redelivered."""
-        path = self.subscription_path(subscription)
-        for i in range(0, len(ack_ids), ACK_CHUNK):
-            with _translated(f"ack on {subscription}"):
-                self._subscriber.acknowledge(
-                    subscription=path,
-                    ack_ids=list(ack_ids[i : i + ACK_CHUNK]),
-                    retry=None,  # the acker retries (see the module docstring)
-                    timeout=self._lease_rpc_timeout,
-                )
+        # retry=None: the acker retries (see the module docstring).
+        self._per_chunk(subscription, "ack", self._subscriber.acknowledge, ack_ids)
 
     def nack(self, subscription: str, ack_ids: Sequence[str]) -> None:
         """Give the messages back for immediate redelivery."""
@@ -233,15 +226,30 @@ class PubSubBroker:
 
     def modify_ack_deadline(self, subscription: str, ack_ids: Sequence[str], seconds: int) -> None:
         """Extend (or shorten) the lease of messages still being worked on."""
+        # retry=None: the lease keeper's next tick retries.
+        rpc = self._subscriber.modify_ack_deadline
+        self._per_chunk(
+            subscription, "modify ack deadline", rpc, ack_ids, ack_deadline_seconds=seconds
+        )
+
+    def _per_chunk(
+        self,
+        subscription: str,
+        what: str,
+        rpc: Callable[..., object],
+        ack_ids: Sequence[str],
+        **request: Any,
+    ) -> None:
+        """One call of an ack-id RPC per ACK_CHUNK ids, each tried once."""
         path = self.subscription_path(subscription)
         for i in range(0, len(ack_ids), ACK_CHUNK):
-            with _translated(f"modify ack deadline on {subscription}"):
-                self._subscriber.modify_ack_deadline(
+            with _translated(f"{what} on {subscription}"):
+                rpc(
                     subscription=path,
                     ack_ids=list(ack_ids[i : i + ACK_CHUNK]),
-                    ack_deadline_seconds=seconds,
-                    retry=None,  # the lease keeper's next tick retries
+                    retry=None,
                     timeout=self._lease_rpc_timeout,
+                    **request,
                 )
 
     def backlog(self, subscription: str) -> Backlog | None:

@@ -1,6 +1,6 @@
 """Every BigQuery REST method the warehouse adapter really sends is in the IAM table.
 
-The real google-cloud-bigquery client talks to the fake endpoint of test_bigquery_warehouse.py,
+The real google-cloud-bigquery client talks to the fake endpoint of tests/unit/fake_bigquery.py,
 which notes each request it serves (tests/rpc_log.py), here and in the tests that ran before this
 module in the same process. Each of the adapter's operations runs once; a method missing from
 `RPC_PERMISSIONS` in tests/infra/iam_calls.py fails here.
@@ -16,7 +16,7 @@ from flightpipe.warehouse.port import Selection
 from tests import rpc_log
 from tests.factories import make_event
 from tests.infra.iam_calls import RPC_PERMISSIONS
-from tests.unit.test_bigquery_warehouse import fake, warehouse
+from tests.unit.fake_bigquery import fake, warehouse
 
 __all__ = ["fake", "warehouse"]  # fixtures used by name
 
