@@ -28,8 +28,8 @@ walked by a wrk Lua script; each wrk thread starts at its own offset, so no page
 Prints a markdown table (medians over the rounds, with each round's figures) for
 docs/benchmarks.md. Needs wrk and curl (`apt-get install wrk curl`).
 
-Why one file of ~450 lines: a benchmark is run by hand as one script, and its data loading, peer
-settings, request lists and report belong to one measurement; splitting it would only scatter it.
+What is measured lives here (rows, peer settings, request lists, report); bench/wrk_rig.py
+starts the servers and drives the load.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import datetime as dt
 import os
 import platform
 import random
-import re
 import shutil
 import signal
 import sqlite3
@@ -47,16 +46,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "services" / "api"))
+
+from wrk_rig import count_exports, exporting, lua, progress, running, wrk  # noqa: E402
 
 from flightpipe.contract import COLUMN_NAMES, decode_event  # noqa: E402
 from flightpipe.replay import nycflights13_payloads  # noqa: E402
@@ -81,15 +80,6 @@ API_APP = (
     "    query_timeout=settings.query_timeout_seconds, threads=settings.duckdb_threads)\n"
     "app = create_app(settings, warehouse=warehouse)\n"
 )
-# wrk: `setup` runs once per thread in the main Lua state and may set globals in the thread's
-# own state (wrk's SCRIPTING: thread:set); each thread walks the shared list from its offset.
-LUA = """
-local paths = {%s}
-local threads = 0
-function setup(thread) thread:set("offset", threads); threads = threads + 1 end
-function init(args) i = offset * math.floor(#paths / 2) end
-function request() i = i + 1; return wrk.format("GET", paths[(i %% #paths) + 1]) end
-"""
 OURS_PAGE = "/v1/flights?carrier={c}&origin={o}&date_from={d}&date_to={d}&limit=100"
 # One day: equality on flight_date, so the covering index also gives the order.
 PEER_PAGE = (
@@ -180,89 +170,6 @@ def explain(lite: Path) -> list[str]:
         plans.append(f"{name}: {detail}")
     con.close()
     return plans
-
-
-def _wait(url: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer")
-
-
-@contextmanager
-def running(command: list[str], env: dict[str, str], probe: str) -> Iterator[None]:
-    proc = subprocess.Popen(
-        command,
-        env={**os.environ, **env},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait(probe)
-        yield
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def wrk(url: str, duration: int, script: Path, connections: int = 32) -> tuple[float, float]:
-    """(requests/s, p99 ms) of one wrk run."""
-    threads = min(2, connections)
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "30s"]
-    out = subprocess.run(
-        [*command, "--latency", "-s", str(script), url], capture_output=True, text=True, check=True
-    ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses\n{out}")
-    return rate, float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-
-@contextmanager
-def exporting(base: str, log: Path) -> Iterator[None]:
-    """EXPORTERS clients fetching the large export in a loop; a 503 waits 1 s before asking again.
-
-    The API's Retry-After says 5 s (`flightpipe_api.errors.RETRY_AFTER_SECONDS`): these clients
-    ask five times as often as a polite one, so the refusals cost the server more than in use.
-
-    Each client logs "<status> <bytes>" per export (curl -w), so the report can count them.
-    """
-    fetch = f"curl -s -o /dev/null -w '%{{http_code}} %{{size_download}}\\n' '{base}{EXPORT}'"
-    loop = f"while true; do out=$({fetch}); echo $out; [ ${{out%% *}} = 200 ] || sleep 1; done"
-    procs = [
-        subprocess.Popen(["bash", "-c", f"({loop}) >> {log}"], start_new_session=True)
-        for _ in range(EXPORTERS)
-    ]
-    time.sleep(2)  # the exports under way before the measurement starts
-    try:
-        yield
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def lua(tmp: Path, name: str, paths: list[str]) -> Path:
-    script = tmp / f"{name}.lua"
-    script.write_text(LUA % ", ".join(f'"{p}"' for p in paths))
-    return script
-
-
-def progress(text: str) -> None:
-    """A long run says where it is, on stderr (the report on stdout stays clean Markdown)."""
-    print(f"{dt.datetime.now(dt.UTC):%H:%M:%S} {text}", file=sys.stderr, flush=True)
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -403,25 +310,13 @@ def main() -> int:
                 runs.setdefault(("flight alone", name), []).append(
                     wrk(bases[name], d, flight, connections=4)
                 )
-                with exporting(bases[name], tmp / f"exports-{name}.log"):
+                with exporting(bases[name] + EXPORT, tmp / f"exports-{name}.log", EXPORTERS):
                     runs.setdefault(("flight during exports", name), []).append(
                         wrk(bases[name], d, flight, connections=4)
                     )
-    exported = {name: _exports(tmp / f"exports-{name}.log") for name in ("granian", "serve")}
+    exported = {name: count_exports(tmp / f"exports-{name}.log") for name in ("granian", "serve")}
     report(args, started, load_before, runs=runs, plans=plans, exported=exported)
     return 0
-
-
-def _exports(log: Path) -> dict[str, int]:
-    """Completed 200 exports (and their MB), and 503s, from an exporting() log."""
-    done = refused = size = 0
-    for line in log.read_text().splitlines():
-        status, _, length = line.partition(" ")
-        if status == "200" and int(length or 0) > 0:
-            done, size = done + 1, size + int(length)
-        elif status == "503":
-            refused += 1
-    return {"completed": done, "MB": size // 1_000_000, "refused_503": refused}
 
 
 def _median(values: list[tuple[float, float]]) -> tuple[float, float]:

@@ -1,7 +1,8 @@
-"""flightpipe.tracing: context through message attributes, batch links, exporter choice, log field.
+"""Tracing: context through message attributes, batch links, exporter choice, log field, and
+the API's server spans.
 
 Spans are recorded by the SDK's in-memory exporter on a provider of the test's own; the global
-provider is never touched, so other tests see OpenTelemetry's defaults.
+provider is only ever patched for one test, so other tests see OpenTelemetry's defaults.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from flightpipe_api import create_app
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -20,6 +22,7 @@ from pytest_mock import MockerFixture
 from flightpipe import tracing
 from flightpipe.settings import ConfigError, load_settings
 from flightpipe.telemetry import JsonFormatter, trace_var
+from flightpipe.warehouse.duckdb import DuckDBWarehouse
 
 
 @pytest.fixture
@@ -188,3 +191,37 @@ def test_configure_tracing_installs_one_global_provider_per_process(
 
     assert first is second
     install.assert_called_once_with(first)
+
+
+def test_the_api_makes_one_server_span_per_request_named_by_route_continuing_the_caller(
+    exporter: InMemorySpanExporter, mocker: MockerFixture, duckdb_warehouse: DuckDBWarehouse
+) -> None:
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    mocker.patch("opentelemetry.trace._TRACER_PROVIDER", provider)
+    settings = load_settings({})
+    create_app(settings, warehouse=duckdb_warehouse)  # an earlier app in the same process
+    client = create_app(settings, warehouse=duckdb_warehouse).test_client()
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    client.get(
+        "/v1/flights/2013-01-01-UA1545-EWR",
+        headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+    )
+    for probe in ("/healthz", "/readyz", "/metrics?x=1"):  # polled all day: no spans
+        client.get(probe)
+    client.get("/v1/flights?carrier=UA")  # no traceparent: a new trace
+
+    lookup, listing = exporter.get_finished_spans()
+    assert (lookup.name, listing.name) == ("GET /v1/flights/<flight_id>", "GET /v1/flights")
+    assert lookup.kind is listing.kind is trace.SpanKind.SERVER
+    assert trace.format_trace_id(lookup.context.trace_id) == trace_id
+    assert lookup.parent is not None and lookup.parent.is_remote
+    assert trace.format_span_id(lookup.parent.span_id) == parent_id
+    assert listing.parent is None and listing.context.trace_id != lookup.context.trace_id
+    assert lookup.attributes is not None and listing.attributes is not None
+    assert (lookup.attributes["http.status_code"], listing.attributes["http.status_code"]) == (
+        404,
+        200,
+    )
+    provider.shutdown()

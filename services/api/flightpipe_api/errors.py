@@ -83,23 +83,15 @@ def register_error_handlers(app: Flask) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after else None
         return error_response(exc.code, exc.message, exc.parameter, headers=headers)
 
-    @app.errorhandler(WarehouseUnavailable)
-    def _unavailable(exc: WarehouseUnavailable) -> Response:
-        log.warning("warehouse unavailable: %s", exc)
-        return error_response(
-            503,
-            "the warehouse is unavailable or too slow; retry later",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-
     @app.errorhandler(WarehouseError)
     def _warehouse_error(exc: WarehouseError) -> Response:
-        log.error("warehouse error: %s", exc)
-        return error_response(
-            503,
-            "the warehouse could not answer; retry later",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        if isinstance(exc, WarehouseUnavailable):  # slow or down: expected now and then
+            log.warning("warehouse unavailable: %s", exc)
+            message = "the warehouse is unavailable or too slow; retry later"
+        else:
+            log.error("warehouse error: %s", exc)
+            message = "the warehouse could not answer; retry later"
+        return error_response(503, message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

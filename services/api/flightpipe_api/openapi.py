@@ -1,13 +1,13 @@
-"""The OpenAPI 3.0.3 document (`/openapi.json`) and the interactive API reference (`/docs`).
+"""The OpenAPI 3.1 document (`/openapi.json`) and the interactive API reference (`/docs`).
 
 Derived, not written: each operation names its query Struct (`params.py`) and its body Struct
-(`schemas.py`); `msgspec.json.schema_components` turns them into JSON Schema, from which come the
-query parameters (one per Struct field, its description and example lifted to the parameter;
-tuple fields are comma-separated lists: `style: form, explode: false`) and the component schemas.
-msgspec writes JSON Schema 2020-12 (`anyOf: [X, {type: null}]`, `examples`); `_oas30` rewrites
-those two idioms as OpenAPI 3.0's `nullable` and `example` (OpenAPI 3.0.3, "Schema Object"), since
-schemathesis 3.x supports 3.1 only behind an experimental flag. What is written here by hand is
-what no Struct knows: summaries, the links between operations, status codes and headers.
+(`schemas.py`); `msgspec.json.schema_components` turns them into JSON Schema 2020-12, which
+OpenAPI 3.1 takes as it is for the component schemas (OpenAPI 3.1.0, "Schema Object":
+https://spec.openapis.org/oas/v3.1.0#schema-object). Each query Struct field becomes a query
+parameter: a query string cannot carry null, so the field's `anyOf: [X, {type: null}]` becomes
+X, and its description and first example move to the parameter; tuple fields are
+comma-separated lists (`style: form, explode: false`). What is written here by hand is what no
+Struct knows: summaries, the links between operations, status codes and headers.
 
 `/docs` is Swagger UI 5 (swagger-api/swagger-ui) from the flask-swagger-ui PyPI package: its
 bundled `dist/` files are served by this app under /docs/ (no CDN); the page renders the
@@ -84,6 +84,9 @@ _ERRORS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "503": ("Unavailable", "The warehouse is slow or down; retry", ("Retry-After",)),
 }
 
+# Every /v1 operation validates its input, may need a key, is rate limited and reads the warehouse.
+_V1_ERRORS: Final = ("400", "401", "429", "503")
+
 
 def _link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
     """An OpenAPI link: call `operation_id` with `parameters` (runtime expressions)."""
@@ -100,7 +103,7 @@ class Operation:
     description: str
     query: type[msgspec.Struct]
     body: type[msgspec.Struct]
-    errors: tuple[str, ...]
+    errors: tuple[str, ...]  # besides those of every /v1 operation (_V1_ERRORS)
     exports: bool = False
     headers: tuple[str, ...] = ()
     links: dict[str, Any] = field(default_factory=dict)
@@ -116,7 +119,7 @@ OPERATIONS: Final = (
         "(JSON) or as a CSV/NDJSON export.",
         FlightsQuery,
         schemas.FlightPage,
-        ("400", "401", "406", "429", "503"),
+        ("406",),
         exports=True,
         headers=("X-Next-Page-Token",),
         links={
@@ -136,7 +139,7 @@ OPERATIONS: Final = (
         "The current state of one flight (its latest event).",
         NoQuery,
         schemas.FlightResponse,
-        ("400", "401", "404", "429", "503"),
+        ("404",),
         links={
             "Events": _link(
                 "getFlightEvents",
@@ -152,7 +155,7 @@ OPERATIONS: Final = (
         "Every distinct stored event of the flight, by event_time, then publish_time.",
         EventsQuery,
         schemas.EventsResponse,
-        ("400", "401", "404", "406", "429", "503"),
+        ("404", "406"),
         exports=True,
     ),
     Operation(
@@ -163,68 +166,42 @@ OPERATIONS: Final = (
         "states matching the filters, one row per group, ordered by the keys.",
         StatsQuery,
         schemas.DelayStatsResponse,
-        ("400", "401", "406", "429", "503"),
+        ("406",),
         exports=True,
     ),
 )
-
-
-def _oas30(node: Any) -> Any:
-    """JSON Schema 2020-12 as msgspec writes it -> an OpenAPI 3.0 Schema Object."""
-    if isinstance(node, list):
-        return [_oas30(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _oas30(v) for k, v in node.items() if k != "examples"}
-    if node.get("examples"):
-        out["example"] = node["examples"][0]
-    options = out.get("anyOf")
-    if options and {"type": "null"} in options:
-        rest = [o for o in options if o != {"type": "null"}]
-        del out["anyOf"]
-        if len(rest) == 1:
-            # A $ref ignores its siblings in 3.0, hence allOf around it.
-            only = {"allOf": rest} if "$ref" in rest[0] else rest[0]
-            out = {**only, **out}
-        else:
-            out["anyOf"] = rest
-        out["nullable"] = True
-    return out
 
 
 def _parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
     """A query Struct's schema as OpenAPI query parameters (none required)."""
     parameters = []
     for name, declared in schema.get("properties", {}).items():
-        prop = dict(declared)
-        prop.pop("nullable", None)
+        # An optional field: absent from the query string, never null in it.
+        present = [o for o in declared.get("anyOf", ()) if o != {"type": "null"}]
+        prop = {k: v for k, v in declared.items() if k != "anyOf"}
+        if len(present) == 1:
+            prop |= present[0]
         if prop.get("default", 0) is None:
             del prop["default"]
-        parameter: dict[str, Any] = {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "description": prop.pop("description", ""),
-            "schema": prop,
-        }
-        if "example" in prop:
-            parameter["example"] = prop.pop("example")
+        parameter = {"name": name, "in": "query", "required": False} | _described(prop)
         if prop.get("type") == "array":
             parameter |= {"style": "form", "explode": False}
         parameters.append(parameter)
     return parameters
 
 
+def _described(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's description, schema and example from its JSON Schema (which keeps the rule)."""
+    parameter = {"description": schema.pop("description", ""), "schema": schema}
+    if examples := schema.pop("examples", None):
+        parameter["example"] = examples[0]
+    return parameter
+
+
 def _flight_id_parameter() -> dict[str, Any]:
     schema = msgspec.json.schema(get_type_hints(FlightEvent, include_extras=True)["flight_id"])
-    return {
-        "name": "flight_id",
-        "in": "path",
-        "required": True,
-        "description": schema.pop("description", ""),
-        "schema": schema,
-        "example": "2013-01-01-UA1545-EWR",
-    }
+    parameter = {"name": "flight_id", "in": "path", "required": True} | _described(schema)
+    return parameter | {"example": "2013-01-01-UA1545-EWR"}
 
 
 def _ok(op: Operation) -> dict[str, Any]:
@@ -249,7 +226,7 @@ def _operation(op: Operation, query_schema: dict[str, Any]) -> dict[str, Any]:
         "200": _ok(op),
         "304": {"$ref": "#/components/responses/NotModified"},
     }
-    for code in op.errors:
+    for code in sorted((*_V1_ERRORS, *op.errors)):
         responses[code] = {"$ref": f"#/components/responses/{_ERRORS[code][0]}"}
     path_params = [_flight_id_parameter()] if "{flight_id}" in op.path else []
     return {
@@ -273,12 +250,11 @@ def _plain(operation_id: str, summary: str, media: str, schema: dict[str, Any]) 
 
 
 def build_spec() -> dict[str, Any]:
-    """The OpenAPI 3.0.3 document as a dict."""
+    """The OpenAPI 3.1 document as a dict."""
     queries = tuple(dict.fromkeys(op.query for op in OPERATIONS))
     _, components = msgspec.json.schema_components(
         (*queries, *schemas.RESPONSES), ref_template=_REF
     )
-    components = _oas30(components)
     paths: dict[str, Any] = {
         op.path: {"get": _operation(op, components.pop(op.query.__name__, {}))} for op in OPERATIONS
     }
@@ -311,7 +287,7 @@ def build_spec() -> dict[str, Any]:
         "headers": _headers(("X-Request-ID", "ETag", "Cache-Control")),
     }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "flightpipe API", "version": "1", "description": DESCRIPTION},
         "tags": [
             {"name": "flights", "description": "Current states and event histories"},

@@ -6,7 +6,10 @@ histogram buckets every `SAMPLE_SECONDS` into a small ring buffer, so a page ope
 data arrived shows the last minutes at once (each `/status.json` request also samples, at most
 once per `MIN_SAMPLE_SECONDS`), and rates and latency quantiles are differences
 between the newest snapshot and the oldest one inside `WINDOW_SECONDS`. Quantiles are estimated
-from bucket counts by linear interpolation, as PromQL's `histogram_quantile` does.
+from bucket counts by linear interpolation, as PromQL's `histogram_quantile` does
+(https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile). That one
+function is written here: prometheus_client only records and exposes histograms (no query side),
+PromQL runs in the Prometheus server, and no library in the lock estimates quantiles from buckets.
 
 In `flightpipe serve` the subscriber and the API share one process, so the page shows the whole
 pipeline. A cloud API instance only has its own HTTP metrics (and each server worker process its own
