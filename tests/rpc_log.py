@@ -4,7 +4,7 @@ Two small hooks feed it: `tests/pubsub_emulator.make_broker` builds its clients'
 through `recording(grpc.insecure_channel)`, the emulator channel of the GAPIC clients (a
 client interceptor that notes each method path, e.g.
 `/google.pubsub.v1.Subscriber/Pull`), and the fake BigQuery endpoint of
-tests/unit/test_bigquery_warehouse.py notes each request it serves (`record_rest`), named as
+tests/unit/fake_bigquery.py notes each request it serves (`record_rest`), named as
 BigQuery's REST reference names the method (`bigquery.tabledata.insertAll`). The
 test_rpc_permissions tests then require every recorded method to be in the IAM table
 (tests/infra/iam_calls.py). Written by hand: grpc's interceptor API is the library part.
