@@ -211,9 +211,11 @@ def test_the_api_makes_one_server_span_per_request_named_by_route_continuing_the
     for probe in ("/healthz", "/readyz", "/metrics?x=1"):  # polled all day: no spans
         client.get(probe)
     client.get("/v1/flights?carrier=UA")  # no traceparent: a new trace
+    client.get("/wp-login.php")  # no route: one span name for every such path
 
-    lookup, listing = exporter.get_finished_spans()
+    lookup, listing, unmatched = exporter.get_finished_spans()
     assert (lookup.name, listing.name) == ("GET /v1/flights/<flight_id>", "GET /v1/flights")
+    assert unmatched.name == "GET unmatched"
     assert lookup.kind is listing.kind is trace.SpanKind.SERVER
     assert trace.format_trace_id(lookup.context.trace_id) == trace_id
     assert lookup.parent is not None and lookup.parent.is_remote

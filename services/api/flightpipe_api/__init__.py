@@ -11,13 +11,14 @@ import re
 import time
 
 from flask import Flask, Response, g, request
+from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
 from flightpipe import telemetry, tracing
 from flightpipe.composition import make_warehouse
 from flightpipe.settings import Settings, load_settings
 from flightpipe.warehouse import Warehouse
-from flightpipe_api import health, openapi, routes, status
+from flightpipe_api import compression, health, openapi, routes, status
 from flightpipe_api.auth import KeyGate, parse_key_hashes
 from flightpipe_api.cache import ResultCache
 from flightpipe_api.context import SETTINGS_KEY, WAREHOUSE_KEY
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, warehouse: Warehouse | None = N
     app.register_blueprint(status.bp)
     app.register_blueprint(openapi.bp)
     _instrument(app)
+    compression.init_app(app)
     app.wsgi_app = Gate(app.wsgi_app, keys, cache)  # type: ignore[method-assign]
     return app
 
@@ -84,7 +86,11 @@ def _instrument(app: Flask) -> None:
         # The gate made it; request_id() again only when Flask runs without the gate (tests).
         g.request_id = request.environ.get(ENV_REQUEST_ID) or request_id(request.environ)
         telemetry.request_id_var.set(g.request_id)
-        # The instrumentor's before_request ran first and made the server span current.
+        # The instrumentor's before_request ran first and made the server span current. It
+        # names a request no route matched by its raw path: one name per scanner probe, so
+        # name it as the metrics label it instead.
+        if request.url_rule is None:
+            trace.get_current_span().update_name(f"{request.method} unmatched")
         telemetry.trace_var.set(tracing.cloud_trace_field(project))
 
     @app.after_request

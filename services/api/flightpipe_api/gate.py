@@ -19,6 +19,7 @@ from typing import Any, Final
 from werkzeug.http import is_resource_modified
 
 from flightpipe import telemetry
+from flightpipe_api import compression
 from flightpipe_api.auth import KeyGate
 from flightpipe_api.cache import Entry, ResultCache
 from flightpipe_api.errors import error_body
@@ -116,22 +117,30 @@ class Gate:
         rid: str,
         started: float,
     ) -> Iterable[bytes]:
+        body, etag, encoding = compression.representation(
+            entry, environ.get("HTTP_ACCEPT_ENCODING", "")
+        )
         headers = [
-            ("ETag", entry.etag),
             ("Cache-Control", CACHE_CONTROL),
-            ("Vary", "Accept"),
+            ("Vary", f"Accept, {compression.VARY}"),
             ("X-Request-ID", rid),
             ("X-Cache", "hit"),
             ("Server-Timing", 'cache;desc="hit"'),
         ]
-        # werkzeug.http.is_resource_modified: RFC 9110 weak comparison for If-None-Match,
-        # the same function Response.make_conditional uses on the Flask path.
-        if "HTTP_IF_NONE_MATCH" in environ and not is_resource_modified(environ, etag=entry.etag):
-            self._observe(entry.route, 304, started)
-            start_response("304 Not Modified", headers)
-            return [b""]
+        # As on the Flask path: the view answers 304 when If-None-Match matches the identity
+        # ETag, then flask-compress when it matches the encoded one. werkzeug's
+        # is_resource_modified is the function both use (RFC 9110 weak comparison).
+        if "HTTP_IF_NONE_MATCH" in environ:
+            for candidate in dict.fromkeys((entry.etag, etag)):
+                if not is_resource_modified(environ, etag=candidate):
+                    self._observe(entry.route, 304, started)
+                    start_response("304 Not Modified", [("ETag", candidate), *headers])
+                    return [b""]
+        headers.append(("ETag", etag))
+        if encoding is not None:
+            headers.append(("Content-Encoding", encoding))
         self._observe(entry.route, 200, started)
-        return self._send(start_response, 200, entry.body, entry.content_type, headers)
+        return self._send(start_response, 200, body, entry.content_type, headers)
 
     @staticmethod
     def _send(
