@@ -8,44 +8,31 @@ error, so no command of the guide goes unrun without saying why.
 pipefail`) per environment, at the root of `checkout` (a git work tree with the repository's
 `.venv`, the guide's prerequisite), with the operator's values in the variables the guide names
 (ENV, P, GITLAB_PROJECT_ID, ANALYST_GROUP, NOTIFICATION_CHANNEL), `gcloud` and `pulumi` replaced
-by tests/delivery/standins, and nothing else of this machine's environment. It returns the GitLab
-variables the guide printed per scope and where the stand-ins keep the "cloud" (the buckets'
-stacks and outputs): the world the pipeline's jobs start from (tests/delivery/pipeline_jobs.py).
+by tests/delivery/standins, and nothing else of the calling process's environment. It returns
+the GitLab variables the guide printed per scope and where the stand-ins keep the "cloud" (the
+buckets' stacks and outputs): the world the pipeline's jobs start from
+(tests/delivery/pipeline_jobs.py).
 
 What the guide runs against Google itself (`make preflight`, with the owner's ADC) reaches a fake
-project (`OwnersGoogle`, tests/delivery/fake_google.py) at Google's own addresses: an HTTPS proxy
-(`google_front`) terminates TLS for `*.googleapis.com` with a test CA the run trusts. The fake
-holds what the guide's commands made (the bootstrap's bucket, key and provider, the APIs the
-owner enabled) and what the owner's organisation has before the guide (`Organisation`: groups,
-notification channels), and the owner may do what `roles/owner` allows.
+project (tests/delivery/owners_google.py) at Google's own addresses, through an HTTPS proxy
+that terminates TLS for `*.googleapis.com` with a test CA the run trusts
+(tests/delivery/google_front.py).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
-import select
-import socket
-import socketserver
-import ssl
 import subprocess
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from scripts.preflight import BOOTSTRAP_APIS
-from tests.delivery.fake_google import MONITORING, FakeGoogle, simulated_iam
+from tests.delivery.google_front import google_front
+from tests.delivery.owners_google import OWNER_ACCOUNT, Organisation, OwnersGoogle, owners_google
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = Path("docs") / "deploying.md"
@@ -55,7 +42,6 @@ FENCE = re.compile(r"^```(?P<lang>[A-Za-z0-9_-]*)\s*$")
 SHELLS = {"sh", "bash", "shell", "console", "zsh"}
 VARIABLE_LINE = re.compile(r"^scope (?P<scope>[a-z]+): (?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 REFERENCE = re.compile(r"\$\{?([A-Z][A-Z0-9_]*)")
-OWNER_ACCOUNT = "owner@acme-flights.dev"  # the owner's Google account, who runs the guide
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Owner",
     "GIT_AUTHOR_EMAIL": OWNER_ACCOUNT,
@@ -103,24 +89,6 @@ class Operator:
         return values
 
 
-@dataclass(frozen=True)
-class Organisation:
-    """What the owner's Google organisation holds before the guide: the groups Cloud Identity
-    knows (emails) and the notification channels made in Monitoring (step 0 of the guide)."""
-
-    groups: frozenset[str]
-    channels: frozenset[str]
-
-    @classmethod
-    def of(cls, operators: Iterable[Operator]) -> Organisation:
-        """The organisation the operators' values come from: their groups and channels exist."""
-        operators = list(operators)
-        return cls(
-            frozenset(o.analyst_group.removeprefix("group:") for o in operators),
-            frozenset(o.notification_channel for o in operators if o.notification_channel),
-        )
-
-
 @dataclass
 class GuideRun:
     checkout: Path
@@ -139,231 +107,6 @@ class GuideRun:
         """One stack as the stand-in backend `backend` (a gs:// URL) holds it."""
         found: dict[str, Any] = self.cloud()["backends"][backend]["stacks"][f"{project}/{stack}"]
         return found
-
-
-@dataclass
-class OwnersGoogle(FakeGoogle):
-    """The owner's projects as the guide's commands leave them, and Google's OAuth token endpoint.
-
-    Before each call it reads the stand-ins' cloud (`cloud`, $STANDIN_STATE): an updated bootstrap
-    stack's outputs name the state bucket, the KMS key and the WIF provider it made (and, in the
-    provider's name, the project's number); the bootstrap enables `BOOTSTRAP_APIS`
-    (tests/delivery/test_preflight.py checks that list against the program); `gcloud services
-    enable` adds its services; `gcloud auth application-default login` records the refresh token
-    it was issued.
-    """
-
-    cloud: Path | None = None
-    refresh_tokens: dict[str, str] = field(default_factory=dict)  # refresh token -> account
-
-    def route(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any],
-        caller: str | None,
-        headers: Any,
-        *,
-        query: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, Any]]:
-        self.sync()
-        if method == "POST" and path == "/token":
-            return self._refresh(body)
-        return super().route(method, path, body, caller, headers, query=query)
-
-    def _refresh(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """https://oauth2.googleapis.com/token, the refresh grant google-auth makes for an
-        `authorized_user` ADC (RFC 6749 section 6; the answer section 5.1, a refusal 5.2;
-        google-auth-library-python google/oauth2/_client.py@v2.63.0 refresh_grant)."""
-        if body.get("grant_type") != "refresh_token" or not (
-            body.get("client_id") and body.get("client_secret")
-        ):
-            return 400, {"error": "invalid_request"}
-        account = self.refresh_tokens.get(str(body.get("refresh_token")))
-        if account is None:
-            return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
-        token = {"access_token": f"at:{account}", "expires_in": 3599, "token_type": "Bearer"}
-        if body.get("scope"):
-            token["scope"] = body["scope"]
-        return 200, token
-
-    def sync(self) -> None:
-        try:
-            cloud = json.loads(self.cloud.read_text()) if self.cloud else {}
-        except (OSError, ValueError):
-            return  # nothing made yet
-        self.refresh_tokens.update(cloud.get("refresh_tokens", {}))
-        for backend in cloud.get("backends", {}).values():
-            for name, stack in backend.get("stacks", {}).items():
-                if name.startswith("flightpipe-bootstrap/") and stack.get("updated"):
-                    self._bootstrapped(stack["outputs"])
-        for project, services in cloud.get("services", {}).items():
-            self.enabled_apis.setdefault(project, set()).update(services)
-
-    def _bootstrapped(self, outputs: dict[str, Any]) -> None:
-        key = str(outputs["secrets_provider"]).removeprefix("gcpkms://")
-        project = key.split("/")[1]
-        provider = str(outputs["wif_provider"])  # projects/<number>/locations/global/...
-        self.project_numbers[project] = provider.split("/")[1]
-        self.buckets[str(outputs["state_url"]).removeprefix("gs://")] = project
-        self.crypto_keys.add(key)
-        self.wif_providers.add(provider)
-        self.enabled_apis.setdefault(project, set()).update(BOOTSTRAP_APIS)
-
-
-def owners_google(cloud: Path, projects: Iterable[str], organisation: Organisation) -> OwnersGoogle:
-    """The fake Google of an owner (`OWNER_ACCOUNT`, `roles/owner` on `projects`)."""
-    owner = f"user:{OWNER_ACCOUNT}"
-    bindings = []
-    for project in projects:
-        bindings.append((project, "project", "roles/owner", owner))
-        # A new bucket's policy gives the project's owners legacyBucketOwner (convenience value
-        # projectOwner: https://cloud.google.com/storage/docs/access-control/iam#convenience-values).
-        bucket = f"bucket:{project}-pulumi-state"
-        bindings.append((project, bucket, "roles/storage.legacyBucketOwner", owner))
-    google = OwnersGoogle(authorize=simulated_iam((), extra=bindings), cloud=cloud)
-    google.groups |= organisation.groups
-    for channel in organisation.channels:
-        google.notification_channels.add(channel)
-        # A channel is made in Cloud Monitoring: its project has the Monitoring API on.
-        google.enabled_apis.setdefault(channel.split("/")[1], set()).add(MONITORING)
-    return google
-
-
-@contextmanager
-def google_front(upstream: str, directory: Path) -> Iterator[dict[str, str]]:
-    """Google's HTTPS endpoints (`https://*.googleapis.com`) answered by `upstream` (http://).
-
-    Yields the environment that sends a process's `requests` there unchanged: HTTPS_PROXY, through
-    which requests tunnels every https URL with CONNECT, and REQUESTS_CA_BUNDLE, the CA it then
-    trusts (https://requests.readthedocs.io/en/latest/user/advanced/, "Proxies" and "SSL Cert
-    Verification"). The proxy ends TLS with a certificate for `*.googleapis.com` from a CA made
-    here, and relays the plain HTTP to `upstream`.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_file, chain_file, key_file = _test_ca(directory)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(chain_file, key_file)
-    target = upstream.removeprefix("http://").rstrip("/")
-    host, port = target.rsplit(":", 1)
-
-    class Tunnel(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            request = self.rfile.readline(65537).decode("latin-1").split()
-            while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                pass
-            if len(request) != 3 or request[0] != "CONNECT":
-                self.wfile.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                return
-            if not request[1].rsplit(":", 1)[0].endswith(".googleapis.com"):
-                self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                return
-            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            self.wfile.flush()
-            try:
-                with (
-                    context.wrap_socket(self.connection, server_side=True) as tls,
-                    socket.create_connection((host, int(port))) as plain,
-                ):
-                    _relay(tls, plain)
-            except (OSError, ssl.SSLError):
-                pass  # the client went away
-
-    class Server(socketserver.ThreadingTCPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-
-    server = Server(("127.0.0.1", 0), Tunnel)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    proxy = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield {"HTTPS_PROXY": proxy, "https_proxy": proxy, "REQUESTS_CA_BUNDLE": str(ca_file)}
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _relay(tls: ssl.SSLSocket, plain: socket.socket) -> None:
-    """Copy both ways until one side closes (the fake answers HTTP/1.0: one request, then EOF)."""
-    while True:
-        ready = [tls] if tls.pending() else select.select([tls, plain], [], [], 60)[0]
-        if not ready:
-            return
-        for source in ready:
-            data = source.recv(65536)
-            if not data:
-                return
-            (plain if source is tls else tls).sendall(data)
-
-
-def _test_ca(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate it signs for `*.googleapis.com`: (CA file, chain file, key file)."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def certificate(
-        subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, ca: bool
-    ) -> x509.CertificateBuilder:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        return (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer or name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        certificate("flightpipe guide test CA", ca_key, None, True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        certificate("*.googleapis.com", key, ca_cert.subject, False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("*.googleapis.com")]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    ca_file, chain_file, key_file = (
-        directory / "ca.pem",
-        directory / "chain.pem",
-        directory / "key.pem",
-    )
-    ca_file.write_bytes(ca_cert.public_bytes(pem))
-    chain_file.write_bytes(leaf.public_bytes(pem) + ca_cert.public_bytes(pem))
-    key_file.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return ca_file, chain_file, key_file
 
 
 def blocks(markdown: str) -> list[Block]:

@@ -23,6 +23,7 @@ import yaml
 
 from tests.delivery import guide
 from tests.delivery.guide import GuideError, GuideRun, Operator
+from tests.delivery.owners_google import OWNER_ACCOUNT, Organisation
 from tests.delivery.test_preflight import CHECKS
 
 REPO = guide.REPO
@@ -72,13 +73,21 @@ def _bootstrap_outputs(run: GuideRun, operator: Operator) -> dict[str, Any]:
     return outputs
 
 
+def _committed_with_the_bootstraps_key(
+    run: GuideRun, operator: Operator, program: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bootstrap's outputs and `program`'s committed stack file, which names its KMS key."""
+    outputs = _bootstrap_outputs(run, operator)
+    settings = _committed(run, f"{program}/Pulumi.{operator.env}.yaml")
+    assert settings["secretsprovider"] == outputs["secrets_provider"]
+    return outputs, settings
+
+
 @pytest.mark.parametrize("operator", OPERATORS, ids=lambda o: o.env)
 def test_the_main_stack_file_is_committed_with_the_bootstraps_key_and_the_owners_values(
     run: GuideRun, operator: Operator
 ) -> None:
-    outputs = _bootstrap_outputs(run, operator)
-    settings = _committed(run, f"infra/Pulumi.{operator.env}.yaml")
-    assert settings["secretsprovider"] == outputs["secrets_provider"]
+    outputs, settings = _committed_with_the_bootstraps_key(run, operator, "infra")
     assert settings["secretsprovider"].startswith(f"gcpkms://projects/{operator.project}/")
     assert settings.get("encryptedkey") and "encryptionsalt" not in settings
     config = settings["config"]
@@ -96,9 +105,7 @@ def test_the_main_stack_file_is_committed_with_the_bootstraps_key_and_the_owners
 def test_the_bootstrap_stack_is_kms_encrypted_in_its_own_bucket(
     run: GuideRun, operator: Operator
 ) -> None:
-    outputs = _bootstrap_outputs(run, operator)
-    settings = _committed(run, f"infra/bootstrap/Pulumi.{operator.env}.yaml")
-    assert settings["secretsprovider"] == outputs["secrets_provider"]
+    _, settings = _committed_with_the_bootstraps_key(run, operator, "infra/bootstrap")
     assert "encryptionsalt" not in settings
     assert settings["config"]["flightpipe-bootstrap:gitlabProjectId"] == operator.gitlab_project_id
     assert settings["config"]["gcp:project"] == operator.project
@@ -165,7 +172,7 @@ def test_preflight_passes_on_what_the_guide_made_with_the_owners_own_credentials
     assert set(results.values()) == {"ok"}, run.output[operator.env]
     assert run.google is not None
     calls = [c for c in run.google.calls if c.path != "/token"]  # google-auth's token refresh
-    assert {(c.method, c.caller) for c in calls} == {("GET", guide.OWNER_ACCOUNT)}
+    assert {(c.method, c.caller) for c in calls} == {("GET", OWNER_ACCOUNT)}
     paths = {c.path for c in calls}
     assert f"/storage/v1/b/{operator.project}-pulumi-state" in paths
     assert f"/v1/{_bootstrap_outputs(run, operator)['wif_provider']}" in paths
@@ -173,7 +180,7 @@ def test_preflight_passes_on_what_the_guide_made_with_the_owners_own_credentials
 
 def test_preflight_stops_the_guide_when_the_analyst_group_does_not_exist(tmp_path: Path) -> None:
     checkout = guide.copy_checkout(tmp_path / "flightpipe")
-    empty = guide.Organisation(groups=frozenset(), channels=frozenset())
+    empty = Organisation(groups=frozenset(), channels=frozenset())
     with pytest.raises(GuideError) as refused:
         guide.run_guide(checkout, OPERATORS[:1], tmp_path / "owner", organisation=empty)
     where = re.search(r"docs/deploying\.md:(\d+) failed", str(refused.value))
@@ -236,7 +243,7 @@ def _project(tmp_path: Path, name: str) -> Path:
 
 
 def test_stack_output_reads_the_logged_in_backend_only(cli: dict[str, str], tmp_path: Path) -> None:
-    """After `pulumi login` to another bucket, the bootstrap's stack is not there (finding 4)."""
+    """After `pulumi login` to another bucket, the bootstrap's stack is not there."""
     boot = _project(tmp_path, "boot")
     assert _pulumi(cli, boot, "login", "gs://a").returncode == 0
     init = _pulumi(cli, boot, "stack", "init", "dev", "--secrets-provider", "passphrase")

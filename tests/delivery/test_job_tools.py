@@ -1,9 +1,10 @@
 """Each GitLab job runs with its image's tools only, and its tests need nothing more.
 
-The rehearsal (tests/delivery/pipeline_jobs.py, `make ci-jobs`) runs every job on this machine,
-which has gcloud, Java, npm and Chromium; the jobs' image has none of them. So the rehearsal gives
+The rehearsal (tests/delivery/pipeline_jobs.py, `make ci-jobs`) runs every job on the host, which
+may have gcloud, Java, npm and Chromium; the jobs' image has none of them. So the rehearsal gives
 each job a PATH without the tools its image lacks and its before_script does not install
-(`job_path`), and these tests check, in seconds, what a whole rehearsal would find in minutes:
+(`job_path`, tests/delivery/ci_local.py), and these tests check, in seconds, what a whole
+rehearsal would find in minutes:
 * that PATH: no gcloud for unit-tests, the tools system-deps.sh installs for integration-tests;
 * `make test-unit`'s selection, collected as the unit-tests job runs it (CI=true, that PATH, no
   emulator service), holds no case that needs the Pub/Sub emulator, `make test-integration`'s
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.delivery.pipeline_jobs import INSTALLS, denied_tools, job_path
+from tests.delivery.ci_local import INSTALLS, denied_tools, job_path
 
 REPO = Path(__file__).resolve().parents[2]
 SOME_DENIED = ("gcloud", "java", "npm", "gitlab-ci-local", "promtool", "chromium", "gcc")

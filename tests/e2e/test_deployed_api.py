@@ -1,6 +1,6 @@
 """End to end: a published event comes back from the API, field for field.
 
-One file for two places (the post-deploy job of the GitLab pipeline and this machine):
+One file for two places (the post-deploy job of the GitLab pipeline and a local run):
 * with FLIGHTPIPE_E2E_BASE_URL set, it publishes through the configured broker (FLIGHTPIPE_BROKER,
   GOOGLE_CLOUD_PROJECT, FLIGHTPIPE_TOPIC: the deployed Pub/Sub topic) and reads the deployed API
   (FLIGHTPIPE_E2E_ID_TOKEN and FLIGHTPIPE_E2E_API_KEY are sent when set);

@@ -130,7 +130,7 @@ def exact_environ(env: Mapping[str, str], credentials: Path | None = None) -> It
     """`os.environ` is `env` (plus the interpreter's own variables) inside the block.
 
     `credentials`: an Application Default Credentials file standing in for Cloud Run's metadata
-    server (the only thing the container has that this machine lacks).
+    server (the only thing the container has that a test process lacks).
     """
     saved = dict(os.environ)
     os.environ.clear()
@@ -145,21 +145,35 @@ def exact_environ(env: Mapping[str, str], credentials: Path | None = None) -> It
         os.environ.update(saved)
 
 
-def stand_in_credentials(directory: Path) -> Path:
-    """An external-account ADC file: google-auth loads it without any network or key."""
-    token = directory / "oidc-token"
-    token.write_text("not-a-real-token")
+def external_account_file(directory: Path, token_url: str, audience: str, subject: str) -> Path:
+    """An external-account ADC file whose subject token is `subject`, exchanged at `token_url`.
+
+    google-auth loads it without a network or a key, and exchanges the token only when a call
+    needs one (https://google.aip.dev/auth/4117#determining-the-subject-token-in-file-sourced-credentials).
+    """
+    token = directory / "subject-token"
+    token.write_text(subject)
     path = directory / "adc.json"
     path.write_text(
         json.dumps(
             {
                 "type": "external_account",
-                "audience": "//iam.googleapis.com/projects/0/locations/global/"
-                "workloadIdentityPools/stand-in/providers/stand-in",
+                "audience": audience,
                 "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-                "token_url": "https://sts.googleapis.com/v1/token",
+                "token_url": token_url,
                 "credential_source": {"file": str(token)},
             }
         )
     )
     return path
+
+
+def stand_in_credentials(directory: Path) -> Path:
+    """Credentials standing in for Cloud Run's metadata server: never exchanged here."""
+    audience = (
+        "//iam.googleapis.com/projects/0/locations/global/"
+        "workloadIdentityPools/stand-in/providers/stand-in"
+    )
+    return external_account_file(
+        directory, "https://sts.googleapis.com/v1/token", audience, "not-a-real-token"
+    )

@@ -22,14 +22,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.delivery.json_http import JsonHandler, serve
+from tests.infra.boot import external_account_file
 from tests.infra.program import INFRA
 
 from components.monitoring.ready import (  # isort: skip
@@ -51,33 +52,26 @@ class StandIn(ThreadingHTTPServer):
         self.paths: list[str] = []
         self.exchanges = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: StandIn
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
+    def answer(self, method: str) -> None:
+        if method == "POST":
+            self._exchange()
+        elif method == "GET":
+            self._descriptor()
+        else:
+            super().answer(method)
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self) -> None:
+    def _exchange(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         form = self.rfile.read(length).decode()
         if self.path != "/token" or "subject_token=subject" not in form:
-            self._send(400, {"error": "invalid_request"})
+            self.send_json(400, {"error": "invalid_request"})
             return
         self.server.exchanges += 1
-        self._send(
+        self.send_json(
             200,
             {
                 "access_token": TOKEN,
@@ -87,48 +81,35 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def do_GET(self) -> None:
+    def _descriptor(self) -> None:
         prefix = "/v3/projects/p/metricDescriptors/"
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            self._send(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
+            self.send_json(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
             return
         if not self.path.startswith(prefix):
-            self._send(404, {"error": {"code": 404, "message": "no such method"}})
+            self.send_json(404, {"error": {"code": 404, "message": "no such method"}})
             return
         self.server.paths.append(self.path)
         script = self.server.script
         status = script.pop(0) if len(script) > 1 else script[0]
         metric = self.path.removeprefix(prefix)
         if status == 200:
-            self._send(200, {"name": self.path.removeprefix("/v3/"), "type": metric})
+            self.send_json(200, {"name": self.path.removeprefix("/v3/"), "type": metric})
         elif status == 404:
-            self._send(404, {"error": {"code": 404, "message": "Could not find descriptor"}})
+            self.send_json(404, {"error": {"code": 404, "message": "Could not find descriptor"}})
         else:
-            self._send(status, {"error": {"code": status, "message": "denied"}})
+            self.send_json(status, {"error": {"code": status, "message": "denied"}})
 
 
 @pytest.fixture
 def stand_in(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StandIn]:
     server = StandIn(list(request.param))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    subject = tmp_path / "subject-token"
-    subject.write_text("subject")
-    credentials = tmp_path / "adc.json"
-    credentials.write_text(
-        json.dumps(
-            {
-                "type": "external_account",
-                "audience": "//iam.googleapis.com/locations/global/workloadIdentityPools/x",
-                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-                "token_url": f"{server.url}/token",
-                "credential_source": {"file": str(subject)},
-            }
-        )
-    )
+    url = serve(server)
+    audience = "//iam.googleapis.com/locations/global/workloadIdentityPools/x"
+    credentials = external_account_file(tmp_path, f"{url}/token", audience, "subject")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(credentials))
-        env.setenv(ENDPOINT_ENV, server.url)
+        env.setenv(ENDPOINT_ENV, url)
         yield server
     server.shutdown()
     server.server_close()
