@@ -16,7 +16,8 @@ class JsonHandler(BaseHTTPRequestHandler):
     """A request handler that logs nothing and answers with a JSON body.
 
     Every method goes to `answer(method)`; one a subclass does not take is answered 501, as
-    BaseHTTPRequestHandler answers a method it has no `do_<METHOD>` for.
+    BaseHTTPRequestHandler answers a method it has no `do_<METHOD>` for
+    (python/cpython Lib/http/server.py@v3.11.7, handle_one_request).
     """
 
     def answer(self, method: str) -> None:
