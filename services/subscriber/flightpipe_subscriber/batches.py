@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from flightpipe import redrive
 from flightpipe.broker import Message
 from flightpipe.contract import InvalidEvent, decode_event
 from flightpipe.warehouse import Envelope
 
-# The attribute that carries a dead letter's reason (`flightpipe dlq list` shows it).
-REASON_ATTRIBUTE = "dead_letter_reason"
+# The attribute that carries a dead letter's reason, declared with the others in flightpipe.redrive.
+REASON_ATTRIBUTE = redrive.REASON_ATTRIBUTE
 
 
 @dataclass

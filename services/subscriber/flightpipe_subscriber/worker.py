@@ -6,13 +6,14 @@ effect. Two threads form a short pipeline so the broker and the warehouse work a
 * the puller leases batches (up to `batch_size` messages / `max_inflight_bytes`), validates each
   message against the contract, and hands the batch over through a bounded queue (flow control:
   at most `max_inflight_messages` leased at once);
-* the writer dead-letters invalid messages at once (published with the reason, then acked), writes
-  the valid ones in one bulk write, and hands their ack ids to the acker only after the write
-  committed. A failed write acks nothing: it is retried with exponential backoff and jitter while
-  the leases are extended. A batch the warehouse rejects for good is split in halves until the
-  offending messages are found and dead-lettered, so one bad row never blocks the others;
-* the acker acks committed batches (and then records the write metrics), so the writer starts the
-  next write while the broker deletes the last batch (docs/benchmarks.md);
+* the writer dead-letters invalid messages at once (`settle.dead_letter`: published with the
+  reason, then acked), writes the valid ones in one bulk write, and hands their ack ids to the
+  acker only after the write committed. A failed write acks nothing: it is retried with
+  exponential backoff and jitter while the leases are extended. A batch the warehouse rejects for
+  good is split in halves until the offending messages are found and dead-lettered, so one bad
+  row never blocks the others;
+* the acker (`settle.Acker`) acks committed batches (and then records the write metrics), so
+  the writer starts the next write while the broker deletes the last batch (docs/benchmarks.md);
 * the leaser (`leases.Leases`) extends the lease of every message held, from its pull until its ack
   or nack, every third of the ack deadline: an outage of any length redelivers nothing.
 
@@ -25,11 +26,10 @@ process: it is logged once with its cause, the process turns unhealthy (`healthy
 /healthz answers 503) and `run()` returns with `failure` set so the entrypoint exits non-zero and
 the platform restarts it; the messages held are redelivered, none is dead-lettered for it.
 
-Why one module of ~500 lines: the four threads share one stop event, two queues, the leases and
-the failure state, and the writer's halving, confirming and retrying is one algorithm; split into
-classes they would pass all of that around. What stands alone is apart: validation
-(`batches.py`), lease keeping (`leases.py`), health (`health.py`), the retry style
-(`flightpipe.retry`).
+The threads share one stop event, the batch queue, the leases and the failure state, and the
+writer's halving, confirming and retrying is one algorithm: they stay here. What stands alone is
+apart: validation (`batches.py`), settling with the broker, acks and dead letters (`settle.py`),
+lease keeping (`leases.py`), health (`health.py`), the retry style (`flightpipe.retry`).
 
 `stop()` (SIGTERM) stops pulling, finishes and acks the batch in hand, gives queued batches back
 (nack: immediate redelivery) and returns once every committed batch is acked.
@@ -37,14 +37,12 @@ classes they would pass all of that around. What stands alone is apart: validati
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from flightpipe import telemetry, tracing
 from flightpipe.broker import Broker, BrokerError, Message
@@ -57,28 +55,12 @@ from flightpipe.warehouse import (
     WarehouseError,
     WarehouseUnavailable,
 )
-from flightpipe_subscriber.batches import REASON_ATTRIBUTE, Batch, validate_messages
+from flightpipe_subscriber.batches import Batch, validate_messages
 from flightpipe_subscriber.leases import Leases
+from flightpipe_subscriber.settle import Acker, Committed, Release, dead_letter
 
 log = logging.getLogger(__name__)
 _BACKLOG_EVERY_S = 5.0
-LATENCY_SAMPLES = 100
-
-
-@dataclass(frozen=True, slots=True)
-class _Committed:
-    """A committed batch on its way to be acked."""
-
-    ack_ids: list[str]
-    publish_times: list[dt.datetime]
-    new: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Release:
-    """Every ack of a batch has been sent before this: stop extending its leases."""
-
-    lease: int
 
 
 class _EveryRowRejected(Exception):
@@ -101,12 +83,9 @@ class Subscriber:
         depth = max(1, settings.max_inflight_messages // settings.batch_size - 1)
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
         self._puller: threading.Thread | None = None
-        # Committed batches waiting for the acker; bounded so leases cannot pile up behind a
-        # slow broker.
-        self._acks: queue.Queue[_Committed | _Release | None] = queue.Queue(maxsize=2)
         self.leases = Leases(broker, self.subscription, settings.ack_deadline_seconds)
+        self._acker = Acker(broker, self.subscription, self.leases, self._stopping)
         self._threads: list[threading.Thread] = []
-        self._acker: threading.Thread | None = None
         self.max_delivery_attempt = 0
         # The first thread failure, as "<thread>: <ExcType>: <message>"; None while healthy.
         self.failure: str | None = None
@@ -167,7 +146,7 @@ class Subscriber:
         """
         leaser_stop = threading.Event()  # outlives `_stopping`: the batch in hand stays leased
         self._supervised(lambda: self.leases.run(leaser_stop), "leaser")
-        acker = self._acker = self._supervised(self._ack_loop, "acker")
+        acker = self._acker.thread = self._supervised(self._acker.run, "acker")
         self._puller = self._supervised(self._pull_loop, "puller")
         self._threads.append(threading.current_thread())
         try:
@@ -187,7 +166,7 @@ class Subscriber:
             self._stopping.set()
             self._give_back_queued()
             self._puller.join(timeout=2)
-            self._put_ack(None)
+            self._acker.put(None)
             acker.join(timeout=self.settings.shutdown_grace_seconds)
             if self.failure is not None:
                 # Give back what is still held (a batch in hand when a thread died) so another
@@ -196,16 +175,6 @@ class Subscriber:
             leaser_stop.set()
         if self.failure is not None:
             raise SubscriberFailed(self.failure)
-
-    def _put_ack(self, item: _Committed | _Release | None) -> None:
-        """Queue for the acker, never blocking forever behind a dead one."""
-        while True:
-            try:
-                self._acks.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                if self._acker is None or not self._acker.is_alive():
-                    return
 
     def _give_back_queued(self) -> None:
         while True:
@@ -300,31 +269,11 @@ class Subscriber:
             self._write_and_ack(batch.valid)
         if batch.lease:
             # After this batch's acks in the acker's queue: released once they are sent.
-            self._put_ack(_Release(batch.lease))
+            self._acker.put(Release(batch.lease))
 
     def _dead_letter(self, items: Sequence[tuple[Message, str]]) -> None:
-        outgoing = [
-            (
-                message.data,
-                {
-                    **message.attributes,
-                    REASON_ATTRIBUTE: reason[:1024],
-                    "original_message_id": message.message_id,
-                    "source_subscription": self.subscription,
-                },
-            )
-            for message, reason in items
-        ]
-        # Publish first, ack second: a crash in between duplicates a dead letter, never loses one.
-        self._retry_broker(lambda: self.broker.publish(self.settings.dead_letter_topic, outgoing))
-        self._retry_broker(lambda: self.broker.ack(self.subscription, [m.ack_id for m, _ in items]))
-        for _, reason in items:
-            telemetry.MESSAGES_DEAD_LETTERED.labels(reason=reason.split(":", 1)[0]).inc()
-        log.warning(
-            "dead-lettered %d invalid message(s)",
-            len(items),
-            extra={"first_reason": items[0][1][:300]},
-        )
+        topic = self.settings.dead_letter_topic
+        dead_letter(self.broker, self.subscription, topic, items, self._stopping)
 
     def _write_and_ack(self, items: Sequence[tuple[Message, Envelope]]) -> None:
         """Write and ack the valid messages; dead-letter only rows the warehouse proved bad.
@@ -435,32 +384,12 @@ class Subscriber:
         """Have committed messages acked (by the acker when running), then counted."""
         if not items:
             return
-        committed = _Committed(
+        committed = Committed(
             [m.ack_id for m, _ in items],
             [env.publish_time for _, env in items],
             new,
         )
-        self._put_ack(committed)
-
-    def _ack_loop(self) -> None:
-        while (item := self._acks.get()) is not None:
-            if isinstance(item, _Release):
-                self.leases.release(item.lease)
-            else:
-                self._ack(item)
-
-    def _ack(self, committed: _Committed) -> None:
-        """Ack one committed batch and record what its commit means for the metrics."""
-        self._retry_broker(lambda: self.broker.ack(self.subscription, committed.ack_ids))
-        now = dt.datetime.now(dt.UTC)
-        published = committed.publish_times
-        telemetry.MESSAGES_WRITTEN.inc(len(published))
-        telemetry.MESSAGES_DUPLICATE.inc(len(published) - committed.new)
-        # A systematic sample (at most LATENCY_SAMPLES a batch) keeps the histogram's shape
-        # without paying a locked observe() per message on the hot path.
-        for when in published[:: max(1, len(published) // LATENCY_SAMPLES)]:
-            telemetry.END_TO_END_LATENCY.observe(max(0.0, (now - when).total_seconds()))
-        telemetry.record_commit(max(published).timestamp())
+        self._acker.put(committed)
 
     def _retry_write(self, envelopes: list[Envelope], ack_ids: list[str]) -> int:
         """Write until it commits (or we stop); the leaser keeps the batch leased meanwhile."""
@@ -499,26 +428,6 @@ class Subscriber:
     def _sleep(self, seconds: float) -> None:
         """Back off, but wake at once when asked to stop."""
         self._stopping.wait(seconds)
-
-    def _retry_broker(self, call: Callable[[], object]) -> None:
-        """Broker calls after a commit must not be dropped: retry until they succeed, or give up
-        a few attempts after stop() (the messages are then redelivered)."""
-
-        def failed(state: RetryState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            log.warning("broker call failed, retrying: %s", error)
-
-        try:
-            retrying(
-                lambda exc: isinstance(exc, BrokerError),
-                initial=0.1,
-                max_wait=5.0,
-                stopping=self._stopping,
-                attempts_when_stopping=5,
-                on_retry=failed,
-            )(call)
-        except BrokerError as exc:
-            log.error("giving up on broker call while stopping: %s", exc)
 
     def _safe(self, call: Callable[[], object]) -> None:
         try:
