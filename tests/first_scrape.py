@@ -20,11 +20,29 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client.parser import text_string_to_metric_families
 
+if TYPE_CHECKING:
+    from flightpipe_subscriber import Subscriber
+
+    from tests.fakes import FakeBroker
+
 ROOT = Path(__file__).resolve().parents[1]
 Sample = tuple[str, frozenset[tuple[str, str]], float]
+
+
+def run_until_settled(subscriber: Subscriber, broker: FakeBroker, within: float) -> None:
+    """Run the subscriber's real threads until the broker holds no unsettled message (or
+    `within` seconds passed), then stop it."""
+    thread = threading.Thread(target=subscriber.run)
+    thread.start()
+    deadline = time.monotonic() + within
+    while not broker.settled("flights-subscriber") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    subscriber.stop()
+    thread.join(timeout=within)
 
 
 def _subscriber(valid: int, poison: int) -> list[str]:
@@ -43,19 +61,15 @@ def _subscriber(valid: int, poison: int) -> list[str]:
     broker.create_topic("flights")
     broker.create_topic("flights-dead-letter")
     broker.create_subscription("flights-subscriber", SubscriptionConfig(topic="flights"))
-    messages = [(payload(make_event()), {}) for _ in range(valid)]
+    messages: list[tuple[bytes, dict[str, str]]] = [
+        (payload(make_event()), {}) for _ in range(valid)
+    ]
     messages += [(b"{not json", {}) for _ in range(poison)]
     broker.publish("flights", messages)
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = DuckDBWarehouse(Path(tmp) / "w.duckdb")
         subscriber = Subscriber(broker, warehouse, load_settings({}, batch_size=50))
-        thread = threading.Thread(target=subscriber.run)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not broker.settled("flights-subscriber") and time.monotonic() < deadline:
-            time.sleep(0.01)
-        subscriber.stop()
-        thread.join(timeout=60)
+        run_until_settled(subscriber, broker, within=60)
         warehouse.close()
     scrapes.append(metrics.get("/metrics").get_data(as_text=True))
     return scrapes

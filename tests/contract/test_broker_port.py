@@ -34,6 +34,18 @@ def pull_until(
     return received
 
 
+def redelivered(
+    broker: Broker, subscription: str, message_id: str, first: Message, within: float = 10.0
+) -> Message:
+    """The message pulled again after `first` was given back: the same id at a later delivery
+    attempt, acked so nothing stays leased."""
+    (second,) = pull_until(broker, subscription, 1, within)
+    assert second.message_id == message_id
+    assert second.delivery_attempt > first.delivery_attempt
+    broker.ack(subscription, [second.ack_id])
+    return second
+
+
 def make_subscription(
     broker: Broker, unique: Unique, name: str = "sub", *, topic: str | None = None, ack: int = 10
 ) -> tuple[str, str]:
@@ -116,14 +128,8 @@ def test_nack_redelivers_with_delivery_attempt_incremented(broker: Broker, uniqu
 
     broker.nack(sub, [first.ack_id])
 
-    (second,) = pull_until(broker, sub, 1)
-    assert (second.message_id, second.data, dict(second.attributes)) == (
-        message_id,
-        b"retry me",
-        {"k": "v"},
-    )
-    assert second.delivery_attempt > first.delivery_attempt
-    broker.ack(sub, [second.ack_id])
+    second = redelivered(broker, sub, message_id, first)
+    assert (second.data, dict(second.attributes)) == (b"retry me", {"k": "v"})
 
 
 def test_zero_ack_deadline_makes_the_message_available_again(
@@ -135,10 +141,7 @@ def test_zero_ack_deadline_makes_the_message_available_again(
 
     broker.modify_ack_deadline(sub, [first.ack_id], 0)
 
-    (second,) = pull_until(broker, sub, 1)
-    assert second.message_id == message_id
-    assert second.delivery_attempt > first.delivery_attempt
-    broker.ack(sub, [second.ack_id])
+    redelivered(broker, sub, message_id, first)
 
 
 @pytest.mark.slow
@@ -148,11 +151,7 @@ def test_message_not_acked_within_deadline_is_redelivered(broker: Broker, unique
     (first,) = pull_until(broker, sub, 1)
 
     # Nothing else comes while the lease holds; the redelivery comes after it ends.
-    (second,) = pull_until(broker, sub, 1, within=MIN_ACK_DEADLINE * 3)
-
-    assert second.message_id == message_id
-    assert second.delivery_attempt > first.delivery_attempt
-    broker.ack(sub, [second.ack_id])
+    redelivered(broker, sub, message_id, first, within=MIN_ACK_DEADLINE * 3)
 
 
 def test_message_moves_to_dead_letter_topic_after_max_delivery_attempts(

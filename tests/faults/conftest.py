@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from flightpipe.broker.embedded import EmbeddedBroker
 from flightpipe.settings import Settings
-from tests.faults.harness import FIGURES, fault_settings, kill_leftovers, write_figures
+from tests.faults.harness import (
+    FIGURES,
+    StartSubscriber,
+    SubscriberProcess,
+    fault_settings,
+    kill_leftovers,
+    write_figures,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +40,18 @@ def broker(settings: Settings) -> Iterator[EmbeddedBroker]:
     ensure_topology(b, settings)
     yield b
     b.close()
+
+
+@pytest.fixture
+def start_subscriber(settings: Settings) -> StartSubscriber:
+    """Start a subscriber process on the test's settings (`_no_leftover_processes` kills it)."""
+
+    def start(
+        argv: Sequence[str] | None = None, env: Mapping[str, str] = {}, wait_healthy: bool = True
+    ) -> SubscriberProcess:
+        return SubscriberProcess(settings, argv, env).start(wait_healthy)
+
+    return start
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,19 @@ def check_dead_letters(
         assert m.attributes.get("dead_letter_reason"), m.attributes
 
 
+def check_promises(
+    figures: Figures,
+    broker: EmbeddedBroker,
+    settings: Settings,
+    valid: Iterable[FlightEvent],
+    invalid: Iterable[bytes],
+) -> None:
+    """The promises every fault keeps: each valid event stored exactly once in the DuckDB file,
+    and only the invalid messages dead-lettered, each with a reason."""
+    check_stored_exactly_once(figures, stored_event_ids(settings.duckdb_path), valid)
+    check_dead_letters(figures, dead_letters(broker), invalid)
+
+
 class SubscriberProcess:
     """`python -m flightpipe_subscriber` (or a harness script) with its JSON logs captured."""
 
@@ -253,6 +266,10 @@ class SubscriberProcess:
             except ValueError:
                 continue
         return out
+
+
+# The `start_subscriber` fixture: (argv, env, wait_healthy) -> a started subscriber process.
+StartSubscriber = Callable[..., SubscriberProcess]
 
 
 def drain(broker: EmbeddedBroker, timeout: float = 60, what: str = "the backlog") -> float:

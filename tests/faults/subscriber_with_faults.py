@@ -33,41 +33,38 @@ def _block(phase: str) -> None:
     time.sleep(600)
 
 
+# crash:<thread> -> (class, method, which call raises, what it raises)
+_CRASHES: dict[str, tuple[type, str, int, Exception]] = {
+    "puller": (EmbeddedBroker, "pull", 3, RuntimeError("injected: a bug in the puller")),
+    "acker": (EmbeddedBroker, "ack", 1, RuntimeError("injected: a bug in the acker")),
+    "writer": (
+        duckdb_adapter.DuckDBWarehouse,
+        "write",
+        2,
+        TypeError("injected: a bug in the writer"),
+    ),
+}
+
+
+def _crash_on_call(owner: type, method: str, n: int, error: Exception) -> None:
+    """`owner.method` raises `error` on its n-th call (over every instance), once."""
+    original = getattr(owner, method)
+    calls = 0
+
+    def crashing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise error
+        return original(self, *args, **kwargs)
+
+    setattr(owner, method, crashing)
+
+
 def _plant(fault: str) -> None:
     kind, _, where = fault.partition(":")
-    calls = {"n": 0}
-
-    def nth(n: int) -> bool:
-        calls["n"] += 1
-        return calls["n"] == n
-
-    if fault == "crash:puller":
-        pull = EmbeddedBroker.pull
-
-        def bad_pull(self: EmbeddedBroker, *args: Any, **kwargs: Any) -> Any:
-            if nth(3):
-                raise RuntimeError("injected: a bug in the puller")
-            return pull(self, *args, **kwargs)
-
-        EmbeddedBroker.pull = bad_pull  # type: ignore[method-assign]
-    elif fault == "crash:acker":
-        ack = EmbeddedBroker.ack
-
-        def bad_ack(self: EmbeddedBroker, *args: Any, **kwargs: Any) -> Any:
-            if nth(1):
-                raise RuntimeError("injected: a bug in the acker")
-            return ack(self, *args, **kwargs)
-
-        EmbeddedBroker.ack = bad_ack  # type: ignore[method-assign]
-    elif fault == "crash:writer":
-        write = duckdb_adapter.DuckDBWarehouse.write
-
-        def bad_write(self: duckdb_adapter.DuckDBWarehouse, batch: Any) -> int:
-            if nth(2):
-                raise TypeError("injected: a bug in the writer")
-            return write(self, batch)
-
-        duckdb_adapter.DuckDBWarehouse.write = bad_write  # type: ignore[method-assign]
+    if kind == "crash" and where in _CRASHES:
+        _crash_on_call(*_CRASHES[where])
     elif fault == "crash:leaser":
 
         def bad_extend(self: Leases) -> None:
@@ -85,7 +82,7 @@ def _plant(fault: str) -> None:
 
         worker.Subscriber._pull_batch = blocking_pull  # type: ignore[method-assign]
     elif fault == "block:writing":
-        steps = duckdb_adapter._write_steps
+        steps = duckdb_adapter._write_steps  # type: ignore[attr-defined]
 
         class Stalling(list[str]):
             def __iter__(self) -> Iterator[str]:
@@ -97,7 +94,7 @@ def _plant(fault: str) -> None:
         def stalling_steps(**kwargs: bool) -> list[str]:
             return Stalling(steps(**kwargs))
 
-        duckdb_adapter._write_steps = stalling_steps
+        duckdb_adapter._write_steps = stalling_steps  # type: ignore[attr-defined]
     elif fault == "block:committed":
         write = duckdb_adapter.DuckDBWarehouse.write
 
@@ -110,10 +107,10 @@ def _plant(fault: str) -> None:
     elif fault == "block:acking":
         ack = EmbeddedBroker.ack
 
-        def blocking_ack(self: EmbeddedBroker, subscription: str, ids: Sequence[str]) -> None:
+        def blocking_ack(self: EmbeddedBroker, subscription: str, ack_ids: Sequence[str]) -> None:
             if subscription == "flights-subscriber":
                 _block("acking")
-            ack(self, subscription, ids)
+            ack(self, subscription, ack_ids)
 
         EmbeddedBroker.ack = blocking_ack  # type: ignore[method-assign]
     elif fault == "block:dead_letter_published":

@@ -17,18 +17,7 @@ import pytest
 from flightpipe.broker.embedded import EmbeddedBroker
 from flightpipe.settings import Settings
 from tests.factories import payload
-from tests.faults.harness import (
-    OUTAGE_SECONDS,
-    Figures,
-    SubscriberProcess,
-    check_dead_letters,
-    check_stored_exactly_once,
-    dead_letters,
-    drain,
-    publish,
-    stored_event_ids,
-    valid_events,
-)
+from tests.faults import harness
 from tests.processes import wait_until
 
 pytestmark = pytest.mark.integration
@@ -37,34 +26,37 @@ FULL_DISK = ("File too large", "No space left", "disk is full", "SQLITE_IOERR_WR
 
 
 def test_a_full_disk_stalls_nothing_for_good_and_the_log_names_it(
-    broker: EmbeddedBroker, settings: Settings
+    broker: EmbeddedBroker, settings: Settings, start_subscriber: harness.StartSubscriber
 ) -> None:
-    figures = Figures("disk full (RLIMIT_FSIZE=0) for deadline x attempts + 2 s")
-    before, during = valid_events(1000, "disk-before"), valid_events(2000, "disk-during")
+    figures = harness.Figures("disk full (RLIMIT_FSIZE=0) for deadline x attempts + 2 s")
+    before, during = (
+        harness.valid_events(1000, "disk-before"),
+        harness.valid_events(2000, "disk-during"),
+    )
     invalid = [b"{not json", b"[]"]
     figures.published_valid = len(before) + len(during)
     figures.published_invalid = len(invalid)
-    subscriber = SubscriberProcess(settings).start()
+    subscriber = start_subscriber()
     assert subscriber.proc is not None
-    publish(broker, [payload(e) for e in before] + invalid)
-    drain(broker, timeout=30)
+    harness.publish(broker, [payload(e) for e in before] + invalid)
+    harness.drain(broker, timeout=30)
     _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.prlimit(subscriber.proc.pid, resource.RLIMIT_FSIZE, (0, hard))
     started = time.monotonic()
     try:
-        publish(broker, [payload(e) for e in during])  # this process may still write
+        harness.publish(broker, [payload(e) for e in during])  # this process may still write
         wait_until(lambda: subscriber.health("/readyz")[0] == 503, 15, "/readyz to report it")
         _, body = subscriber.health("/readyz")
         cause = body.get("warehouse_error") or body.get("broker_error") or ""
         assert any(text in cause for text in FULL_DISK), body
-        while time.monotonic() - started < OUTAGE_SECONDS:
+        while time.monotonic() - started < harness.OUTAGE_SECONDS:
             assert subscriber.health("/healthz")[0] == 200, "a full disk is no reason to restart"
             time.sleep(0.5)
     finally:
         resource.prlimit(subscriber.proc.pid, resource.RLIMIT_FSIZE, (hard, hard))
     ended = time.monotonic()
     figures.fault_seconds = ended - started
-    drain(broker, timeout=60, what="the backlog after the disk has room again")
+    harness.drain(broker, timeout=60, what="the backlog after the disk has room again")
     figures.recovery_seconds = time.monotonic() - ended
     wait_until(lambda: subscriber.health("/readyz")[0] == 200, 15, "/readyz to recover")
     figures.max_delivery_attempt = int(subscriber.metric("flightpipe_delivery_attempt_max")) or 1
@@ -83,7 +75,6 @@ def test_a_full_disk_stalls_nothing_for_good_and_the_log_names_it(
     for line in subscriber.lines:
         if "warehouse write failed" in line:  # DuckDB's own line names the OS error
             assert "File too large" in line, line
-    check_stored_exactly_once(figures, stored_event_ids(settings.duckdb_path), before + during)
-    check_dead_letters(figures, dead_letters(broker), set(invalid))
+    harness.check_promises(figures, broker, settings, before + during, invalid)
     figures.notes.append(json.loads(failures[0])["message"][:120])
     figures.record()

@@ -14,44 +14,34 @@ from flightpipe.composition import make_warehouse
 from flightpipe.contract import decode_event
 from flightpipe.settings import Settings
 from tests.factories import payload
-from tests.faults.harness import (
-    Figures,
-    SubscriberProcess,
-    check_dead_letters,
-    check_stored_exactly_once,
-    dead_letters,
-    drain,
-    publish,
-    stored_event_ids,
-    valid_events,
-)
+from tests.faults import harness
 from tests.faults.poison import edge_valid, poison
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_poison_zoo_is_dead_lettered_alone_and_every_valid_event_is_stored_and_readable(
-    broker: EmbeddedBroker, settings: Settings
+    broker: EmbeddedBroker, settings: Settings, start_subscriber: harness.StartSubscriber
 ) -> None:
     zoo = poison()
-    figures = Figures(f"poison zoo ({len(zoo)} kinds x 3) mixed into 3,000 valid")
+    figures = harness.Figures(f"poison zoo ({len(zoo)} kinds x 3) mixed into 3,000 valid")
     bad = [body for body in zoo.values() for _ in range(3)]
     edges = edge_valid()
-    valid = valid_events(3000, "zoo")
+    valid = harness.valid_events(3000, "zoo")
     # The edge cases are valid: their decoded events join the expected set.
     valid_events_all = valid + [decode_event(b) for b in edges]
     bodies = [payload(e) for e in valid] + edges + bad
     random.Random(12).shuffle(bodies)  # poison leased in the same batches as valid messages
     figures.published_valid, figures.published_invalid = len(valid_events_all), len(bad)
 
-    subscriber = SubscriberProcess(settings).start()
-    publish(broker, bodies)
+    subscriber = start_subscriber()
+    harness.publish(broker, bodies)
     started = time.monotonic()
     health: set[int] = set()
     while time.monotonic() - started < 60 and broker.backlog("flights-subscriber")[0]:
         health.add(subscriber.health()[0])
         time.sleep(0.1)
-    drain(broker, timeout=5)
+    harness.drain(broker, timeout=5)
     figures.recovery_seconds = 0.0
     figures.notes.append(f"drained in {time.monotonic() - started:.1f} s")
     figures.max_delivery_attempt = int(subscriber.metric("flightpipe_delivery_attempt_max")) or 1
@@ -61,9 +51,7 @@ def test_a_poison_zoo_is_dead_lettered_alone_and_every_valid_event_is_stored_and
     assert "dead-lettered" in line
     assert subscriber.stop() == 0, subscriber.log()
 
-    check_stored_exactly_once(figures, stored_event_ids(settings.duckdb_path), valid_events_all)
-    letters = dead_letters(broker)
-    check_dead_letters(figures, letters, set(bad))
+    harness.check_promises(figures, broker, settings, valid_events_all, bad)
     assert figures.max_delivery_attempt == 1, "a lease lapsed or a batch was redelivered"
     figures.record()
 

@@ -8,14 +8,12 @@ without its rules fails here.
 from __future__ import annotations
 
 import re
-import threading
-import time
 from pathlib import Path
 
 from prometheus_client import REGISTRY
 
 from flightpipe import telemetry
-from tests.first_scrape import first_scrape, samples
+from tests.first_scrape import first_scrape, run_until_settled, samples
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = sorted((ROOT / "observability/prometheus").glob("*.yml"))
@@ -26,7 +24,7 @@ DEAD = telemetry.exposed_name(telemetry.MESSAGES_DEAD_LETTERED)
 
 def exposed_series() -> set[str]:
     """Every sample name flightpipe's collectors expose (`_total`, `_bucket`, `_sum`...)."""
-    names = set()
+    names: set[str] = set()
     for family in REGISTRY.collect():
         names.update(s.name for s in family.samples)
         # A histogram or a labelled counter shows its samples only once observed: add them all.
@@ -126,13 +124,7 @@ def test_every_reason_the_subscriber_dead_letters_is_a_declared_label_value(
         ],
     )
     subscriber = Subscriber(broker, warehouse, load_settings({}, batch_size=10))
-    thread = threading.Thread(target=subscriber.run)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not broker.settled("flights-subscriber") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    subscriber.stop()
-    thread.join(timeout=30)
+    run_until_settled(subscriber, broker, within=30)
     reasons = {
         attrs[REASON_ATTRIBUTE].split(":", 1)[0]
         for _, attrs in broker.published["flights-dead-letter"]

@@ -26,8 +26,8 @@ UTC = dt.UTC
 N_FLIGHTS = 336_776
 
 
-def utc(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int, minute: int) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -279,44 +279,40 @@ def synthetic_events(mocker: MockerFixture) -> Iterator[Any]:
     yield run
 
 
-def test_arrival_in_a_repeated_hour_takes_its_first_occurrence_after_departure(
+def test_local_times_around_daylight_saving_changes_read_as_the_airports_wall_clock(
     synthetic_events: Any,
 ) -> None:
+    """An arrival in a repeated hour takes its first occurrence after the departure; repeated
+    and skipped wall times at the origin and the destination."""
     events = synthetic_events(
         [
-            # EWR 23:00 EDT (03:00Z) -> ORD 01:30 on 2013-11-03: both 01:30s are later; CDT wins.
+            # EWR 23:00 EDT (03:00Z) -> ORD 01:30 on 2013-11-03: both 01:30s later: CDT.
             {"month": 11, "day": 2, "flight": 1, "sched_dep_time": 2300, "sched_arr_time": 130},
             # The same, departing 01:10 EDT (05:10Z, 00:10 CDT in Chicago: same local day).
             {"month": 11, "day": 3, "flight": 6, "sched_dep_time": 110, "sched_arr_time": 130},
             # EWR 02:00 EST (07:00Z) -> ORD 01:15: 01:15 CDT (06:15Z) is before departure,
             # 01:15 CST (07:15Z) is not.
             {"month": 11, "day": 3, "flight": 2, "sched_dep_time": 200, "sched_arr_time": 115},
-        ]
-    )
-    assert events["2013-11-02-UA1-EWR"].scheduled_arrival == utc(2013, 11, 3, 6, 30)
-    assert events["2013-11-03-UA6-EWR"].scheduled_departure == utc(2013, 11, 3, 5, 10)
-    assert events["2013-11-03-UA6-EWR"].scheduled_arrival == utc(2013, 11, 3, 6, 30)
-    assert events["2013-11-03-UA2-EWR"].scheduled_departure == utc(2013, 11, 3, 7, 0)
-    assert events["2013-11-03-UA2-EWR"].scheduled_arrival == utc(2013, 11, 3, 7, 15)
-
-
-def test_repeated_and_skipped_wall_times_at_the_origin_and_destination(
-    synthetic_events: Any,
-) -> None:
-    events = synthetic_events(
-        [
             # 01:30 at EWR on 2013-11-03 happens twice: the first (EDT) is the departure.
             {"month": 11, "day": 3, "flight": 3, "sched_dep_time": 130, "sched_arr_time": 300},
             # 02:30 at EWR on 2013-03-10 does not exist: read in EST, i.e. 07:30Z.
             {"month": 3, "day": 10, "flight": 4, "sched_dep_time": 230, "sched_arr_time": 500},
-            # EWR 01:30 EST (06:30Z) -> ORD 02:30 on 2013-03-10, skipped in Chicago: CST, 08:30Z.
+            # EWR 01:30 EST (06:30Z) -> ORD 02:30 on 2013-03-10, skipped at ORD: CST (08:30Z).
             {"month": 3, "day": 10, "flight": 5, "sched_dep_time": 130, "sched_arr_time": 230},
         ]
     )
-    assert events["2013-11-03-UA3-EWR"].scheduled_departure == utc(2013, 11, 3, 5, 30)
-    assert events["2013-03-10-UA4-EWR"].scheduled_departure == utc(2013, 3, 10, 7, 30)
-    assert events["2013-03-10-UA5-EWR"].scheduled_departure == utc(2013, 3, 10, 6, 30)
-    assert events["2013-03-10-UA5-EWR"].scheduled_arrival == utc(2013, 3, 10, 8, 30)
+    expected = [
+        ("2013-11-02-UA1-EWR", "scheduled_arrival", utc(2013, 11, 3, 6, 30)),
+        ("2013-11-03-UA6-EWR", "scheduled_departure", utc(2013, 11, 3, 5, 10)),
+        ("2013-11-03-UA6-EWR", "scheduled_arrival", utc(2013, 11, 3, 6, 30)),
+        ("2013-11-03-UA2-EWR", "scheduled_departure", utc(2013, 11, 3, 7, 0)),
+        ("2013-11-03-UA2-EWR", "scheduled_arrival", utc(2013, 11, 3, 7, 15)),
+        ("2013-11-03-UA3-EWR", "scheduled_departure", utc(2013, 11, 3, 5, 30)),
+        ("2013-03-10-UA4-EWR", "scheduled_departure", utc(2013, 3, 10, 7, 30)),
+        ("2013-03-10-UA5-EWR", "scheduled_departure", utc(2013, 3, 10, 6, 30)),
+        ("2013-03-10-UA5-EWR", "scheduled_arrival", utc(2013, 3, 10, 8, 30)),
+    ]
+    assert [(f, name, getattr(events[f], name)) for f, name, _ in expected] == expected
 
 
 def test_an_airport_without_a_time_zone_fails_loudly(synthetic_events: Any) -> None:
@@ -375,7 +371,7 @@ def _batches(n: int, size: int) -> list[list[bytes]]:
 
 
 def test_replay_publishes_every_batch_with_the_source_attribute(mocker: MockerFixture) -> None:
-    sleep = mocker.patch.object(replay.time, "sleep")
+    sleep = mocker.patch("flightpipe.replay.time.sleep")
     broker = RecordingBroker()
     published = replay.replay(broker, "flights", _batches(250, 100), progress=False)  # type: ignore[arg-type]
     assert published == 250
