@@ -166,11 +166,15 @@ def redrive(
     dry_run: bool = False,
     batch_size: int = 100,
     lease_seconds: int = 60,
+    wait_seconds: float = 1.0,
     progress: Callable[[Report], None] | None = None,
 ) -> Report:
     """Republish the selected dead letters to `topic`, then ack them (see the module docstring).
 
-    Stops when the subscription has nothing more to deliver or `limit` messages were chosen.
+    Stops when a pull waiting `wait_seconds` brings nothing (Pub/Sub's Pull may also answer empty
+    when it "could not return messages before the request timeout", PullResponse reference:
+    https://cloud.google.com/python/docs/reference/pubsub/latest/google.cloud.pubsub_v1.types.PullResponse,
+    hence the CLI's longer default) or when `limit` messages were chosen.
     Broker errors propagate once the messages held were given back (best effort).
     """
     report = Report()
@@ -180,7 +184,7 @@ def redrive(
     try:
         while limit is None or len(report.matched) < limit:
             wanted = batch_size if limit is None else min(batch_size, limit - len(report.matched))
-            messages = broker.pull(dead_letter_subscription, wanted, timeout=1.0)
+            messages = broker.pull(dead_letter_subscription, wanted, timeout=wait_seconds)
             if not messages:
                 break
             again = [m.ack_id for m in messages if m.message_id in done]

@@ -226,7 +226,7 @@ def test_ping_raises_unavailable_when_bigquery_fails(
         warehouse.ping()
 
 
-def test_bytes_billed_cap_exceeded_is_a_permanent_queryerror(
+def test_bytes_billed_cap_exceeded_is_a_permanent_query_error(
     fake: tuple[FakeBigQuery, str], warehouse: BigQueryWarehouse
 ) -> None:
     fake[0].script[bq.QUERY_PATH] = [bq.error(400, "bytesBilledLimitExceeded")]

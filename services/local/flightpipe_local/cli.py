@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument(
         "--dry-run", action="store_true", help="show what would be redriven, change nothing"
     )
+    redrive.add_argument(
+        "--wait",
+        type=_positive_float,
+        default=5.0,
+        help="seconds an empty pull waits before the dead letters count as done (default 5)",
+    )
     return parser
 
 
@@ -273,6 +279,7 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
             selection,
             limit=args.limit,
             dry_run=args.dry_run,
+            wait_seconds=args.wait,
             progress=progress,
         )
     finally:
