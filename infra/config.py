@@ -31,6 +31,29 @@ EXAMPLE_CHANNEL_IDS: Final[tuple[str, ...]] = ("1234567890123456789",)
 
 
 @dataclass(frozen=True)
+class Sizing:
+    """The Cloud Run resources: the API service's scaling and size, the worker pool's."""
+
+    api_min_instances: int
+    api_max_instances: int
+    api_concurrency: int
+    api_cpu: str
+    api_memory: str
+    subscriber_instances: int
+    subscriber_cpu: str
+    subscriber_memory: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The source subscription's delivery contract, which the subscriber is told as well."""
+
+    ack_deadline_seconds: int
+    max_delivery_attempts: int
+    message_retention: str
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """Everything the program is told, validated."""
 
@@ -46,31 +69,17 @@ class StackConfig:
     buildx_builder: str | None
     deletion_protection: bool
     api_ingress: str
-    api_min_instances: int
-    api_max_instances: int
-    api_concurrency: int
-    api_cpu: str
-    api_memory: str
-    subscriber_instances: int
-    subscriber_cpu: str
-    subscriber_memory: str
-    ack_deadline_seconds: int
-    max_delivery_attempts: int
-    message_retention: str
+    sizing: Sizing
+    delivery: Delivery
     artifact_keep_count: int
     log_level: str
     trace_exporter: str
     api_keys_secret: str | None
     notification_channels: tuple[str, ...] = field(default_factory=tuple)
-    # The bootstrap's deployer (infra/bootstrap output `deployer_service_account`): the identity
-    # that runs the post-deploy test, so it is the one reader of the plain e2e key. None: no reader.
+    # The bootstrap's deployer (infra/bootstrap output `deployer_service_account`), which CI
+    # deploys as; `make preflight` checks it names the bootstrap's. The program grants it nothing:
+    # its read of the plain e2e key is the bootstrap's binding (infra/grants.py).
     deployer_service_account: str | None = None
-
-    @property
-    def deployer_member(self) -> str | None:
-        """The deployer as an IAM member, or None when the stack is not told who it is."""
-        sa = self.deployer_service_account
-        return f"serviceAccount:{sa}" if sa else None
 
     @property
     def labels(self) -> dict[str, str]:
@@ -133,24 +142,30 @@ def _load() -> StackConfig:
         api_ingress=_choice(
             "apiIngress", cfg.get("apiIngress") or "INGRESS_TRAFFIC_ALL", INGRESS_VALUES
         ),
-        api_min_instances=api_min,
-        api_max_instances=api_max,
-        api_concurrency=_between("apiConcurrency", cfg.get_int("apiConcurrency") or 40, 1, 1000),
-        api_cpu=cfg.get("apiCpu") or "1",
-        api_memory=cfg.get("apiMemory") or "512Mi",
-        subscriber_instances=_between(
-            "subscriberInstances", cfg.get_int("subscriberInstances") or 1, 1, 100
+        sizing=Sizing(
+            api_min_instances=api_min,
+            api_max_instances=api_max,
+            api_concurrency=_between(
+                "apiConcurrency", cfg.get_int("apiConcurrency") or 40, 1, 1000
+            ),
+            api_cpu=cfg.get("apiCpu") or "1",
+            api_memory=cfg.get("apiMemory") or "512Mi",
+            subscriber_instances=_between(
+                "subscriberInstances", cfg.get_int("subscriberInstances") or 1, 1, 100
+            ),
+            subscriber_cpu=cfg.get("subscriberCpu") or "1",
+            subscriber_memory=cfg.get("subscriberMemory") or "1Gi",
         ),
-        subscriber_cpu=cfg.get("subscriberCpu") or "1",
-        subscriber_memory=cfg.get("subscriberMemory") or "1Gi",
         # The ranges are the ones Pub/Sub accepts and flightpipe.settings validates.
-        ack_deadline_seconds=_between(
-            "ackDeadlineSeconds", cfg.get_int("ackDeadlineSeconds") or 60, 10, 600
+        delivery=Delivery(
+            ack_deadline_seconds=_between(
+                "ackDeadlineSeconds", cfg.get_int("ackDeadlineSeconds") or 60, 10, 600
+            ),
+            max_delivery_attempts=_between(
+                "maxDeliveryAttempts", cfg.get_int("maxDeliveryAttempts") or 5, 5, 100
+            ),
+            message_retention=cfg.get("messageRetention") or "604800s",
         ),
-        max_delivery_attempts=_between(
-            "maxDeliveryAttempts", cfg.get_int("maxDeliveryAttempts") or 5, 5, 100
-        ),
-        message_retention=cfg.get("messageRetention") or "604800s",
         artifact_keep_count=_between(
             "artifactKeepCount", cfg.get_int("artifactKeepCount") or 10, 1, 1000
         ),

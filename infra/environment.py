@@ -48,7 +48,9 @@ def _common(cfg: StackConfig, names: SharedNames) -> dict[str, pulumi.Input[str]
 
 def api_env(cfg: StackConfig, names: SharedNames) -> dict[str, pulumi.Input[str]]:
     """The API reads the warehouse only; one request thread per request Cloud Run may send it."""
-    return _checked(_common(cfg, names) | {"FLIGHTPIPE_HTTP_THREADS": str(cfg.api_concurrency)})
+    return _checked(
+        _common(cfg, names) | {"FLIGHTPIPE_HTTP_THREADS": str(cfg.sizing.api_concurrency)}
+    )
 
 
 def subscriber_env(cfg: StackConfig, names: SharedNames) -> dict[str, pulumi.Input[str]]:
@@ -61,7 +63,7 @@ def subscriber_env(cfg: StackConfig, names: SharedNames) -> dict[str, pulumi.Inp
             "FLIGHTPIPE_SUBSCRIPTION": names.subscription,
             "FLIGHTPIPE_DEAD_LETTER_TOPIC": names.dead_letter_topic,
             # Kept equal to the subscription's own settings so its lease and DLQ logic agree.
-            "FLIGHTPIPE_ACK_DEADLINE_SECONDS": str(cfg.ack_deadline_seconds),
-            "FLIGHTPIPE_MAX_DELIVERY_ATTEMPTS": str(cfg.max_delivery_attempts),
+            "FLIGHTPIPE_ACK_DEADLINE_SECONDS": str(cfg.delivery.ack_deadline_seconds),
+            "FLIGHTPIPE_MAX_DELIVERY_ATTEMPTS": str(cfg.delivery.max_delivery_attempts),
         }
     )

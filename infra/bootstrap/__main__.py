@@ -30,7 +30,9 @@ import pulumi_gcp as gcp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # infra/: grants.py is shared
 
 import bootstrap_config
+import bootstrap_names
 import grants
+from bootstrap_names import KEY, KEY_RING, POOL, PROVIDER
 from trust import DEPLOY, PREVIEW, principal_set
 
 cfg = bootstrap_config.load()
@@ -43,16 +45,7 @@ apis = [
         service=api,
         disable_on_destroy=False,
     )
-    for api in (
-        "bigquery.googleapis.com",  # the warehouse dataset
-        "cloudkms.googleapis.com",
-        "cloudresourcemanager.googleapis.com",
-        "iam.googleapis.com",
-        "iamcredentials.googleapis.com",  # generateAccessToken / generateIdToken of the accounts
-        "serviceusage.googleapis.com",
-        "storage.googleapis.com",
-        "sts.googleapis.com",  # the token exchange of Workload Identity Federation
-    )
+    for api in bootstrap_names.APIS
 ]
 after_apis = pulumi.ResourceOptions(depends_on=apis)
 # Losing the state bucket or the key loses every stack: deleting them takes a human who first
@@ -79,11 +72,11 @@ state = gcp.storage.Bucket(
     opts=kept,
 )
 key_ring = gcp.kms.KeyRing(
-    "secrets-ring", project=project, name="flightpipe-pulumi", location=cfg.kms_location, opts=kept
+    "secrets-ring", project=project, name=KEY_RING, location=cfg.kms_location, opts=kept
 )
 key = gcp.kms.CryptoKey(
     "secrets-key",
-    name="stack-secrets",
+    name=KEY,
     key_ring=key_ring.id,
     purpose="ENCRYPT_DECRYPT",
     rotation_period="7776000s",  # 90 days; older versions still decrypt what they encrypted
@@ -106,7 +99,7 @@ secrets_provider = pulumi.Output.concat(
 pool = gcp.iam.WorkloadIdentityPool(
     "gitlab-pool",
     project=project,
-    workload_identity_pool_id="gitlab",
+    workload_identity_pool_id=POOL,
     display_name="GitLab CI",
     description="OIDC ID tokens of the flightpipe GitLab project's pipelines",
     opts=after_apis,
@@ -115,7 +108,7 @@ provider = gcp.iam.WorkloadIdentityPoolProvider(
     "gitlab-provider",
     project=project,
     workload_identity_pool_id=pool.workload_identity_pool_id,
-    workload_identity_pool_provider_id="gitlab-oidc",
+    workload_identity_pool_provider_id=PROVIDER,
     display_name="GitLab OIDC",
     attribute_mapping=cfg.trust.attribute_mapping,
     attribute_condition=cfg.trust.attribute_condition,
@@ -137,7 +130,7 @@ def ci_account(short: str, display: str, access: str) -> gcp.serviceaccount.Acco
     account = gcp.serviceaccount.Account(
         short,
         project=project,
-        account_id=f"flightpipe-{short}",
+        account_id=bootstrap_names.ci_account_id(short),
         display_name=display,
         opts=after_apis,
     )
@@ -159,6 +152,33 @@ def project_roles(short: str, member: pulumi.Input[str], roles: tuple[str, ...])
             member=member,
             opts=after_apis,
         )
+
+
+def state_and_key_roles(
+    member: pulumi.Input[str], on_state: tuple[str, str], on_key: tuple[str, str]
+) -> None:
+    """Roles on the state bucket and the secrets key, each given as (resource name, role)."""
+    gcp.storage.BucketIAMMember(on_state[0], bucket=state.name, role=on_state[1], member=member)
+    gcp.kms.CryptoKeyIAMMember(on_key[0], crypto_key_id=key.id, role=on_key[1], member=member)
+
+
+def deployer_role_on(
+    name: str,
+    role: pulumi.Input[str],
+    condition: tuple[str, str, pulumi.Input[str]],
+    opts: pulumi.ResourceOptions = after_apis,
+) -> None:
+    """A project-level role of the deployer limited by an IAM condition (title, description,
+    expression)."""
+    title, description, expression = condition
+    gcp.projects.IAMMember(
+        name,
+        project=project,
+        role=role,
+        member=deployer.member,
+        condition={"title": title, "description": description, "expression": expression},
+        opts=opts,
+    )
 
 
 def custom_role(
@@ -212,17 +232,14 @@ table_writer_role = custom_role(
     "Insert rows into flightpipe's tables (infra/grants.py)",
     grants.TABLE_WRITER_PERMISSIONS,
 )
-gcp.projects.IAMMember(
+deployer_role_on(
     "deployer-project-iam-limited",
-    project=project,
-    role=grants.DEPLOYER_CONDITIONED_ROLE,
-    member=deployer.member,
-    condition={
-        "title": "only-flightpipe-project-grants",
-        "description": "Only the project-level roles the main program grants (infra/grants.py)",
-        "expression": grants.grant_limit_condition(grants.granted_roles(project)),
-    },
-    opts=after_apis,
+    grants.DEPLOYER_CONDITIONED_ROLE,
+    (
+        "only-flightpipe-project-grants",
+        "Only the project-level roles the main program grants (infra/grants.py)",
+        grants.grant_limit_condition(grants.granted_roles(project)),
+    ),
 )
 # The payloads the deployer reads (pulumi-gcp's SecretVersion reads each version back; the
 # post-deploy test reads the plain e2e key), one conditioned binding per secret: its custom role
@@ -245,40 +262,29 @@ def secret_condition(secret_id: str) -> pulumi.Output[str]:
 
 
 for secret_id in grants.DEPLOYER_READ_SECRET_IDS:
-    gcp.projects.IAMMember(
+    deployer_role_on(
         f"deployer-reads-{secret_id}",
-        project=project,
-        role=grants.DEPLOYER_SECRET_ROLE,
-        member=deployer.member,
-        condition={
-            "title": f"only-{secret_id}",
-            "description": f"{grants.DEPLOYER_SECRET_ROLE} on {secret_id} and its versions",
-            "expression": secret_condition(secret_id),
-        },
-        opts=after_apis,
+        grants.DEPLOYER_SECRET_ROLE,
+        (
+            f"only-{secret_id}",
+            f"{grants.DEPLOYER_SECRET_ROLE} on {secret_id} and its versions",
+            secret_condition(secret_id),
+        ),
     )
 # `pulumi login gs://...` + checkpoints, history, backups and update locks: objects only; the
 # bucket's own policy and settings stay the human's.
-gcp.storage.BucketIAMMember(
-    "deployer-state", bucket=state.name, role="roles/storage.objectUser", member=deployer.member
-)
-gcp.kms.CryptoKeyIAMMember(
-    "deployer-secrets-key",
-    crypto_key_id=key.id,
-    role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
-    member=deployer.member,
+state_and_key_roles(
+    deployer.member,
+    ("deployer-state", "roles/storage.objectUser"),
+    ("deployer-secrets-key", "roles/cloudkms.cryptoKeyEncrypterDecrypter"),
 )
 # `make preflight`, which the deploy jobs run before `pulumi up` (scripts/preflight.py), reads the
 # bucket's and the key's metadata and the WIF provider: read-only roles, on those resources only
 # where the resource has its own policy.
-gcp.storage.BucketIAMMember(
-    "deployer-state-read",
-    bucket=state.name,
-    role="roles/storage.bucketViewer",
-    member=deployer.member,
-)
-gcp.kms.CryptoKeyIAMMember(
-    "deployer-key-read", crypto_key_id=key.id, role="roles/cloudkms.viewer", member=deployer.member
+state_and_key_roles(
+    deployer.member,
+    ("deployer-state-read", "roles/storage.bucketViewer"),
+    ("deployer-key-read", "roles/cloudkms.viewer"),
 )
 gcp.projects.IAMMember(
     "deployer-wif-read",
@@ -343,19 +349,17 @@ dataset = gcp.bigquery.Dataset(
 # query the tables the view reads: bigquery.tables.getData ("Create authorized views",
 # https://cloud.google.com/bigquery/docs/authorized-views, "Required permissions"). Read-only, on
 # this dataset only (a conditioned project grant, like the secrets above).
-gcp.projects.IAMMember(
+deployer_role_on(
     "deployer-reads-dataset",
-    project=project,
-    role=grants.DEPLOYER_DATASET_ROLE,
-    member=deployer.member,
-    condition={
-        "title": f"only-{cfg.dataset_id}",
-        "description": f"{grants.DEPLOYER_DATASET_ROLE} on dataset {cfg.dataset_id} and its tables",
-        "expression": grants.resource_condition(
+    grants.DEPLOYER_DATASET_ROLE,
+    (
+        f"only-{cfg.dataset_id}",
+        f"{grants.DEPLOYER_DATASET_ROLE} on dataset {cfg.dataset_id} and its tables",
+        grants.resource_condition(
             "bigquery.googleapis.com", f"projects/{project}/datasets/{cfg.dataset_id}"
         ),
-    },
-    opts=pulumi.ResourceOptions(depends_on=[dataset]),
+    ),
+    pulumi.ResourceOptions(depends_on=[dataset]),
 )
 
 previewer: gcp.serviceaccount.Account | None = None
@@ -366,17 +370,10 @@ if cfg.trust.merge_request_previews:
     project_roles("previewer", previewer.member, grants.PREVIEWER_PROJECT_ROLES)
     # A preview reads the checkpoint and takes no lock (pulumi/pulumi pkg/backend/diy/backend.go:
     # Preview, unlike Update, never calls Lock); it decrypts the stack's data key, never encrypts.
-    gcp.storage.BucketIAMMember(
-        "previewer-state",
-        bucket=state.name,
-        role="roles/storage.objectViewer",
-        member=previewer.member,
-    )
-    gcp.kms.CryptoKeyIAMMember(
-        "previewer-secrets-key",
-        crypto_key_id=key.id,
-        role="roles/cloudkms.cryptoKeyDecrypter",
-        member=previewer.member,
+    state_and_key_roles(
+        previewer.member,
+        ("previewer-state", "roles/storage.objectViewer"),
+        ("previewer-secrets-key", "roles/cloudkms.cryptoKeyDecrypter"),
     )
 
 # What GitLab needs (Settings > CI/CD > Variables, scoped to this environment) and the main

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import bootstrap_names
 import pulumi
 from trust import TrustPolicy
 
@@ -28,8 +29,7 @@ class BootstrapConfig:
 
     @property
     def state_bucket(self) -> str:
-        # Bucket names are global: the project id makes it unique and says whose state it is.
-        return f"{self.project}-pulumi-state"
+        return bootstrap_names.state_bucket(self.project)
 
 
 def load() -> BootstrapConfig:

@@ -15,6 +15,18 @@ import pulumi
 import pulumi_gcp as gcp
 
 
+def project_role(
+    name: str,
+    project: pulumi.Input[str],
+    role: str,
+    member: pulumi.Input[str],
+    opts: pulumi.ResourceOptions | None = None,
+) -> gcp.projects.IAMMember:
+    """An unconditioned project-level grant, for a resource IAM Conditions cannot name
+    (infra/grants.py PROJECT_GRANTED_ROLES says which roles and why)."""
+    return gcp.projects.IAMMember(name, project=project, role=role, member=member, opts=opts)
+
+
 def project_grant_on(
     name: str,
     *,
@@ -43,6 +55,26 @@ def project_grant_on(
             "description": full.apply(lambda n: f"{role} on {n} and what lies under it"),
             "expression": names.apply(lambda n: grants.resource_condition(service, *n)),
         },
+        opts=opts,
+    )
+
+
+def dataset_grant(
+    name: str,
+    role: str,
+    member: pulumi.Input[str],
+    dataset: tuple[str, pulumi.Input[str]],
+    opts: pulumi.ResourceOptions | None = None,
+) -> gcp.projects.IAMMember:
+    """`project_grant_on` a BigQuery dataset, given as (project, dataset id), and its tables."""
+    project, dataset_id = dataset
+    return project_grant_on(
+        name,
+        project=project,
+        role=role,
+        member=member,
+        service="bigquery.googleapis.com",
+        resource_name=dataset_name(project, dataset_id),
         opts=opts,
     )
 

@@ -22,14 +22,17 @@ tokens.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grants
 import pulumi
 import pulumi_gcp as gcp
 from config import IngestMode
 
-from components.grants_on import dataset_name, project_grant_on
+from components import Component
+from components.grants_on import dataset_grant, project_role
 
 
 @dataclass(frozen=True)
@@ -51,37 +54,27 @@ class IdentityArgs:
     trace_to_cloud_trace: bool
 
 
-class Identity(pulumi.ComponentResource):
+class Identity(Component[IdentityArgs]):
     """The runtime accounts' project-level grants."""
 
-    def __init__(
-        self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("flightpipe:infra:Identity", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+    def build(self, name: str, args: IdentityArgs) -> Mapping[str, Any]:
         self.grants: list[pulumi.Resource] = []
 
         def account(short: str) -> RuntimeAccount:
             ids = grants.RUNTIME_ACCOUNT_IDS
             return RuntimeAccount(grants.service_account_email(args.project, ids[short]))
 
-        def project_role(grant: str, role: str, member: str) -> gcp.projects.IAMMember:
-            return gcp.projects.IAMMember(
-                f"{name}-{grant}", project=args.project, role=role, member=member, opts=child
-            )
+        def granted(grant: str, role: str, member: str) -> gcp.projects.IAMMember:
+            return project_role(f"{name}-{grant}", args.project, role, member, self.child)
+
+        def on_dataset(grant: str, role: str, member: str) -> gcp.projects.IAMMember:
+            dataset = (args.project, args.dataset_id)
+            return dataset_grant(f"{name}-{grant}", role, member, dataset, self.child)
 
         self.api = account("api")
         self.grants += [
-            project_grant_on(
-                f"{name}-api-data-viewer",
-                project=args.project,
-                role="roles/bigquery.dataViewer",
-                member=self.api.member,
-                service="bigquery.googleapis.com",
-                resource_name=dataset_name(args.project, args.dataset_id),
-                opts=child,
-            ),
-            project_role("api-job-user", "roles/bigquery.jobUser", self.api.member),
+            on_dataset("api-data-viewer", "roles/bigquery.dataViewer", self.api.member),
+            granted("api-job-user", "roles/bigquery.jobUser", self.api.member),
         ]
         accounts = [("api", self.api)]
 
@@ -90,16 +83,10 @@ class Identity(pulumi.ComponentResource):
             self.subscriber = account("subscriber")
             member = self.subscriber.member
             self.grants += [
-                project_role("subscriber-subscription", "roles/pubsub.subscriber", member),
-                project_role("subscriber-dlq-publisher", "roles/pubsub.publisher", member),
-                project_grant_on(
-                    f"{name}-subscriber-data-editor",
-                    project=args.project,
-                    role=grants.table_writer_role(args.project),
-                    member=member,
-                    service="bigquery.googleapis.com",
-                    resource_name=dataset_name(args.project, args.dataset_id),
-                    opts=child,
+                granted("subscriber-subscription", "roles/pubsub.subscriber", member),
+                granted("subscriber-dlq-publisher", "roles/pubsub.publisher", member),
+                on_dataset(
+                    "subscriber-data-editor", grants.table_writer_role(args.project), member
                 ),
             ]
             accounts.append(("subscriber", self.subscriber))
@@ -113,5 +100,5 @@ class Identity(pulumi.ComponentResource):
             project_roles.append(("trace", "roles/cloudtrace.agent"))
         for suffix, role in project_roles:
             for short, acct in accounts:
-                self.grants.append(project_role(f"{short}-{suffix}", role, acct.member))
-        self.register_outputs({short: acct.email for short, acct in accounts})
+                self.grants.append(granted(f"{short}-{suffix}", role, acct.member))
+        return {short: acct.email for short, acct in accounts}

@@ -19,14 +19,17 @@ TABLE_WRITER_PERMISSIONS), conditioned on the dataset.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grants
 import pulumi
 import pulumi_gcp as gcp
-from config import IngestMode
+from config import Delivery, IngestMode
 
-from components.grants_on import dataset_name, project_grant_on
+from components import Component
+from components.grants_on import dataset_grant, project_role
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,7 @@ class MessagingArgs:
     subscription: str
     dead_letter_topic: str
     dead_letter_subscription: str
-    ack_deadline_seconds: int
-    max_delivery_attempts: int
-    message_retention: str
+    delivery: Delivery
     ingest_mode: IngestMode
     labels: dict[str, str]
     # Only for `bigquery-subscription`: where Pub/Sub writes (`project.dataset.table`).
@@ -46,29 +47,25 @@ class MessagingArgs:
     dataset_id: pulumi.Input[str] | None = None
 
 
-class Messaging(pulumi.ComponentResource):
+class Messaging(Component[MessagingArgs]):
     """Topic, source subscription, dead-letter topic and its inspection subscription."""
 
-    def __init__(
-        self, name: str, args: MessagingArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("flightpipe:infra:Messaging", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        self.topic = gcp.pubsub.Topic(
-            f"{name}-topic",
-            project=args.project,
-            name=args.topic,
-            message_retention_duration=args.message_retention,
-            labels=args.labels,
-            opts=child,
-        )
-        self.dead_letter_topic = gcp.pubsub.Topic(
-            f"{name}-dlq",
-            project=args.project,
-            name=args.dead_letter_topic,
-            labels=args.labels,
-            opts=child,
-        )
+    def build(self, name: str, args: MessagingArgs) -> Mapping[str, Any]:
+        delivery = args.delivery
+
+        def topic(suffix: str, topic_name: str, retention: str | None) -> gcp.pubsub.Topic:
+            return gcp.pubsub.Topic(
+                f"{name}-{suffix}",
+                project=args.project,
+                name=topic_name,
+                message_retention_duration=retention,
+                labels=args.labels,
+                opts=self.child,
+            )
+
+        self.topic = topic("topic", args.topic, delivery.message_retention)
+        # No retention on the dead-letter topic: its inspection subscription keeps what arrives.
+        self.dead_letter_topic = topic("dlq", args.dead_letter_topic, None)
         self.dead_letter_subscription = gcp.pubsub.Subscription(
             f"{name}-dlq-inspect",
             project=args.project,
@@ -79,20 +76,21 @@ class Messaging(pulumi.ComponentResource):
             retain_acked_messages=True,
             expiration_policy={"ttl": ""},  # never expire, even when nobody reads it for 31 days
             labels=args.labels,
-            opts=child,
+            opts=self.child,
         )
         self.service_agent = gcp.projects.ServiceIdentity(
-            f"{name}-agent", project=args.project, service="pubsub.googleapis.com", opts=child
+            f"{name}-agent", project=args.project, service="pubsub.googleapis.com", opts=self.child
         )
         # The agent's member string, e.g. serviceAccount:service-123@gcp-sa-pubsub.iam...
         agent_member = self.service_agent.member
-        # Project level (infra/grants.py): dead-lettering publishes to the dead-letter topic.
-        self.agent_publisher = gcp.projects.IAMMember(
-            f"{name}-agent-dlq-publisher",
-            project=args.project,
-            role="roles/pubsub.publisher",
-            member=agent_member,
-            opts=child,
+        # Project level (infra/grants.py): dead-lettering publishes to the dead-letter topic and
+        # acks on the source subscription what it dead-letters.
+        self.agent_publisher, self.agent_subscriber = (
+            project_role(f"{name}-agent-{grant}", args.project, role, agent_member, self.child)
+            for grant, role in (
+                ("dlq-publisher", "roles/pubsub.publisher"),
+                ("subscriber", "roles/pubsub.subscriber"),
+            )
         )
 
         subscription_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.agent_publisher])
@@ -102,14 +100,12 @@ class Messaging(pulumi.ComponentResource):
             if args.table_ref is None or args.dataset_id is None:
                 raise ValueError("bigquery-subscription mode needs table_ref and dataset_id")
             # Project level, conditioned on the dataset (components/grants_on.py says why).
-            self.agent_data_editor = project_grant_on(
+            self.agent_data_editor = dataset_grant(
                 f"{name}-agent-data-editor",
-                project=args.project,
-                role=grants.table_writer_role(args.project),
-                member=agent_member,
-                service="bigquery.googleapis.com",
-                resource_name=dataset_name(args.project, args.dataset_id),
-                opts=child,
+                grants.table_writer_role(args.project),
+                agent_member,
+                (args.project, args.dataset_id),
+                self.child,
             )
             # Pub/Sub checks the table's permissions when the subscription is created.
             subscription_opts = pulumi.ResourceOptions(
@@ -128,31 +124,20 @@ class Messaging(pulumi.ComponentResource):
             project=args.project,
             name=args.subscription,
             topic=self.topic.id,
-            ack_deadline_seconds=args.ack_deadline_seconds,
-            message_retention_duration=args.message_retention,
+            ack_deadline_seconds=delivery.ack_deadline_seconds,
+            message_retention_duration=delivery.message_retention,
             expiration_policy={"ttl": ""},
             retry_policy={"minimum_backoff": "10s", "maximum_backoff": "600s"},
             dead_letter_policy={
                 "dead_letter_topic": self.dead_letter_topic.id,
-                "max_delivery_attempts": args.max_delivery_attempts,
+                "max_delivery_attempts": delivery.max_delivery_attempts,
             },
             bigquery_config=bigquery_config,
             labels=args.labels,
             opts=subscription_opts,
         )
-        # Project level (infra/grants.py): the agent acks on the source subscription what it
-        # dead-letters.
-        self.agent_subscriber = gcp.projects.IAMMember(
-            f"{name}-agent-subscriber",
-            project=args.project,
-            role="roles/pubsub.subscriber",
-            member=agent_member,
-            opts=child,
-        )
-        self.register_outputs(
-            {
-                "topic": self.topic.name,
-                "subscription": self.subscription.name,
-                "dead_letter_topic": self.dead_letter_topic.name,
-            }
-        )
+        return {
+            "topic": self.topic.name,
+            "subscription": self.subscription.name,
+            "dead_letter_topic": self.dead_letter_topic.name,
+        }

@@ -10,13 +10,16 @@ so the repository does not grow without bound while rollbacks stay possible.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pulumi
 import pulumi_docker_build as docker_build
 import pulumi_gcp as gcp
+
+from components import Component
 
 SERVICES: Final[tuple[str, ...]] = ("api", "subscriber")
 THIRTY_DAYS: Final = "2592000s"
@@ -35,13 +38,10 @@ class RegistryArgs:
     builder: str | None = None  # a buildx builder name (CI: the remote BuildKit service)
 
 
-class Registry(pulumi.ComponentResource):
+class Registry(Component[RegistryArgs]):
     """The Docker repository and one pushed image per service (`self.images[name].ref`)."""
 
-    def __init__(
-        self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("flightpipe:infra:Registry", name, None, opts)
+    def build(self, name: str, args: RegistryArgs) -> Mapping[str, Any]:
         self.repository = gcp.artifactregistry.Repository(
             f"{name}-repo",
             project=args.project,
@@ -63,7 +63,7 @@ class Registry(pulumi.ComponentResource):
                 },
             ],
             labels=args.labels,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=self.child,
         )
         host = f"{args.region}-docker.pkg.dev"
         self.repository_url = pulumi.Output.concat(
@@ -94,7 +94,6 @@ class Registry(pulumi.ComponentResource):
                 labels={**args.labels, "org.opencontainers.image.revision": args.image_tag},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.repository]),
             )
-        self.register_outputs(
-            {f"{s}_image": image.ref for s, image in self.images.items()}
-            | {"repository": self.repository_url}
-        )
+        return {f"{s}_image": image.ref for s, image in self.images.items()} | {
+            "repository": self.repository_url
+        }

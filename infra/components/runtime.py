@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import pulumi
 import pulumi_gcp as gcp
+from config import Sizing
 
-from components import collector
-from components.grants_on import project_grant_on, secret_name
+from components import Component, collector
+from components.grants_on import project_grant_on, project_role, secret_name
 
 API_KEYS_ENV: Final = "FLIGHTPIPE_API_KEYS"
 # The secret the API mounts (key hashes) and the one the post-deploy test reads (the plain key).
@@ -67,20 +68,11 @@ class RuntimeArgs:
     subscriber_env: Mapping[str, pulumi.Input[str]]
     analyst_group: str
     ingress: str
-    api_min_instances: int
-    api_max_instances: int
-    api_concurrency: int
-    api_cpu: str
-    api_memory: str
-    subscriber_instances: int
-    subscriber_cpu: str
-    subscriber_memory: str
+    sizing: Sizing
     deletion_protection: bool
     labels: dict[str, str]
     # An existing Secret Manager secret holding the API keys; None: the program creates one.
     api_keys_secret: str | None = None
-    # IAM members that may read the plain e2e key (the identity the post-deploy test runs as).
-    e2e_key_readers: Sequence[pulumi.Input[str]] = ()
     depends_on: tuple[pulumi.Resource, ...] = ()
 
 
@@ -88,15 +80,11 @@ def _envs(env: Mapping[str, pulumi.Input[str]]) -> list[dict[str, Any]]:
     return [{"name": k, "value": v} for k, v in sorted(env.items())]
 
 
-class Runtime(pulumi.ComponentResource):
+class Runtime(Component[RuntimeArgs]):
     """The API service (+ its invoker grant and key secret) and the subscriber worker pool."""
 
-    def __init__(
-        self, name: str, args: RuntimeArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("flightpipe:infra:Runtime", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-
+    def build(self, name: str, args: RuntimeArgs) -> Mapping[str, Any]:
+        size = args.sizing
         # Secrets' IAM condition names use the project number (components/grants_on.py). It is
         # read after the APIs are enabled: a fresh project has not enabled Resource Manager's API
         # yet, and an invoke ignores the component's depends_on unless given its own (pulumi
@@ -125,7 +113,7 @@ class Runtime(pulumi.ComponentResource):
                 self._project_number,
                 secret_id,
             ),
-            opts=child,
+            opts=self.child,
         )
 
         api_envs = _envs(args.api_env)
@@ -145,11 +133,11 @@ class Runtime(pulumi.ComponentResource):
             labels=args.labels,
             template={
                 "service_account": args.api_service_account,
-                "max_instance_request_concurrency": args.api_concurrency,
+                "max_instance_request_concurrency": size.api_concurrency,
                 "timeout": "30s",
                 "scaling": {
-                    "min_instance_count": args.api_min_instances,
-                    "max_instance_count": args.api_max_instances,
+                    "min_instance_count": size.api_min_instances,
+                    "max_instance_count": size.api_max_instances,
                 },
                 "labels": args.labels,
                 "containers": [
@@ -158,7 +146,7 @@ class Runtime(pulumi.ComponentResource):
                         "image": args.api_image,
                         "ports": {"container_port": CONTAINER_PORT},
                         "resources": {
-                            "limits": {"cpu": args.api_cpu, "memory": args.api_memory},
+                            "limits": {"cpu": size.api_cpu, "memory": size.api_memory},
                             "cpu_idle": API_CPU_IDLE,
                             "startup_cpu_boost": True,
                         },
@@ -194,12 +182,8 @@ class Runtime(pulumi.ComponentResource):
         # IAM condition, and ServiceIamMember would need the deployer to hold
         # run.services.setIamPolicy (infra/grants.py, PROJECT_GRANTED_ROLES). The project holds
         # one Cloud Run service, this one.
-        self.api_invoker = gcp.projects.IAMMember(
-            f"{name}-api-invoker",
-            project=args.project,
-            role="roles/run.invoker",
-            member=args.analyst_group,
-            opts=child,
+        self.api_invoker = project_role(
+            f"{name}-api-invoker", args.project, "roles/run.invoker", args.analyst_group, self.child
         )
 
         self.subscriber: gcp.cloudrunv2.WorkerPool | None = None
@@ -216,7 +200,7 @@ class Runtime(pulumi.ComponentResource):
                 labels=args.labels,
                 scaling={
                     "scaling_mode": "MANUAL",
-                    "manual_instance_count": args.subscriber_instances,
+                    "manual_instance_count": size.subscriber_instances,
                 },
                 template={
                     "service_account": args.subscriber_service_account,
@@ -227,8 +211,8 @@ class Runtime(pulumi.ComponentResource):
                             "image": args.subscriber_image,
                             "resources": {
                                 "limits": {
-                                    "cpu": args.subscriber_cpu,
-                                    "memory": args.subscriber_memory,
+                                    "cpu": size.subscriber_cpu,
+                                    "memory": size.subscriber_memory,
                                 }
                             },
                             "envs": _envs(args.subscriber_env),
@@ -241,7 +225,29 @@ class Runtime(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
             )
         self.api_url: pulumi.Output[str] = self.api.uri
-        self.register_outputs({"api_url": self.api.uri})
+        return {"api_url": self.api.uri}
+
+    def _secret(
+        self, name: str, secret_id: str, data: str, args: RuntimeArgs
+    ) -> tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]:
+        """A secret and its first version, which later runs leave alone (ignore_changes).
+
+        Cloud Run refuses to start a revision whose secret has no version."""
+        secret = gcp.secretmanager.Secret(
+            name,
+            project=args.project,
+            secret_id=secret_id,
+            replication={"auto": {}},
+            labels=args.labels,
+            opts=self.child,
+        )
+        version = gcp.secretmanager.SecretVersion(
+            f"{name}-initial",
+            secret=secret.id,
+            secret_data=pulumi.Output.secret(data),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["secret_data"]),
+        )
+        return secret, version
 
     @staticmethod
     def _scrape(args: RuntimeArgs, name: str) -> dict[str, Any]:
@@ -256,51 +262,16 @@ class Runtime(pulumi.ComponentResource):
 
         The API accepts only `sha256:<hex>` entries in FLIGHTPIPE_API_KEYS (flightpipe_api.auth
         refuses a plain key at start-up), so the secret it mounts holds the hash; the plain key
-        lives in its own secret that no service mounts and only `e2e_key_readers` may read. Both
-        versions come from one random key drawn in the same run and are written once
-        (ignore_changes): later keys are added in Secret Manager, not here.
+        lives in its own secret that no service mounts and that only the deployer may read (the
+        bootstrap's binding, infra/grants.py DEPLOYER_READ_SECRET_IDS). Both versions come from
+        one random key drawn in the same run and are written once (ignore_changes): later keys
+        are added in Secret Manager, not here.
         """
         key = secrets.token_urlsafe(32)
         digest = hashlib.sha256(key.encode()).hexdigest()
-        hashes = gcp.secretmanager.Secret(
-            f"{name}-api-keys",
-            project=args.project,
-            secret_id=API_KEYS_SECRET_ID,
-            replication={"auto": {}},
-            labels=args.labels,
-            opts=pulumi.ResourceOptions(parent=self),
+        hashes, version = self._secret(
+            f"{name}-api-keys", API_KEYS_SECRET_ID, f"sha256:{digest}", args
         )
-        # Cloud Run refuses a secret with no version.
-        version = gcp.secretmanager.SecretVersion(
-            f"{name}-api-keys-initial",
-            secret=hashes.id,
-            secret_data=pulumi.Output.secret(f"sha256:{digest}"),
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["secret_data"]),
-        )
-        plain = gcp.secretmanager.Secret(
-            f"{name}-e2e-api-key",
-            project=args.project,
-            secret_id=E2E_KEY_SECRET_ID,
-            replication={"auto": {}},
-            labels=args.labels,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        gcp.secretmanager.SecretVersion(
-            f"{name}-e2e-api-key-initial",
-            secret=plain.id,
-            secret_data=pulumi.Output.secret(key),
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["secret_data"]),
-        )
-        for i, member in enumerate(args.e2e_key_readers):
-            # Project level, conditioned on this secret, like the API's (grants_on.py says why).
-            project_grant_on(
-                f"{name}-e2e-api-key-reader-{i}",
-                project=args.project,
-                role="roles/secretmanager.secretAccessor",
-                member=member,
-                service="secretmanager.googleapis.com",
-                resource_name=secret_name(args.project, self._project_number, plain.secret_id),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
+        plain, _ = self._secret(f"{name}-e2e-api-key", E2E_KEY_SECRET_ID, key, args)
         self.e2e_api_key_secret_id = plain.secret_id
         return hashes.secret_id, [version]

@@ -6,11 +6,13 @@ APIs stay enabled on destroy: disabling one would break anything else in the pro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-import pulumi
 import pulumi_gcp as gcp
+
+from components import Component
 
 REQUIRED_APIS: Final[tuple[str, ...]] = (
     "artifactregistry.googleapis.com",
@@ -35,21 +37,18 @@ class ProjectServicesArgs:
     apis: tuple[str, ...] = REQUIRED_APIS
 
 
-class ProjectServices(pulumi.ComponentResource):
+class ProjectServices(Component[ProjectServicesArgs]):
     """Enables `args.apis` on the project."""
 
-    def __init__(
-        self, name: str, args: ProjectServicesArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("flightpipe:infra:ProjectServices", name, None, opts)
+    def build(self, name: str, args: ProjectServicesArgs) -> Mapping[str, Any]:
         self.services = [
             gcp.projects.Service(
                 f"{name}-{api.split('.')[0]}",
                 project=args.project,
                 service=api,
                 disable_on_destroy=False,
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=self.child,
             )
             for api in args.apis
         ]
-        self.register_outputs({"apis": list(args.apis)})
+        return {"apis": list(args.apis)}
