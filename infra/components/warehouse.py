@@ -17,12 +17,14 @@ filters). `flights_current` keeps the latest event of each flight: duplicates of
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import pulumi
 import pulumi_gcp as gcp
 
+from components import Component
 from flightpipe.warehouse.bigquery_sql import current_view_sql, events_schema, table_ref
 
 TABLE_ID: Final = "events"
@@ -78,14 +80,11 @@ class WarehouseArgs:
     labels: dict[str, str]
 
 
-class Warehouse(pulumi.ComponentResource):
+class Warehouse(Component[WarehouseArgs]):
     """The events table and the current-state view, in the bootstrap's dataset."""
 
-    def __init__(
-        self, name: str, args: WarehouseArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("flightpipe:infra:Warehouse", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+    def build(self, name: str, args: WarehouseArgs) -> Mapping[str, Any]:
+        child = self.child
         self.dataset_id: pulumi.Output[str] = pulumi.Output.from_input(args.dataset_id)
         self.table = gcp.bigquery.Table(
             f"{name}-events",
@@ -118,6 +117,4 @@ class Warehouse(pulumi.ComponentResource):
         self.table_ref: pulumi.Output[str] = pulumi.Output.concat(
             args.project, ".", self.dataset_id, ".", self.table.table_id
         )
-        self.register_outputs(
-            {"dataset": self.dataset_id, "table": self.table.table_id, "view": VIEW_ID}
-        )
+        return {"dataset": self.dataset_id, "table": self.table.table_id, "view": VIEW_ID}

@@ -365,3 +365,13 @@ def test_the_documented_report_is_the_current_one() -> None:
     assert (REPO / "docs" / "iam-surplus.md").read_text() == surplus_report(), (
         "docs/iam-surplus.md is stale: cp build/iam-surplus.md docs/iam-surplus.md"
     )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_main_program_grants_the_deployer_nothing(stack: str) -> None:
+    """Every grant of the deployer, the read of the plain e2e key included, is the bootstrap's:
+    the program the deployer runs never grants its own identity anything."""
+    deployer = f"serviceAccount:{bootstrap_for(stack).exports['deployer_service_account']}"
+    for mode in INGEST_MODES:
+        mine = [b.resource for b in bindings(graph_for(stack, mode)) if b.member == deployer]
+        assert not mine, mine
