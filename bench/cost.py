@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import inspect
 import json
 import math
 import re
@@ -255,12 +254,13 @@ def parser() -> argparse.ArgumentParser:
 
 def runtime(args: argparse.Namespace) -> cm.Runtime:
     from components import collector
-    from flightpipe_api.cache import ResultCache
+
+    from flightpipe.settings import load_settings
 
     cfg = stack_config(args.stack)
     size = cfg.sizing
     sidecar = collector.container("app", {})["resources"]["limits"]
-    interval = inspect.signature(ResultCache).parameters["check_interval"].default
+    interval = load_settings({}).api_cache_check_seconds
     return cm.Runtime(
         api=(
             size.api_min_instances,

@@ -97,6 +97,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Failed key checks allowed per client address before it gets 429 without any key check.
     api_auth_failure_limit: str = "20/minute"
     api_cache_ttl_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0  # 0: no cache
+    # How often the cache reads the ingest watermark: on BigQuery each read is a billed query of
+    # `publish_time` over all history (docs/cost.md). 5 s matches the responses' max-age=5.
+    api_cache_check_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
     trace_exporter: TraceExporter = "none"
 
     @property

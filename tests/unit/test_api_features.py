@@ -311,13 +311,33 @@ def test_a_hot_query_is_served_from_the_cache_without_the_warehouse(
 def test_the_cache_is_dropped_when_the_ingest_watermark_moves(tmp_path: Path) -> None:
     wh = DuckDBWarehouse(tmp_path / "w.duckdb")
     wh.write([Envelope(make_event(carrier="AA", flight_date=DAY), "a", NOW)])
-    app = create_app(load_settings({}), warehouse=wh)
-    app.extensions[routes.CACHE_KEY]._interval = 0.0  # check the watermark on every request
-    client = app.test_client()
+    settings = load_settings({"FLIGHTPIPE_API_CACHE_CHECK_SECONDS": "0"})  # every request
+    client = create_app(settings, warehouse=wh).test_client()
     assert len(ids(client.get("/v1/flights?carrier=AA"))) == 1
     wh.write([Envelope(make_event(carrier="AA", flight_date=DAY), "b", NOW + dt.timedelta(1))])
     response = client.get("/v1/flights?carrier=AA")
     assert response.headers["X-Cache"] == "miss" and len(ids(response)) == 2
+    wh.close()
+
+
+def test_the_watermark_is_read_at_most_once_per_check_interval(tmp_path: Path, mocker: Any) -> None:
+    """Each read is a billed query on BigQuery: the setting bounds them, and the price is that
+    a write shows only after the next check (or the TTL)."""
+    wh = DuckDBWarehouse(tmp_path / "w.duckdb")
+    wh.write([Envelope(make_event(carrier="AA", flight_date=DAY), "a", NOW)])
+    settings = load_settings(
+        {"FLIGHTPIPE_API_CACHE_CHECK_SECONDS": "600", "FLIGHTPIPE_API_CACHE_TTL_SECONDS": "3600"}
+    )
+    client = create_app(settings, warehouse=wh).test_client()
+    reads = mocker.spy(wh, "newest_publish_time")
+    clock = iter(range(0, 10_000, 10))  # the cache's clock: 10 s later at every reading
+    mocker.patch("flightpipe_api.cache.time.monotonic", side_effect=lambda: float(next(clock)))
+    assert len(ids(client.get("/v1/flights?carrier=AA"))) == 1
+    wh.write([Envelope(make_event(carrier="AA", flight_date=DAY), "b", NOW + dt.timedelta(1))])
+    for _ in range(5):
+        response = client.get("/v1/flights?carrier=AA")
+        assert response.headers["X-Cache"] == "hit" and len(ids(response)) == 1
+    assert reads.call_count == 1
     wh.close()
 
 

@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None, warehouse: Warehouse | None = N
     app.extensions[WAREHOUSE_KEY] = warehouse = warehouse or make_warehouse(
         settings, read_only=True
     )
-    cache = ResultCache(warehouse, settings.api_cache_ttl_seconds)
+    cache = ResultCache(
+        warehouse, settings.api_cache_ttl_seconds, check_interval=settings.api_cache_check_seconds
+    )
     keys = KeyGate(
         parse_key_hashes(settings.api_keys),
         settings.api_rate_limit,
