@@ -165,7 +165,10 @@ def redrive(
     limit: int | None = None,
     dry_run: bool = False,
     batch_size: int = 100,
-    lease_seconds: int = 60,
+    # Pub/Sub's longest ack deadline (600 s, https://cloud.google.com/pubsub/docs/lease-management):
+    # a held message cannot lapse during a slow publish (its RPC may take up to 60 s); after a
+    # kill, the held ones come back within that time.
+    lease_seconds: int = 600,
     wait_seconds: float = 1.0,
     progress: Callable[[Report], None] | None = None,
 ) -> Report:

@@ -27,10 +27,12 @@ from tests.infra.monitoring import (
 REQUIRED_LABELS = {"env": "dev", "app": "flightpipe", "managed-by": "pulumi"}
 
 
-def test_uptime_check_probes_healthz_over_https(declared: list[Any]) -> None:
+def test_uptime_check_probes_health_over_https(declared: list[Any]) -> None:
     (check,) = of_type(declared, UPTIME)
     http = check["httpCheck"]
-    assert http["path"] == "/healthz"
+    # Not /healthz: Cloud Run's front end reserves "some paths ending with z"
+    # (https://cloud.google.com/run/docs/known-issues, "Reserved URL paths").
+    assert http["path"] == "/health" and not http["path"].endswith("z")
     assert http["useSsl"] is True and http["validateSsl"] is True and http["port"] == 443
     assert check["monitoredResource"]["type"] == "uptime_url"
     assert check["monitoredResource"]["labels"]["host"] == "flightpipe-api-abc-ew.a.run.app"

@@ -180,6 +180,7 @@ def test_unknown_routes_and_methods_use_the_json_error_shape(client: FlaskClient
 
 def test_health_readiness_and_metrics(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/health").get_json() == {"status": "ok"}  # the uptime check's path
     assert client.get("/readyz").status_code == 200
     client.get("/v1/flights?limit=1")
     metrics = client.get("/metrics").get_data(as_text=True)

@@ -4,7 +4,7 @@ Contract: `Monitoring(name, MonitoringArgs(...))` declares, as children named `{
 Cloud Monitoring dashboard, the symptom alert policies (Pub/Sub backlog age, dead-lettering, data
 freshness, API 5xx ratio, API p95 latency, uptime), three SLOs (API availability, API latency, data
 freshness) with multi-window burn-rate alerts on availability, and an HTTPS uptime check on
-`/healthz` that authenticates with an OIDC token of the Cloud Monitoring notification service
+`/health` that authenticates with an OIDC token of the Cloud Monitoring notification service
 agent, made to exist first (`gcp.projects.ServiceIdentity`, so the grant never names an account
 that is not there yet), plus that agent's `roles/run.invoker` on the API service (the API is
 IAM-protected; without it every probe gets a 403 and the uptime alert pages forever). Prod must

@@ -134,8 +134,8 @@ UPTIME_FAILING_REGIONS: Final = Threshold(
     1,
     60,
     "page",
-    why="More than one checker region has failed /healthz for a minute. One region failing is "
-    "usually its own network; /healthz depends on nothing but the process, so two regions "
+    why="More than one checker region has failed /health for a minute. One region failing is "
+    "usually its own network; /health depends on nothing but the process, so two regions "
     "failing means users cannot reach the API.",
     first="Cloud Run service status and latest revision; ingress settings; the TLS certificate; "
     "API logs.",

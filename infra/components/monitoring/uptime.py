@@ -1,4 +1,8 @@
-"""The HTTPS uptime check on the API's `/healthz`, the identity it probes as, and its alert."""
+"""The HTTPS uptime check on the API's `/health`, the identity it probes as, and its alert.
+
+`/health` is `/healthz` under a name Cloud Run's front end does not reserve (it reserves "some
+paths ending with z": https://cloud.google.com/run/docs/known-issues, "Reserved URL paths").
+"""
 
 from __future__ import annotations
 
@@ -29,11 +33,11 @@ def uptime(scope: Scope) -> tuple[gcp.monitoring.UptimeCheckConfig, gcp.projects
     check = gcp.monitoring.UptimeCheckConfig(
         f"{scope.name}-uptime",
         project=a.project,
-        display_name=f"flightpipe {a.env}: API /healthz",
+        display_name=f"flightpipe {a.env}: API /health",
         timeout="10s",
         period="60s",
         http_check=gcp.monitoring.UptimeCheckConfigHttpCheckArgs(
-            path="/healthz",
+            path="/health",
             port=443,
             use_ssl=True,
             validate_ssl=True,
@@ -64,7 +68,7 @@ def uptime(scope: Scope) -> tuple[gcp.monitoring.UptimeCheckConfig, gcp.projects
     )
     # The one principal besides the analyst group that may invoke the API, and a narrow one:
     # a Google-managed agent of this project that holds no key anyone can use and only calls
-    # the URLs this project's uptime checks point it at; here /healthz, which
+    # the URLs this project's uptime checks point it at; here /health, which
     # reads nothing, and the /v1 data routes still want an API key. Cloud Monitoring would
     # only create its agent on first use, so the program makes it exist (ServiceIdentity)
     # and binds the member that resource returns: the grant cannot precede the account.
@@ -94,7 +98,7 @@ def uptime(scope: Scope) -> tuple[gcp.monitoring.UptimeCheckConfig, gcp.projects
     policy(
         scope,
         "uptime",
-        "API /healthz uptime check failing",
+        "API /health uptime check failing",
         severity=failing.severity,
         conditions=[
             condition(

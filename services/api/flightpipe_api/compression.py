@@ -1,7 +1,8 @@
 """gzip for clients that ask for it (`Accept-Encoding`), streamed exports included.
 
-Flask's responses are compressed by flask-compress: whole bodies at once, streamed exports chunk
-by chunk as they are sent (memory stays at a chunk). Each encoding has its own strong ETag
+Flask's responses are compressed by flask-compress: whole bodies at once, streamed exports as
+they are sent, through one zlib stream (memory stays at a chunk; zlib sends compressed bytes as
+its buffer fills, not at each chunk's end). Each encoding has its own strong ETag
 (flask-compress appends `:gzip`, then evaluates If-None-Match again against it) and every response
 says `Vary: Accept-Encoding`, so a shared cache never hands gzip to a client that did not ask.
 

@@ -50,7 +50,9 @@ MIN_SAMPLE_SECONDS: Final = 1.0
 SAMPLE_SECONDS: Final = 3.0
 HISTORY_LENGTH: Final = 300  # snapshots; one per SAMPLE_SECONDS: the last 15 minutes
 REFRESH_MS: Final = 3000
-NON_USER_ROUTES: Final = frozenset({"/metrics", "/healthz", "/readyz", "/status", "/status.json"})
+NON_USER_ROUTES: Final = frozenset(
+    {"/metrics", "/healthz", "/health", "/readyz", "/status", "/status.json"}
+)
 _NO_STORE: Final = {"Cache-Control": "no-store"}
 # Same-origin only: the page must work offline and never call out.
 _CSP: Final = "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
