@@ -27,7 +27,8 @@ from unittest import mock
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "infra"), str(ROOT / "services" / "api")]
+# This script's own folder too: `python -P` (PYTHONSAFEPATH) leaves it off sys.path.
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "infra"), str(ROOT / "services" / "api")]
 
 import cost_model as cm  # noqa: E402
 

@@ -1,3 +1,3 @@
 """flightpipe: flight events over publish/subscribe, stored for analytics, served over HTTP."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

@@ -41,8 +41,16 @@ def latest_release() -> str:
 
 
 def snapshot(commit: str) -> Path:
-    """Write the current contract's columns as release `__version__`, built from `commit`."""
+    """Write the current contract's columns as release `__version__`, built from `commit`.
+
+    Write-once, and only for a release version: a snapshot is the baseline every later contract
+    is checked against, so rewriting it would make that check compare the contract with itself.
+    """
+    if not all(part.isdigit() for part in __version__.split(".")):
+        raise ValueError(f"{__version__} is not a release version; set one before snapshotting")
     path = RELEASES / f"{__version__}.json"
+    if path.exists():
+        raise FileExistsError(f"release {__version__} already has its snapshot: {path}")
     columns = [{"name": c.name, "kind": c.kind, "nullable": c.nullable} for c in contract.COLUMNS]
     document = {"release": __version__, "commit": commit, "columns": columns}
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -1,7 +1,8 @@
 """Regenerate `flight-event.schema.json` from the contract (a test checks it is current).
 
 `python -m flightpipe.schemas --release COMMIT` also records the contract as released from
-COMMIT (`releases/<flightpipe.__version__>.json`): run it when a release is cut.
+COMMIT (`releases/<flightpipe.__version__>.json`): run it when a release is cut, with `__version__`
+(and pyproject's version) set to that release; then move them on to the next `.dev0`.
 """
 
 import argparse
@@ -18,4 +19,7 @@ path = Path(__file__).with_name("flight-event.schema.json")
 path.write_text(json.dumps(json_schema(), indent=2) + "\n", encoding="utf-8")
 print(f"wrote {path}")
 if args.release:
-    print(f"wrote {snapshot(args.release)}")
+    try:
+        print(f"wrote {snapshot(args.release)}")
+    except (ValueError, FileExistsError) as exc:
+        raise SystemExit(f"python -m flightpipe.schemas: {exc}") from None

@@ -63,7 +63,7 @@ def test_a_full_disk_stalls_nothing_for_good_and_the_log_names_it(
     figures.duplicates_written = int(subscriber.metric("flightpipe_messages_duplicate_total"))
     assert subscriber.stop() == 0, subscriber.log()
 
-    # One clear line names the real cause; the failed ROLLBACK no longer hides it.
+    # One clear line names the real cause, not the failed ROLLBACK.
     failures = [
         line
         for line in subscriber.lines

@@ -7,13 +7,20 @@ A release's columns are kept in `flightpipe/schemas/releases/<version>.json`; a 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
 
-from flightpipe import __version__, contract
+from flightpipe import __version__, contract, schemas
 from flightpipe.contract import COLUMNS, Column, evolve
-from flightpipe.schemas import RELEASES, latest_release, release_document, released_columns
+from flightpipe.schemas import (
+    RELEASES,
+    latest_release,
+    release_document,
+    released_columns,
+    snapshot,
+)
 
 
 def _replace(name: str, **changes: object) -> list[Column]:
@@ -28,14 +35,31 @@ def test_the_current_contract_follows_the_last_release() -> None:
     assert {c.name for c in released} <= {c.name for c in COLUMNS}
 
 
-def test_the_snapshot_of_this_version_is_the_current_contract() -> None:
-    # Until the next release is cut, the contract being built is the one released as this version.
-    document = release_document(__version__)
-    assert document["release"] == __version__
-    assert len(document["commit"]) == 40
-    assert [(c.name, c.kind, c.nullable) for c in released_columns(__version__)] == [
-        (c.name, c.kind, c.nullable) for c in COLUMNS
-    ]
+# A released snapshot is the baseline later contracts are checked against: it never changes.
+RELEASED_SHA256 = {
+    "0.1.0": "1b897ec8799fdd7605d317d411a81dc86d57f6478a4a25a2d591dc2b181a4f76",
+}
+
+
+def test_released_snapshots_never_change() -> None:
+    assert {
+        path.stem: hashlib.sha256(path.read_bytes()).hexdigest() for path in RELEASES.glob("*.json")
+    } == RELEASED_SHA256
+    assert latest_release() == "0.1.0" and ".dev" in __version__  # main builds the next one
+
+
+def test_a_snapshot_is_written_once_and_only_for_a_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ValueError, match="not a release version"):
+        snapshot("0" * 40)
+    monkeypatch.setattr(schemas, "__version__", "0.1.0")
+    with pytest.raises(FileExistsError, match="already has its snapshot"):
+        snapshot("0" * 40)
+    assert (
+        hashlib.sha256((RELEASES / "0.1.0.json").read_bytes()).hexdigest()
+        == (RELEASED_SHA256["0.1.0"])
+    )
 
 
 def test_every_snapshot_names_its_release_and_only_contract_kinds() -> None:

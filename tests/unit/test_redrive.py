@@ -100,7 +100,9 @@ def test_a_fixed_dead_letter_is_redriven_and_stored_once_and_a_second_dead_lette
     run_until(
         broker, duckdb_warehouse, settings, lambda: dead_letter_backlog(broker, settings) == 2
     )
-    for message in broker.pull(settings.dead_letter_subscription, 10, timeout=1):
+    twice = broker.pull(settings.dead_letter_subscription, 10, timeout=1)
+    assert len(twice) == 2
+    for message in twice:
         assert message.attributes[REDRIVE_COUNT_ATTRIBUTE] == "2"
         assert len(json.loads(message.attributes[HISTORY_ATTRIBUTE])) == 2
     assert duckdb_warehouse.count_events() == 3
@@ -224,17 +226,26 @@ class Killed(EmbeddedBroker):
             os.kill(os.getpid(), signal.SIGKILL)
         return super().pull(subscription, max_messages, timeout)
 
+    def publish(self, topic, messages):
+        if point == "before-publish":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().publish(topic, messages)
+
     def ack(self, subscription, ack_ids):
         if point == "after-publish":
             os.kill(os.getpid(), signal.SIGKILL)
         super().ack(subscription, ack_ids)
+        if point == "after-ack":
+            os.kill(os.getpid(), signal.SIGKILL)
 
 selection = redrive.Selection(reasons=("warehouse",))
 redrive.redrive(Killed(path), dead_letters, topic, selection, batch_size=2, lease_seconds=1)
 """
 
 
-@pytest.mark.parametrize("point", ["after-publish", "while-holding"])
+# Each point between the steps of one redrive: an ack before its publish would lose the
+# messages at "before-publish" or "after-ack".
+@pytest.mark.parametrize("point", ["before-publish", "after-publish", "after-ack", "while-holding"])
 def test_a_redrive_killed_at_any_point_loses_nothing_and_stores_each_event_once(
     broker: EmbeddedBroker, duckdb_warehouse: DuckDBWarehouse, settings: Settings, point: str
 ) -> None:
@@ -274,6 +285,7 @@ def test_a_redrive_killed_at_any_point_loses_nothing_and_stores_each_event_once(
         (["--limit", "0"], "--limit: expected a positive integer, got '0'"),
         (["--since", "2024-05-02", "--until", "2024-05-01"], "--since must be before --until"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--wait", "0"], "--wait: expected a positive number, got '0'"),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(
