@@ -39,7 +39,7 @@ from flightpipe.warehouse import Warehouse
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.fakes import FakeBroker
 from tests.infra.boot import Declared, declared, exact_environ, stand_in_credentials
-from tests.infra.program import Graph
+from tests.infra.program import STACKS, Graph, graph_for
 
 PIPELINE_SERIES = ("flightpipe_data_freshness_seconds", "flightpipe_messages_received_total")
 
@@ -291,8 +291,9 @@ def test_subscriber_boots_with_the_declared_env_and_serves_health_and_metrics(
         broker.close()
 
 
+@pytest.mark.parametrize("stack", STACKS)
 def test_the_subscriber_names_its_instance_where_the_collector_reads_it(
-    graph: Graph, tmp_path: Path
+    stack: str, tmp_path: Path
 ) -> None:
     """On a worker pool only the app can tell its instance apart (components/collector.py).
 
@@ -304,10 +305,8 @@ def test_the_subscriber_names_its_instance_where_the_collector_reads_it(
     from flightpipe_subscriber.health import start_health_server
     from prometheus_client.parser import text_string_to_metric_families
 
-    pools = [d for d in declared(graph) if d.kind == "worker-pool"]
-    if not pools:
-        pytest.skip("no worker pool in this ingest mode")
-    (d,) = pools
+    # The worker pool exists in the `subscriber` ingest mode only.
+    (d,) = [d for d in declared(graph_for(stack, "subscriber")) if d.kind == "worker-pool"]
     with exact_environ(d.env, stand_in_credentials(tmp_path)):
         settings = load_settings()
     local = DuckDBWarehouse(tmp_path / "warehouse.duckdb")

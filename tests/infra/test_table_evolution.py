@@ -192,13 +192,19 @@ def test_the_stand_in_follows_the_providers_mode_and_type_rules() -> None:
     assert not schema_is_changeable(base, [{"name": "b", "type": "INTEGER"}])
 
 
-def test_the_subscriber_starts_after_the_table_has_its_schema(graph: Graph) -> None:
-    # A revision writing a field the table lacks has those rows rejected by insertAll ("no
-    # such field") and dead-lettered; the engine updates the table first.
-    if graph.exports["ingest_mode"] != "subscriber":
-        pytest.skip("a BigQuery subscription writes without a subscriber")
+def test_what_writes_the_table_is_updated_after_the_table_has_its_schema(graph: Graph) -> None:
+    # The engine updates the table first: the subscriber revision (insertAll would reject a
+    # field the table lacks, "no such field") or, in the other ingest mode, the BigQuery
+    # subscription (which writes with the table's schema).
     events = _events(graph)
-    subscribers = [r for r in graph.of_type(*SUBSCRIBER_TYPES) if "subscriber" in r.name]
-    assert subscribers
-    for resource in subscribers:
+    if graph.exports["ingest_mode"] == "subscriber":
+        writers = [r for r in graph.of_type(*SUBSCRIBER_TYPES) if "subscriber" in r.name]
+    else:
+        writers = [
+            r
+            for r in graph.of_type("gcp:pubsub/subscription:Subscription")
+            if r.inputs.get("bigqueryConfig")
+        ]
+    assert writers
+    for resource in writers:
         assert events in graph.depends_on(resource), resource.name
