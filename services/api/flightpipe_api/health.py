@@ -1,4 +1,4 @@
-"""Probes and metrics: /healthz and /health (process alive), /readyz (warehouse reachable), /metrics."""
+"""Probes and metrics: /healthz and /health (alive), /readyz (warehouse reachable), /metrics."""
 
 from __future__ import annotations
 
