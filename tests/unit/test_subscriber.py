@@ -45,6 +45,7 @@ def drain(subscriber: Subscriber, broker: FakeBroker, within: float = 30.0) -> N
         thread.join(timeout=within)
     assert not thread.is_alive()
     assert subscriber.failure is None
+    assert broker.settled("flights-subscriber"), "the subscriber did not settle every message"
 
 
 def failing_writes(
@@ -129,7 +130,9 @@ def test_redelivered_and_republished_events_show_once(
     subscriber = Subscriber(broker, duckdb_warehouse, SETTINGS)
     drain(subscriber, broker)
     broker.publish("flights", [(payload(event), {})])
-    drain(subscriber, broker)
+    drain(
+        Subscriber(broker, duckdb_warehouse, SETTINGS), broker
+    )  # a later instance, as after a restart
     assert duckdb_warehouse.count_events() == 1
     assert duckdb_warehouse.get_flight(event.flight_id) is not None
 
