@@ -23,18 +23,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from flightpipe.broker import Broker, Message
+from flightpipe.broker import (
+    DEAD_LETTER_REASON_ATTRIBUTE,
+    MAX_ATTEMPTS_REASON,
+    PUBSUB_DEAD_LETTER_PREFIX,
+    Broker,
+    Message,
+)
 
-REASON_ATTRIBUTE = "dead_letter_reason"
+REASON_ATTRIBUTE = DEAD_LETTER_REASON_ATTRIBUTE
 ORIGINAL_ID_ATTRIBUTE = "original_message_id"
 SOURCE_ATTRIBUTE = "source_subscription"
 REDRIVE_COUNT_ATTRIBUTE = "flightpipe_redrive_count"
 HISTORY_ATTRIBUTE = "flightpipe_dead_letter_history"
-# Pub/Sub's dead-letter policy adds attributes with this prefix (source subscription, delivery
-# count, publish time): https://cloud.google.com/pubsub/docs/handling-failures
-PUBSUB_DEAD_LETTER_PREFIX = "CloudPubSubDeadLetterSource"
-# The reason of a dead letter Pub/Sub forwarded (it sets none); the embedded broker sets the same.
-MAX_ATTEMPTS_REASON = "max_delivery_attempts"
 # "Attribute value size: 1,024 bytes" (https://cloud.google.com/pubsub/quotas#resource_limits).
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
 HISTORY_REASON_CHARS = 200
@@ -89,7 +90,7 @@ def redriven_attributes(message: Message) -> dict[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class Selection:
+class DeadLetterFilter:
     """Which dead letters to redrive: every criterion given must hold (none given: all)."""
 
     reasons: tuple[str, ...] = ()  # prefixes of the reason text ("schema" is a reason class)
@@ -160,7 +161,7 @@ def redrive(
     broker: Broker,
     dead_letter_subscription: str,
     topic: str,
-    selection: Selection,
+    selection: DeadLetterFilter,
     *,
     limit: int | None = None,
     dry_run: bool = False,
@@ -217,7 +218,7 @@ def redrive(
 
 def _choose(
     messages: list[Message],
-    selection: Selection,
+    selection: DeadLetterFilter,
     report: Report,
     limit: int | None,
     keep: list[str],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 import msgspec
 
@@ -27,6 +27,15 @@ class BrokerError(Exception):
 
 class NotFound(BrokerError):
     """The topic or subscription does not exist."""
+
+
+# Why a dead letter is one: the attribute the subscriber and the embedded broker set on it.
+DEAD_LETTER_REASON_ATTRIBUTE: Final = "dead_letter_reason"
+# The reason after `max_delivery_attempts` deliveries without an ack. Pub/Sub sets no reason but
+# attributes with this prefix (https://cloud.google.com/pubsub/docs/handling-failures); the
+# embedded broker sets both.
+MAX_ATTEMPTS_REASON: Final = "max_delivery_attempts"
+PUBSUB_DEAD_LETTER_PREFIX: Final = "CloudPubSubDeadLetterSource"
 
 
 class Message(msgspec.Struct, frozen=True):

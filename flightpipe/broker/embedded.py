@@ -37,7 +37,16 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from flightpipe.broker import Backlog, Message, NotFound, OutgoingMessage, SubscriptionConfig
+from flightpipe.broker import (
+    DEAD_LETTER_REASON_ATTRIBUTE,
+    MAX_ATTEMPTS_REASON,
+    PUBSUB_DEAD_LETTER_PREFIX,
+    Backlog,
+    Message,
+    NotFound,
+    OutgoingMessage,
+    SubscriptionConfig,
+)
 from flightpipe.broker.sqlite_file import SqliteFile, in_ids
 
 log = logging.getLogger(__name__)
@@ -254,10 +263,12 @@ class EmbeddedBroker:
         for _, attempts, data, attributes, publish_time in rows:
             attrs = _decode_attributes(attributes) if attributes else {}
             attrs.update(
-                dead_letter_reason="max_delivery_attempts",
-                CloudPubSubDeadLetterSourceSubscription=name,
-                CloudPubSubDeadLetterSourceDeliveryCount=str(attempts),
-                CloudPubSubDeadLetterSourceTopicPublishTime=_utc(publish_time).isoformat(),
+                {
+                    DEAD_LETTER_REASON_ATTRIBUTE: MAX_ATTEMPTS_REASON,
+                    f"{PUBSUB_DEAD_LETTER_PREFIX}Subscription": name,
+                    f"{PUBSUB_DEAD_LETTER_PREFIX}DeliveryCount": str(attempts),
+                    f"{PUBSUB_DEAD_LETTER_PREFIX}TopicPublishTime": _utc(publish_time).isoformat(),
+                }
             )
             outgoing.append((data, attrs))
         self._publish(conn, sub.dead_letter_topic, outgoing)
@@ -268,7 +279,7 @@ class EmbeddedBroker:
                 "subscription": name,
                 "dead_letter_topic": sub.dead_letter_topic,
                 "count": len(rows),
-                "reason": "max_delivery_attempts",
+                "reason": MAX_ATTEMPTS_REASON,
             },
         )
 

@@ -11,7 +11,7 @@ import pytest
 from flightpipe import redrive
 from flightpipe.broker import SubscriptionConfig
 from flightpipe.broker.pubsub import PubSubBroker
-from flightpipe.redrive import HISTORY_ATTRIBUTE, REDRIVE_COUNT_ATTRIBUTE, Selection
+from flightpipe.redrive import HISTORY_ATTRIBUTE, REDRIVE_COUNT_ATTRIBUTE, DeadLetterFilter
 from flightpipe.settings import load_settings
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
 from tests.factories import make_event, payload
@@ -50,14 +50,18 @@ def test_dead_letters_chosen_by_reason_are_redriven_stored_once_and_the_others_k
     assert sum(r.startswith("warehouse:") for r in watched) == 3
 
     dry = redrive.redrive(
-        pubsub_broker, settings.dead_letter_subscription, settings.topic, Selection(), dry_run=True
+        pubsub_broker,
+        settings.dead_letter_subscription,
+        settings.topic,
+        DeadLetterFilter(),
+        dry_run=True,
     )
     assert (len(dry.matched), dry.remaining, dry.redriven) == (4, 4, 0)
     report = redrive.redrive(
         pubsub_broker,
         settings.dead_letter_subscription,
         settings.topic,
-        Selection(reasons=("warehouse",)),
+        DeadLetterFilter(reasons=("warehouse",)),
     )
     assert (report.redriven, report.skipped) == (3, 1)
     # The warehouse is fixed: the redriven events are stored, each once.
@@ -70,7 +74,7 @@ def test_dead_letters_chosen_by_reason_are_redriven_stored_once_and_the_others_k
 
     # The invalid one is still there, and a redrive of it comes back with its history.
     again = redrive.redrive(
-        pubsub_broker, settings.dead_letter_subscription, settings.topic, Selection()
+        pubsub_broker, settings.dead_letter_subscription, settings.topic, DeadLetterFilter()
     )
     assert again.redriven == 1
     watched.clear()

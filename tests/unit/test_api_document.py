@@ -88,9 +88,9 @@ def test_the_document_is_valid_openapi_3_1_with_json_schema_2020_12_as_msgspec_w
     client: FlaskClient,
 ) -> None:
     spec = client.get("/openapi.json").get_json()
-    # The OpenAPI Initiative's schema for 3.1 documents (https://spec.openapis.org/oas/3.1/schema/
-    # 2022-10-07), as schemathesis ships it to check the documents it loads
-    # (schemathesis/specs/openapi/definitions.py@v4.32.5).
+    # The OpenAPI Initiative's schema for 3.1 documents, as schemathesis ships it to check the
+    # documents it loads (schemathesis/specs/openapi/definitions.py@v4.32.5):
+    # https://spec.openapis.org/oas/3.1/schema/2022-10-07
     OPENAPI_31_VALIDATOR.validate(spec)
     assert spec["openapi"] == "3.1.0"
     page = spec["components"]["schemas"]["FlightPage"]["properties"]

@@ -23,7 +23,7 @@ from flightpipe.redrive import (
     MAX_ATTRIBUTE_VALUE_BYTES,
     REASON_ATTRIBUTE,
     REDRIVE_COUNT_ATTRIBUTE,
-    Selection,
+    DeadLetterFilter,
 )
 from flightpipe.settings import Settings, load_settings
 from flightpipe.warehouse.duckdb import DuckDBWarehouse
@@ -81,7 +81,9 @@ def test_a_fixed_dead_letter_is_redriven_and_stored_once_and_a_second_dead_lette
     # Redriven while the cause persists: dead-lettered again, with the first reason in its history.
     broken = FlakyWarehouse(duckdb_warehouse)
     broken.reject_event_ids = {"never"}
-    first = redrive.redrive(broker, settings.dead_letter_subscription, settings.topic, Selection())
+    first = redrive.redrive(
+        broker, settings.dead_letter_subscription, settings.topic, DeadLetterFilter()
+    )
     assert (first.redriven, first.skipped, first.remaining) == (5, 0, 0)
     run_until(broker, broken, settings, lambda: dead_letter_backlog(broker, settings) == 2)
     assert duckdb_warehouse.count_events() == 3
@@ -95,7 +97,9 @@ def test_a_fixed_dead_letter_is_redriven_and_stored_once_and_a_second_dead_lette
     broker.nack(settings.dead_letter_subscription, [m.ack_id for m in again])
 
     # Redriven a second time: the count goes on and the history holds both dead-letterings.
-    report = redrive.redrive(broker, settings.dead_letter_subscription, settings.topic, Selection())
+    report = redrive.redrive(
+        broker, settings.dead_letter_subscription, settings.topic, DeadLetterFilter()
+    )
     assert report.redriven == 2
     run_until(
         broker, duckdb_warehouse, settings, lambda: dead_letter_backlog(broker, settings) == 2
@@ -113,7 +117,7 @@ def test_redrive_keeps_payload_and_own_attributes_and_strips_the_dead_letter_one
 ) -> None:
     (flight_id,) = seed(broker, duckdb_warehouse, settings, good=1, bad=0)
     broker.create_subscription("copy", SubscriptionConfig(topic=settings.topic))
-    redrive.redrive(broker, settings.dead_letter_subscription, settings.topic, Selection())
+    redrive.redrive(broker, settings.dead_letter_subscription, settings.topic, DeadLetterFilter())
     (copy,) = broker.pull("copy", 10, timeout=1)
     assert json.loads(copy.data)["flight_id"] == flight_id
     assert set(copy.attributes) == {"source", REDRIVE_COUNT_ATTRIBUTE, HISTORY_ATTRIBUTE}
@@ -171,18 +175,22 @@ def test_filters_choose_by_reason_time_and_id_and_never_loop_over_the_others(
         return real_pull(subscription, max_messages, timeout)
 
     broker.pull = counted  # type: ignore[method-assign]
-    by_reason = run(broker, settings, Selection(reasons=("schema", "malformed")), batch_size=2)
+    by_reason = run(
+        broker, settings, DeadLetterFilter(reasons=("schema", "malformed")), batch_size=2
+    )
     assert (by_reason.redriven, by_reason.skipped) == (8, 4)
     assert pulls <= 8  # 12 messages two by two, then an empty pull: none was seen twice
     assert dead_letter_backlog(broker, settings) == 4
-    assert run(broker, settings, Selection(ids=frozenset({"o1"}))).redriven == 0  # redriven
-    past = run(broker, settings, Selection(until=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
+    assert run(broker, settings, DeadLetterFilter(ids=frozenset({"o1"}))).redriven == 0  # redriven
+    past = run(
+        broker, settings, DeadLetterFilter(until=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    )
     assert past.redriven == 0 and past.skipped == 4
-    assert run(broker, settings, Selection(since=T0)).redriven == 4
+    assert run(broker, settings, DeadLetterFilter(since=T0)).redriven == 4
 
 
 def run(
-    broker: EmbeddedBroker, settings: Settings, selection: Selection, **options: object
+    broker: EmbeddedBroker, settings: Settings, selection: DeadLetterFilter, **options: object
 ) -> redrive.Report:
     return redrive.redrive(
         broker,
@@ -198,16 +206,16 @@ def test_dry_run_changes_nothing_and_limit_stops_after_n(
 ) -> None:
     broker.create_subscription("copy", SubscriptionConfig(topic=settings.topic))
     broker.publish(settings.dead_letter_topic, [(b"x%d" % i, {}) for i in range(5)])
-    dry = run(broker, settings, Selection(), dry_run=True)
+    dry = run(broker, settings, DeadLetterFilter(), dry_run=True)
     assert (dry.redriven, len(dry.matched), dry.remaining) == (0, 5, 5)
     assert dead_letter_backlog(broker, settings) == 5
     assert broker.pull("copy", 10, timeout=0) == []
-    limited = run(broker, settings, Selection(), limit=2, batch_size=10)
+    limited = run(broker, settings, DeadLetterFilter(), limit=2, batch_size=10)
     assert limited.redriven == 2
     assert len(broker.pull("copy", 10, timeout=0)) == 2
     assert dead_letter_backlog(broker, settings) == 3
     # Every message left was given back: the next run takes them at once.
-    assert run(broker, settings, Selection()).redriven == 3
+    assert run(broker, settings, DeadLetterFilter()).redriven == 3
 
 
 KILLED_REDRIVE = """
@@ -238,7 +246,7 @@ class Killed(EmbeddedBroker):
         if point == "after-ack":
             os.kill(os.getpid(), signal.SIGKILL)
 
-selection = redrive.Selection(reasons=("warehouse",))
+selection = redrive.DeadLetterFilter(reasons=("warehouse",))
 redrive.redrive(Killed(path), dead_letters, topic, selection, batch_size=2, lease_seconds=1)
 """
 
@@ -268,7 +276,7 @@ def test_a_redrive_killed_at_any_point_loses_nothing_and_stores_each_event_once(
     assert killed.returncode == -9, killed.stderr.decode()
     time.sleep(1.5)  # the killed process's leases lapse
     assert dead_letter_backlog(broker, settings) >= 3  # the invalid ones were never lost
-    run(broker, settings, Selection(reasons=("warehouse",)))
+    run(broker, settings, DeadLetterFilter(reasons=("warehouse",)))
     run_until(broker, duckdb_warehouse, settings, lambda: duckdb_warehouse.count_events() >= 4)
     run_until(
         broker, duckdb_warehouse, settings, lambda: broker.backlog(settings.subscription)[0] == 0

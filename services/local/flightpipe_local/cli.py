@@ -5,7 +5,8 @@
     flightpipe publish FILE|- [--data-dir DIR]             JSON lines, one message each
     flightpipe dlq list [--data-dir DIR] [--limit N]       dead letters with their reasons
     flightpipe dlq redrive [--reason PREFIX] [--since T] [--until T] [--id ID] [--limit N]
-                           [--dry-run] [--data-dir DIR]    republish dead letters to the topic
+                           [--dry-run] [--wait S] [--data-dir DIR]
+                                                           republish dead letters to the topic
 
 Errors are one line on stderr and a non-zero exit (2: bad command line or configuration,
 1: the operation failed), never a traceback.
@@ -255,7 +256,9 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
 
     if args.since and args.until and args.since >= args.until:
         raise CommandLineError("flightpipe dlq redrive: --since must be before --until")
-    selection = redrive.Selection(tuple(args.reason), args.since, args.until, frozenset(args.ids))
+    selection = redrive.DeadLetterFilter(
+        tuple(args.reason), args.since, args.until, frozenset(args.ids)
+    )
     settings = _settings(args)
     shown = 0
     last = time.monotonic()
